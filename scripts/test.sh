@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, all tests (unit, property, component,
+# integration against the real binary, fuzz corpora), and under CI a short fuzz run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
+if [ "${CI:-}" = "true" ] || [ "${COFFER_FUZZ_SMOKE:-}" = "1" ]; then
+  scripts/fuzz-smoke.sh
+fi
+echo "all tests passed"

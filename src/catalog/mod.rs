@@ -1,0 +1,445 @@
+//! The local SQLite catalog: a cache of the repository's index, snapshot list and tree blobs,
+//! so that dedup lookups, `snapshots`, `ls` and restore planning need no downloads.
+//!
+//! It is never the source of truth: [`Catalog::refresh`] brings it up to date from the
+//! repository's `index/` and `snapshots/` listings (reading only new objects) and a lost or
+//! damaged catalog is rebuilt from scratch. Losing it costs time, never data.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::format::index::PackIndex;
+use crate::format::snapshot::Snapshot;
+use crate::format::{BlobEntry, BlobKind, Compression};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::{BlobLocation, RepoError, Repository};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed.
+    #[error("catalog {path}: {source} (it is a cache: `coffer repair catalog` rebuilds it)")]
+    Sqlite {
+        /// The catalog file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// Creating the cache directory failed.
+    #[error("cannot create cache directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A snapshot id given by the user matched none or several.
+    #[error("{0}")]
+    Snapshot(String),
+}
+
+/// What a refresh did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RefreshStats {
+    /// Index files read.
+    pub index_files_read: usize,
+    /// Snapshots read.
+    pub snapshots_read: usize,
+    /// Snapshots that disappeared from the repository.
+    pub snapshots_removed: usize,
+}
+
+/// Repository-wide counts.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CatalogStats {
+    /// Packs.
+    pub packs: u64,
+    /// Data blobs.
+    pub data_blobs: u64,
+    /// Tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of all blobs.
+    pub raw_bytes: u64,
+    /// Stored bytes of all blobs.
+    pub stored_bytes: u64,
+}
+
+/// A snapshot as cached.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Its manifest.
+    pub snapshot: Snapshot,
+}
+
+/// The catalog of one repository.
+pub struct Catalog {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn blob_from_row(
+    pack: Vec<u8>,
+    row: &rusqlite::Row<'_>,
+    id: BlobId,
+) -> rusqlite::Result<Option<BlobLocation>> {
+    let pack: [u8; 32] = match pack.try_into() {
+        Ok(p) => p,
+        Err(_) => return Ok(None),
+    };
+    let kind = BlobKind::from_byte(row.get::<_, u8>(1)?);
+    let compression = Compression::from_byte(row.get::<_, u8>(2)?);
+    let (Ok(kind), Ok(compression)) = (kind, compression) else {
+        return Ok(None);
+    };
+    Ok(Some(BlobLocation {
+        pack: PackId(pack),
+        entry: BlobEntry {
+            id,
+            kind,
+            compression,
+            offset: row.get(3)?,
+            packed_len: row.get(4)?,
+            data_len: row.get(5)?,
+            raw_len: row.get(6)?,
+        },
+    }))
+}
+
+impl Catalog {
+    /// The catalog file of a repository under a cache directory.
+    pub fn path_for(cache_dir: &Path, repo_id: &str) -> PathBuf {
+        cache_dir.join(repo_id).join("catalog.sqlite")
+    }
+
+    /// Open (creating or migrating) the catalog at `path`. A catalog that SQLite cannot open
+    /// is deleted and recreated: it is only a cache.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        match Self::open_inner(path) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                tracing::warn!("{e}; rebuilding the catalog");
+                Self::remove_files(path);
+                Self::open_inner(path)
+            }
+        }
+    }
+
+    fn remove_files(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+
+    /// Delete the catalog at `path` so that the next open rebuilds it.
+    pub fn destroy(path: &Path) {
+        Self::remove_files(path);
+    }
+
+    fn open_inner(path: &Path) -> Result<Self, CatalogError> {
+        let err = |source| CatalogError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::Sqlite {
+                path: path.display().to_string(),
+                source: rusqlite::Error::InvalidQuery,
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS packs(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+                 CREATE TABLE IF NOT EXISTS blobs(
+                     id BLOB PRIMARY KEY, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+                     compression INTEGER NOT NULL, offset INTEGER NOT NULL,
+                     packed_len INTEGER NOT NULL, data_len INTEGER NOT NULL,
+                     raw_len INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS snapshots(
+                     id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
+                     data BLOB NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS trees(id BLOB PRIMARY KEY, data BLOB NOT NULL)
+                     WITHOUT ROWID;
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn sql<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, CatalogError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| CatalogError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Bring the catalog up to date with the repository: read new index files and snapshots,
+    /// forget what disappeared.
+    pub fn refresh(&self, repo: &Repository) -> Result<RefreshStats, CatalogError> {
+        let mut stats = RefreshStats::default();
+        let listed: HashSet<IndexId> = repo.list_index_files()?.into_iter().collect();
+        let known: HashSet<IndexId> = self.sql(|c| {
+            let mut st = c.prepare("SELECT id FROM index_files")?;
+            let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut out = HashSet::new();
+            for r in rows {
+                if let Ok(a) = <[u8; 32]>::try_from(r?) {
+                    out.insert(IndexId(a));
+                }
+            }
+            Ok(out)
+        })?;
+        if known.iter().any(|k| !listed.contains(k)) {
+            // Index files were removed (prune elsewhere): start the blob index over.
+            self.sql(|c| {
+                c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
+            })?;
+            return self.refresh(repo);
+        }
+        for id in listed.iter().filter(|id| !known.contains(id)) {
+            match repo.load_index(id) {
+                Ok(packs) => {
+                    self.add_index(id, &packs)?;
+                    stats.index_files_read += 1;
+                }
+                Err(e) => tracing::warn!("skipping index file {id}: {e}"),
+            }
+        }
+
+        let listed: HashSet<SnapshotId> = repo.list_snapshots()?.into_iter().collect();
+        let known: Vec<SnapshotId> = self.snapshot_ids()?;
+        for id in known.iter().filter(|id| !listed.contains(id)) {
+            self.sql(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", params![&id.0[..]]))?;
+            stats.snapshots_removed += 1;
+        }
+        let known: HashSet<SnapshotId> = known.into_iter().collect();
+        for id in listed.iter().filter(|id| !known.contains(id)) {
+            match repo.load_snapshot(id) {
+                Ok(s) => {
+                    self.add_snapshot(id, &s)?;
+                    stats.snapshots_read += 1;
+                }
+                Err(e) => tracing::warn!("skipping snapshot {id}: {e}"),
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Record an index file that has been written.
+    pub fn add_index(&self, id: &IndexId, packs: &[PackIndex]) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins_pack =
+                    tx.prepare_cached("INSERT OR IGNORE INTO packs(id) VALUES (?1)")?;
+                let mut pack_no = tx.prepare_cached("SELECT no FROM packs WHERE id = ?1")?;
+                let mut ins_blob = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for p in packs {
+                    ins_pack.execute(params![&p.pack.0[..]])?;
+                    let no: i64 = pack_no.query_row(params![&p.pack.0[..]], |r| r.get(0))?;
+                    for b in &p.blobs {
+                        ins_blob.execute(params![
+                            &b.id.0[..],
+                            no,
+                            b.kind.to_byte(),
+                            b.compression.to_byte(),
+                            b.offset,
+                            b.packed_len,
+                            b.data_len,
+                            b.raw_len
+                        ])?;
+                    }
+                }
+                tx.execute(
+                    "INSERT OR IGNORE INTO index_files VALUES (?1)",
+                    params![&id.0[..]],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Record a snapshot.
+    pub fn add_snapshot(&self, id: &SnapshotId, s: &Snapshot) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2, ?3, ?4)",
+                params![&id.0[..], s.time_ns, s.host, s.encode()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Forget a snapshot.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {
+        self.sql(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", params![&id.0[..]]))?;
+        Ok(())
+    }
+
+    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, CatalogError> {
+        self.sql(|c| {
+            let mut st = c.prepare("SELECT id FROM snapshots")?;
+            let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                if let Ok(a) = <[u8; 32]>::try_from(r?) {
+                    out.push(SnapshotId(a));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, CatalogError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.sql(|c| {
+            let mut st = c.prepare("SELECT id, data FROM snapshots ORDER BY time_ns, id")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        let mut out = Vec::new();
+        for (id, data) in rows {
+            let (Ok(id), Ok(snapshot)) = (<[u8; 32]>::try_from(id), Snapshot::decode(&data)) else {
+                continue;
+            };
+            out.push(SnapshotEntry {
+                id: SnapshotId(id),
+                snapshot,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Resolve a user's snapshot reference: `latest`, a full id or a unique prefix.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, CatalogError> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| CatalogError::Snapshot("the repository has no snapshots".into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut matches: Vec<SnapshotEntry> = all
+            .into_iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(CatalogError::Snapshot(format!(
+                "no snapshot {spec:?} (list them with `coffer snapshots`)"
+            ))),
+            n => Err(CatalogError::Snapshot(format!(
+                "snapshot id {spec:?} is ambiguous ({n} match): give more characters"
+            ))),
+        }
+    }
+
+    /// True when a blob is stored in an indexed pack.
+    pub fn has_blob(&self, id: &BlobId) -> Result<bool, CatalogError> {
+        self.sql(|c| {
+            c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
+                .query_row(params![&id.0[..]], |_| Ok(()))
+                .optional()
+                .map(|o| o.is_some())
+        })
+    }
+
+    /// Where a blob is stored.
+    pub fn blob_location(&self, id: &BlobId) -> Result<Option<BlobLocation>, CatalogError> {
+        self.sql(|c| {
+            c.prepare_cached(
+                "SELECT p.id, b.kind, b.compression, b.offset, b.packed_len, b.data_len, b.raw_len
+                 FROM blobs b JOIN packs p ON p.no = b.pack WHERE b.id = ?1",
+            )?
+            .query_row(params![&id.0[..]], |r| {
+                let pack: Vec<u8> = r.get(0)?;
+                blob_from_row(pack, r, *id)
+            })
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// A cached tree blob's plaintext.
+    pub fn cached_tree(&self, id: &BlobId) -> Result<Option<Vec<u8>>, CatalogError> {
+        self.sql(|c| {
+            c.prepare_cached("SELECT data FROM trees WHERE id = ?1")?
+                .query_row(params![&id.0[..]], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Cache a tree blob's plaintext (only after its id was verified).
+    pub fn cache_tree(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            c.prepare_cached("INSERT OR IGNORE INTO trees VALUES (?1, ?2)")?
+                .execute(params![&id.0[..], data])
+        })?;
+        Ok(())
+    }
+
+    /// Counts over the whole blob index.
+    pub fn stats(&self) -> Result<CatalogStats, CatalogError> {
+        self.sql(|c| {
+            let packs: i64 = c.query_row("SELECT COUNT(*) FROM packs", [], |r| r.get(0))?;
+            let (data, tree, raw, stored): (i64, i64, Option<i64>, Option<i64>) = c.query_row(
+                "SELECT SUM(kind = 0), SUM(kind = 1), SUM(raw_len), SUM(packed_len) FROM blobs",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                        r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                },
+            )?;
+            Ok(CatalogStats {
+                packs: packs as u64,
+                data_blobs: data as u64,
+                tree_blobs: tree as u64,
+                raw_bytes: raw.unwrap_or(0) as u64,
+                stored_bytes: stored.unwrap_or(0) as u64,
+            })
+        })
+    }
+}

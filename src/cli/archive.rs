@@ -1,0 +1,265 @@
+//! `export` and `import`: snapshots out to, and in from, tar.gz archives in the layout of the
+//! old nightly backups (`backup/<volume>/...`).
+
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use super::args::Global;
+use super::output::{ProgressDisplay, bytes, time_ns};
+use super::{Opened, RepoLocation, default_repo_path, exit, open_catalog, password};
+use crate::engine::Progress;
+use crate::engine::export::{self, DEFAULT_LEVEL, DEFAULT_NAME_PATTERN, DEFAULT_PREFIX};
+use crate::engine::import::{self, ImportOptions, ImportTime};
+use crate::repo::Repository;
+
+/// `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    #[arg(long, short = 's')]
+    pub snapshot: String,
+    /// Export only this path inside the snapshot (repeatable), e.g. `workspace/`; it keeps its
+    /// full path in the archive.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Write the archive to this file (`-` for stdout). It is written under a temporary name
+    /// and renamed when complete.
+    #[arg(
+        long,
+        short = 'o',
+        required_unless_present = "output_dir",
+        conflicts_with = "output_dir"
+    )]
+    pub output: Option<PathBuf>,
+    /// Write the archive into this directory, named from the snapshot's time (see --name),
+    /// and point the symlink `latest` in it at the new file.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// strftime pattern of the file name with --output-dir (local time of the snapshot).
+    #[arg(long, requires = "output_dir", value_name = "PATTERN")]
+    pub name: Option<String>,
+    /// Directory the sources are put in inside the archive (may be empty).
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// gzip level (0 none, 1 fast .. 9 small).
+    #[arg(long, default_value_t = DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub level: u32,
+}
+
+/// `import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The .tar.gz archive (sources are the directories under `backup/`).
+    pub archive: PathBuf,
+    /// Snapshot time: `FROM_NAME` (the date in the file name, local time; else the file's
+    /// modification time) or an RFC 3339 time such as 2025-11-16T03:00:00Z.
+    #[arg(long, default_value = "FROM_NAME")]
+    pub time: String,
+    /// Tag the snapshot (repeatable); `imported` is always added.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Directory of the archive that holds the sources.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+// Same as `commands::open`: the repository must exist; the passphrase is asked after that.
+fn open(g: &Global) -> anyhow::Result<Opened> {
+    let loc = match &g.repo {
+        Some(r) => RepoLocation::parse(r)?,
+        None => RepoLocation::Local(default_repo_path()),
+    };
+    let store = loc.store();
+    Repository::load_config(store.as_ref())?;
+    let pw = password::passphrase(g, false)?;
+    let repo = Repository::open(store, &pw)?;
+    let catalog = open_catalog(g, &repo)?;
+    Ok(Opened { repo, catalog })
+}
+
+fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Content bytes per second, in MB/s.
+fn rate(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / 1e6 / secs
+    } else {
+        0.0
+    }
+}
+
+/// `coffer export`.
+pub fn export(g: &Global, a: &ExportArgs) -> anyhow::Result<u8> {
+    let to_stdout = a.output.as_deref() == Some(Path::new("-"));
+    if to_stdout && std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "refusing to write a compressed archive to a terminal: redirect stdout or use --output FILE"
+        );
+    }
+    let o = open(g)?;
+    let opts = export::ExportOptions {
+        snapshot: a.snapshot.clone(),
+        paths: a.paths.clone(),
+        prefix: a.prefix.clone(),
+        level: a.level,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "export");
+    let (result, target) = match (&a.output, &a.output_dir) {
+        (Some(_), _) if to_stdout => {
+            // The raw descriptor: std's stdout is line-buffered, which suits text, not this.
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdout")?;
+            let out = Box::new(std::fs::File::from(fd));
+            let r = export::export(&o.repo, &o.catalog, &opts, out, &progress);
+            (r, "stdout".to_string())
+        }
+        (Some(file), _) => (
+            export::export_to_file(&o.repo, &o.catalog, &opts, file, &progress),
+            file.display().to_string(),
+        ),
+        (None, Some(dir)) => {
+            let pattern = a.name.as_deref().unwrap_or(DEFAULT_NAME_PATTERN);
+            (
+                export::export_to_dir(&o.repo, &o.catalog, &opts, dir, pattern, &progress),
+                dir.display().to_string(),
+            )
+        }
+        (None, None) => anyhow::bail!("give --output FILE, --output - or --output-dir DIR"),
+    };
+    drop(display);
+    let s = result.with_context(|| format!("export of snapshot {} to {target}", a.snapshot))?;
+    // With the archive on stdout, everything else goes to stderr.
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let out: &mut dyn Write = if to_stdout { &mut stderr } else { &mut stdout };
+    if g.json {
+        json_line(out, &s)?;
+    } else if !g.quiet {
+        writeln!(
+            out,
+            "exported snapshot {} ({}) to {}",
+            &s.snapshot_id[..8.min(s.snapshot_id.len())],
+            time_ns(s.snapshot_time_ns),
+            s.output.as_deref().unwrap_or(&target)
+        )?;
+        writeln!(
+            out,
+            "  {} entries: {} files, {} dirs, {} symlinks, {} hardlinks, {} special; {} of content",
+            s.entries,
+            s.files,
+            s.dirs,
+            s.symlinks,
+            s.hardlinks,
+            s.special,
+            bytes(s.content_bytes)
+        )?;
+        writeln!(
+            out,
+            "  archive {} in {:.1}s ({:.1} MB/s of content)",
+            bytes(s.archive_bytes),
+            s.duration_secs,
+            rate(s.content_bytes, s.duration_secs)
+        )?;
+    }
+    drop(stdout);
+    for w in &s.warnings {
+        writeln!(stderr, "warning: {}: {}", w.path, w.message)?;
+    }
+    Ok(exit::OK)
+}
+
+fn parse_time(s: &str) -> anyhow::Result<ImportTime> {
+    if s.eq_ignore_ascii_case("FROM_NAME") {
+        return Ok(ImportTime::FromName);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).with_context(|| {
+        format!("--time {s:?}: give FROM_NAME or an RFC 3339 time such as 2025-11-16T03:00:00Z")
+    })?;
+    Ok(ImportTime::At(t.with_timezone(&chrono::Utc)))
+}
+
+/// `coffer import`.
+pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<u8> {
+    let time = parse_time(&a.time)?;
+    let o = open(g)?;
+    let opts = ImportOptions {
+        archive: a.archive.clone(),
+        time,
+        tags: a.tags.clone(),
+        host: a.host.clone().unwrap_or_else(crate::repo::hostname),
+        prefix: a.prefix.clone(),
+    };
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "import");
+    let result = import::import(&o.repo, &o.catalog, &opts, &progress);
+    drop(display);
+    let s = result.context("import failed")?;
+    if g.json {
+        json_line(&mut std::io::stdout().lock(), &s)?;
+    } else {
+        if s.time_source == "file mtime" {
+            eprintln!(
+                "warning: no date in the name of {}; the snapshot time is its modification time (use --time to set it)",
+                a.archive.display()
+            );
+        }
+        for w in &s.warnings {
+            eprintln!("warning: {}: {}", w.path, w.message);
+        }
+        if !g.quiet {
+            println!(
+                "snapshot {} saved from {} (time {}, from the {})",
+                &s.snapshot_id[..8.min(s.snapshot_id.len())],
+                a.archive.display(),
+                s.time,
+                match s.time_source {
+                    "name" => "file name",
+                    "given" => "--time option",
+                    other => other,
+                }
+            );
+            println!(
+                "  sources {}: {} files, {} dirs, {} symlinks, {} hardlinks, {} of content",
+                s.sources.join(", "),
+                s.files,
+                s.dirs,
+                s.symlinks,
+                s.hardlinks,
+                bytes(s.total_bytes)
+            );
+            println!(
+                "  added {} ({} stored) in {} packs, {:.1}s ({:.1} MB/s of content)",
+                bytes(s.bytes_added),
+                bytes(s.stored_bytes_added),
+                s.packs_written,
+                s.duration_secs,
+                rate(s.total_bytes, s.duration_secs)
+            );
+        }
+    }
+    if s.warnings.is_empty() {
+        Ok(exit::OK)
+    } else {
+        if !g.json {
+            eprintln!("warning: some entries were skipped (see above); the snapshot lacks them");
+        }
+        Ok(exit::PARTIAL)
+    }
+}

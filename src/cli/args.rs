@@ -1,0 +1,195 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// coffer: deduplicating, encrypted snapshots of directories and Docker volumes.
+#[derive(Parser, Debug)]
+#[command(name = "coffer", version, about, long_about = None)]
+pub struct Cli {
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location: a directory (default: ~/.local/share/coffer/repository).
+    #[arg(long, short = 'r', env = "COFFER_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the passphrase from this file (first line).
+    #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its first output line as the passphrase.
+    #[arg(long, env = "COFFER_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Local cache directory of the catalog.
+    #[arg(long, env = "COFFER_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More detail (repeat for debug).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository.
+    Init(InitArgs),
+    /// Back up directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the files of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot, or paths in it.
+    Restore(RestoreArgs),
+    /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
+    Export(super::archive::ExportArgs),
+    /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.
+    Import(super::archive::ImportArgs),
+    /// Verify the repository.
+    Check(CheckArgs),
+    /// Repository statistics.
+    Stats,
+    /// Manage the passphrases (keys) of the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Rebuild derived data.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Remove stale locks (or all with --remove-all).
+    Unlock(UnlockArgs),
+}
+
+/// `init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// zstd level for new data (1 fast .. 19 small).
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+}
+
+/// `backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Sources: `NAME=PATH` or `PATH` (named after its last component).
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Leave out paths matching this glob (repeatable). Without `/` it matches names.
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Parent snapshot for change detection (default: the latest of this host and sources).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those whose metadata did not change.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `snapshots`.
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+/// `ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    #[arg(long, short = 's')]
+    pub snapshot: String,
+    /// Path inside the snapshot.
+    pub path: Option<String>,
+    /// Show mode, size and time.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+/// `restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    #[arg(long, short = 's')]
+    pub snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Restore only this path inside the snapshot (repeatable), e.g. `workspace/`.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Replace files that exist in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read and verify all data.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `key`.
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a passphrase (from COFFER_NEW_PASSWORD, --new-password-file, or a prompt).
+    Add(NewPassword),
+    /// List keys.
+    List,
+    /// Remove a key by id prefix.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the passphrase of the key in use.
+    Passwd(NewPassword),
+}
+
+/// The new passphrase for `key add` / `key passwd`.
+#[derive(Args, Debug)]
+pub struct NewPassword {
+    /// File holding the new passphrase.
+    #[arg(long, env = "COFFER_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+/// `repair`.
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Delete and rebuild the local catalog from the repository.
+    Catalog,
+    /// Write index files for packs that no index names, from the packs' own headers.
+    Index,
+}
+
+/// `unlock`.
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones.
+    #[arg(long)]
+    pub remove_all: bool,
+}

@@ -1,0 +1,112 @@
+//! Human output: logging to stderr, progress bars on a terminal, sizes and times.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::args::Global;
+use crate::engine::Progress;
+
+/// Warnings and errors go to stderr; `-v` adds info, `-vv` debug, `-q` leaves errors only.
+pub fn init_logging(g: &Global) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("coffer={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Human-readable byte count.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// A progress display fed by [`Progress`] counters, shown only on a terminal.
+pub struct ProgressDisplay {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    /// Start showing `progress` (nothing happens unless stderr is a terminal and output is
+    /// human).
+    pub fn start(g: &Global, progress: Arc<Progress>, verb: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        if g.quiet || g.json || !std::io::stderr().is_terminal() {
+            return Self { stop, handle: None };
+        }
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{spinner} {prefix} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(verb);
+            while !s.load(Ordering::Relaxed) {
+                let (files, b, total_files, total_bytes) = progress.snapshot();
+                if total_bytes > 0 {
+                    bar.set_length(total_bytes.max(b));
+                }
+                bar.set_position(b);
+                bar.set_message(if total_files > 0 {
+                    format!("{files}/{total_files} files")
+                } else {
+                    format!("{files} files")
+                });
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            bar.finish_and_clear();
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Local time of a snapshot, for tables.
+pub fn time_ns(t: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(t)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}

@@ -1,0 +1,85 @@
+//! zstd compression of blob payloads; a payload that does not shrink is stored raw.
+//!
+//! Pure. Compressor contexts are reused per thread by the caller (one per rayon worker).
+
+use crate::format::{Compression, FormatError};
+
+/// A reusable compressor.
+pub struct Compressor {
+    inner: zstd::bulk::Compressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl Compressor {
+    /// A compressor at `level`.
+    pub fn new(level: i32) -> std::io::Result<Self> {
+        Ok(Self {
+            inner: zstd::bulk::Compressor::new(level)?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Compress `data`; returns the payload and how it is encoded. Raw when zstd would not
+    /// save at least 1/64 of the size.
+    pub fn compress<'a>(&'a mut self, data: &'a [u8]) -> (&'a [u8], Compression) {
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        self.buf.clear();
+        self.buf.reserve(bound);
+        match self.inner.compress_to_buffer(data, &mut self.buf) {
+            Ok(n) if n + data.len() / 64 < data.len() => (&self.buf[..n], Compression::Zstd),
+            _ => (data, Compression::None),
+        }
+    }
+}
+
+/// Decompress a payload to exactly `raw_len` bytes.
+pub fn decompress(
+    payload: &[u8],
+    compression: Compression,
+    raw_len: usize,
+) -> Result<Vec<u8>, FormatError> {
+    match compression {
+        Compression::None => {
+            if payload.len() != raw_len {
+                return Err(FormatError::invalid("blob", "raw length mismatch"));
+            }
+            Ok(payload.to_vec())
+        }
+        Compression::Zstd => {
+            if raw_len > crate::format::MAX_BLOB_BYTES as usize {
+                return Err(FormatError::invalid("blob", "too large"));
+            }
+            let out = zstd::bulk::decompress(payload, raw_len)
+                .map_err(|e| FormatError::invalid("blob", format!("zstd: {e}")))?;
+            if out.len() != raw_len {
+                return Err(FormatError::invalid("blob", "decompressed length mismatch"));
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_shrinks_random_stays_raw() {
+        let mut c = Compressor::new(3).unwrap();
+        let text = b"hello world ".repeat(1000);
+        let (p, m) = c.compress(&text);
+        assert_eq!(m, Compression::Zstd);
+        let p = p.to_vec();
+        assert!(p.len() < text.len() / 10);
+        assert_eq!(decompress(&p, m, text.len()).unwrap(), text);
+        let random: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let (p, m) = c.compress(&random);
+        if m == Compression::None {
+            assert_eq!(p, &random[..]);
+        }
+        assert!(decompress(p, m, random.len() + 1).is_err());
+        assert!(decompress(b"garbage", Compression::Zstd, 10).is_err());
+    }
+}

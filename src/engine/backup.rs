@@ -1,0 +1,600 @@
+//! Backup: walk the sources in parallel, reuse the content of files whose metadata did not
+//! change since the parent snapshot, read and chunk the rest, save new blobs, write trees
+//! bottom-up, and write the snapshot last.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use super::saver::{Saver, run_uploader};
+use super::{EngineError, Progress, Warning, Warnings, load_tree};
+use crate::catalog::Catalog;
+use crate::chunker::Chunker;
+use crate::format::BlobKind;
+use crate::format::snapshot::{Snapshot, SnapshotSummary, SourceInfo};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::{BlobId, SnapshotId};
+use crate::repo::{LockKind, Repository};
+use crate::source::meta;
+
+/// Bytes read from a file per chunking window (at least twice the largest chunk).
+pub const READ_WINDOW_BYTES: usize = 8 << 20;
+/// How often a file that changes while it is read is read again before giving up.
+const CHANGED_RETRIES: usize = 2;
+
+/// One source to back up.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceSpec {
+    /// Name of its directory in the snapshot.
+    pub name: String,
+    /// Where it is read from.
+    pub path: PathBuf,
+}
+
+impl SourceSpec {
+    /// Parse `NAME=PATH` or `PATH` (the name is then the path's last component).
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        let (name, path) = match s.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(p)),
+            _ => {
+                let p = PathBuf::from(s);
+                let abs = std::path::absolute(&p).unwrap_or_else(|_| p.clone());
+                let name = abs
+                    .components()
+                    .next_back()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .filter(|n| n != "/" && !n.is_empty())
+                    .unwrap_or_else(|| "root".to_string());
+                (name, p)
+            }
+        };
+        if !Node::name_is_safe(name.as_bytes()) {
+            return Err(EngineError::Usage(format!("invalid source name {name:?}")));
+        }
+        Ok(SourceSpec { name, path })
+    }
+}
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackupOptions {
+    /// The sources; names must be unique.
+    pub sources: Vec<SourceSpec>,
+    /// Tags of the snapshot.
+    pub tags: Vec<String>,
+    /// Host name recorded (and used to find the parent).
+    pub host: String,
+    /// Glob patterns of paths to leave out.
+    pub excludes: Vec<String>,
+    /// Parent snapshot (id, prefix or `latest`); found automatically when absent.
+    pub parent: Option<String>,
+    /// Read every file even when its metadata did not change.
+    pub force: bool,
+    /// Snapshot time (default: now).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackupSummary {
+    /// The new snapshot.
+    pub snapshot_id: String,
+    /// The parent used for change detection.
+    pub parent: Option<String>,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Files read because they were new or changed.
+    pub files_read: u64,
+    /// Files whose content was reused from the parent without reading.
+    pub files_unchanged: u64,
+    /// Bytes of content in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes read from files.
+    pub bytes_read: u64,
+    /// New blobs stored.
+    pub blobs_added: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added: u64,
+    /// Bytes written for new blobs (compressed, encrypted).
+    pub stored_bytes_added: u64,
+    /// Pack files written.
+    pub packs_written: u64,
+    /// Index files written.
+    pub index_files_written: u64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// Files that could not be read or changed while read.
+    pub warnings: Vec<Warning>,
+}
+
+struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Self, EngineError> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let trimmed = p.trim_end_matches('/');
+            let glob = |s: &str| {
+                Glob::new(s).map_err(|e| EngineError::Usage(format!("bad --exclude {p:?}: {e}")))
+            };
+            if trimmed.contains('/') {
+                let t = trimmed.trim_start_matches('/');
+                paths.add(glob(t)?);
+                paths.add(glob(&format!("*/{t}"))?);
+            } else {
+                names.add(glob(trimmed)?);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| EngineError::Usage(e.to_string()));
+        Ok(Self {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
+    }
+
+    fn excluded(&self, name: &[u8], rel: &Path) -> bool {
+        self.names
+            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
+            || self.paths.is_match(rel)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    files_read: AtomicU64,
+    files_unchanged: AtomicU64,
+    total_bytes: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    catalog: &'a Catalog,
+    saver: &'a Saver<'a>,
+    chunker: Chunker,
+    excludes: Excludes,
+    force: bool,
+    counters: Counters,
+    warnings: Warnings,
+    progress: &'a Progress,
+}
+
+impl Walker<'_> {
+    /// Back up one entry. `Ok(None)` means it was skipped with a warning.
+    fn entry(
+        &self,
+        name: &OsString,
+        path: &Path,
+        rel: &Path,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<Node>, EngineError> {
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warnings.push(path.display().to_string(), e);
+                return Ok(None);
+            }
+        };
+        let mut node = match meta::node_from_metadata(name, path, &md) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warnings.push(path.display().to_string(), e);
+                return Ok(None);
+            }
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                let parent_tree = parent_node
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
+                match self.dir(path, rel, parent_tree)? {
+                    Some(id) => node.subtree = Some(id),
+                    None => return Ok(None),
+                }
+                self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            }
+            NodeKind::File => {
+                if let Some(old) = parent_node
+                    && !self.force
+                    && meta::unchanged(old, &node)
+                    && self.all_stored(&old.content)?
+                {
+                    node.content = old.content.clone();
+                    self.counters
+                        .files_unchanged
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.progress.file_done(node.size);
+                } else {
+                    match self.file(path, &mut node)? {
+                        true => {}
+                        false => return Ok(None),
+                    }
+                    self.counters.files_read.fetch_add(1, Ordering::Relaxed);
+                    self.progress.file_done(0);
+                }
+                self.counters.files.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .total_bytes
+                    .fetch_add(node.size, Ordering::Relaxed);
+            }
+            _ => {
+                self.counters.files.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(Some(node))
+    }
+
+    fn all_stored(&self, content: &[BlobId]) -> Result<bool, EngineError> {
+        for id in content {
+            if !self.catalog.has_blob(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Back up a directory's entries in parallel; returns its tree id.
+    fn dir(
+        &self,
+        path: &Path,
+        rel: &Path,
+        parent_tree: Option<BlobId>,
+    ) -> Result<Option<BlobId>, EngineError> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warnings.push(path.display().to_string(), e);
+                return Ok(None);
+            }
+        };
+        let mut names = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.warnings.push(path.display().to_string(), e),
+            }
+        }
+        let old: Option<Tree> = match parent_tree {
+            Some(id) => match load_tree(self.repo, self.catalog, &id) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(
+                        "parent tree of {} unreadable, reading all: {e}",
+                        path.display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let old_nodes: HashMap<&[u8], &Node> = old
+            .as_ref()
+            .map(|t| t.nodes.iter().map(|n| (&n.name[..], n)).collect())
+            .unwrap_or_default();
+        let results: Vec<Result<Option<Node>, EngineError>> = names
+            .par_iter()
+            .filter_map(|name| {
+                let rel = rel.join(name);
+                if self.excludes.excluded(name.as_bytes(), &rel) {
+                    return None;
+                }
+                let parent = old_nodes.get(name.as_bytes()).copied();
+                Some(self.entry(name, &path.join(name), &rel, parent))
+            })
+            .collect();
+        let mut nodes = Vec::with_capacity(results.len());
+        for r in results {
+            if let Some(n) = r? {
+                nodes.push(n);
+            }
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let tree = Tree { nodes };
+        Ok(Some(self.saver.save(BlobKind::Tree, &tree.encode())?))
+    }
+
+    /// Read, chunk and save a file's content into `node`. `Ok(false)`: unreadable (warned).
+    fn file(&self, path: &Path, node: &mut Node) -> Result<bool, EngineError> {
+        let mut attempt = 0;
+        loop {
+            let mut f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.warnings.push(path.display().to_string(), e);
+                    return Ok(false);
+                }
+            };
+            let (content, size) = match self.read_content(&mut f) {
+                Ok(r) => r,
+                Err(ReadError::Io(e)) => {
+                    self.warnings.push(path.display().to_string(), e);
+                    return Ok(false);
+                }
+                Err(ReadError::Engine(e)) => return Err(e),
+            };
+            let after = f.metadata().ok();
+            let changed = after.as_ref().is_none_or(|m| {
+                m.len() != size
+                    || m.mtime() != node.mtime
+                    || m.mtime_nsec() as u32 != node.mtime_nsec
+                    || m.ctime() != node.ctime
+                    || m.ctime_nsec() as u32 != node.ctime_nsec
+            });
+            if changed && attempt < CHANGED_RETRIES {
+                attempt += 1;
+                if let Some(m) = after {
+                    node.mtime = m.mtime();
+                    node.mtime_nsec = m.mtime_nsec() as u32;
+                    node.ctime = m.ctime();
+                    node.ctime_nsec = m.ctime_nsec() as u32;
+                }
+                continue;
+            }
+            if changed {
+                self.warnings.push(
+                    path.display().to_string(),
+                    "file changed while it was read; the stored copy may be inconsistent",
+                );
+            }
+            node.content = content;
+            node.size = size;
+            return Ok(true);
+        }
+    }
+
+    fn read_content(&self, f: &mut File) -> Result<(Vec<BlobId>, u64), ReadError> {
+        let window = READ_WINDOW_BYTES.max(2 * self.chunker.max_bytes());
+        let hint = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let mut buf = vec![0u8; (hint + 1).clamp(4096, window)];
+        let mut filled = 0usize;
+        let mut eof = false;
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        loop {
+            while !eof && filled < window {
+                if filled == buf.len() {
+                    buf.resize((buf.len() * 2).min(window), 0);
+                }
+                match f.read(&mut buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ReadError::Io(e)),
+                }
+            }
+            let cuts = self.chunker.cuts(&buf[..filled], eof);
+            let mut chunks = Vec::with_capacity(cuts.len());
+            let mut off = 0;
+            for len in cuts {
+                chunks.push(&buf[off..off + len]);
+                off += len;
+            }
+            let ids: Result<Vec<BlobId>, EngineError> = chunks
+                .par_iter()
+                .map(|c| self.saver.save(BlobKind::Data, c))
+                .collect();
+            content.extend(ids.map_err(ReadError::Engine)?);
+            self.counters
+                .bytes_read
+                .fetch_add(off as u64, Ordering::Relaxed);
+            self.progress.add_bytes(off as u64);
+            size += off as u64;
+            buf.copy_within(off..filled, 0);
+            filled -= off;
+            if eof && filled == 0 {
+                return Ok((content, size));
+            }
+        }
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Engine(EngineError),
+}
+
+/// Find the parent snapshot: the newest of the same host with the same source names.
+fn find_parent(
+    catalog: &Catalog,
+    opts: &BackupOptions,
+) -> Result<Option<(SnapshotId, Snapshot)>, EngineError> {
+    if let Some(spec) = &opts.parent {
+        let e = catalog.resolve_snapshot(spec)?;
+        return Ok(Some((e.id, e.snapshot)));
+    }
+    let mut names: Vec<&str> = opts.sources.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    Ok(catalog
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|e| {
+            let mut n: Vec<&str> = e.snapshot.sources.iter().map(|s| s.name.as_str()).collect();
+            n.sort();
+            e.snapshot.host == opts.host && n == names
+        })
+        .map(|e| (e.id, e.snapshot)))
+}
+
+/// Run a backup. Per-file problems become warnings; storage failures stop it and leave the
+/// repository as it was (plus, at most, packs no snapshot references).
+pub fn backup(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupSummary, EngineError> {
+    let start = Instant::now();
+    let time = opts.time.unwrap_or_else(chrono::Utc::now);
+    if opts.sources.is_empty() {
+        return Err(EngineError::Usage(
+            "nothing to back up: give at least one source".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &opts.sources {
+        if !seen.insert(s.name.as_str()) {
+            return Err(EngineError::Usage(format!(
+                "two sources are named {:?}: name them with NAME=PATH",
+                s.name
+            )));
+        }
+        std::fs::symlink_metadata(&s.path).map_err(|e| EngineError::Io {
+            path: s.path.display().to_string(),
+            source: e,
+        })?;
+    }
+    let _lock = repo.lock(LockKind::Shared, "backup")?;
+    catalog.refresh(repo)?;
+    let parent = find_parent(catalog, opts)?;
+    let parent_root: Option<Tree> = match &parent {
+        Some((_, s)) => Some(load_tree(repo, catalog, &s.tree)?),
+        None => None,
+    };
+
+    let (saver, rx) = Saver::new(repo, catalog);
+    let walker = Walker {
+        repo,
+        catalog,
+        saver: &saver,
+        chunker: repo.chunker(),
+        excludes: Excludes::new(&opts.excludes)?,
+        force: opts.force,
+        counters: Counters::default(),
+        warnings: Warnings::default(),
+        progress,
+    };
+    let stats = saver.stats.clone();
+    let result: Result<BlobId, EngineError> = std::thread::scope(|scope| {
+        let uploader = std::thread::Builder::new()
+            .name("coffer-upload".into())
+            .spawn_scoped(scope, || run_uploader(repo, catalog, rx, &stats))
+            .map_err(|e| EngineError::Io {
+                path: "uploader thread".into(),
+                source: e,
+            })?;
+        let walked = (|| -> Result<BlobId, EngineError> {
+            let results: Vec<Result<Option<Node>, EngineError>> = opts
+                .sources
+                .par_iter()
+                .map(|s| {
+                    let name = OsString::from(&s.name);
+                    let old = parent_root
+                        .as_ref()
+                        .and_then(|t| t.nodes.iter().find(|n| n.name[..] == *s.name.as_bytes()));
+                    walker.entry(&name, &s.path, Path::new(""), old)
+                })
+                .collect();
+            let mut nodes = Vec::new();
+            for (r, s) in results.into_iter().zip(&opts.sources) {
+                match r? {
+                    Some(mut n) => {
+                        n.name = ByteBuf::from(s.name.as_bytes().to_vec());
+                        nodes.push(n);
+                    }
+                    None => {
+                        return Err(EngineError::Usage(format!(
+                            "source {} could not be read",
+                            s.path.display()
+                        )));
+                    }
+                }
+            }
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            let root = saver.save(BlobKind::Tree, &Tree { nodes }.encode())?;
+            saver.finish()?;
+            Ok(root)
+        })();
+        if walked.is_err() {
+            saver.abandon();
+        }
+        let uploaded = uploader
+            .join()
+            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+        // The uploader's own error explains a failed send better than the send does.
+        uploaded?;
+        walked
+    });
+    let root = result?;
+
+    let c = &walker.counters;
+    let warnings = walker.warnings.take();
+    let summary = SnapshotSummary {
+        files: c.files.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        files_read: c.files_read.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        blobs_added: stats.blobs_added.load(Ordering::Relaxed),
+        bytes_added: stats.bytes_added.load(Ordering::Relaxed),
+        stored_bytes_added: stats.stored_bytes_added.load(Ordering::Relaxed),
+        errors: warnings.len() as u64,
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    let snapshot = Snapshot {
+        time_ns: time.timestamp_nanos_opt().unwrap_or(0),
+        host: opts.host.clone(),
+        username: username(),
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|(id, _)| *id),
+        tree: root,
+        sources: opts
+            .sources
+            .iter()
+            .map(|s| SourceInfo {
+                name: s.name.clone(),
+                path: std::path::absolute(&s.path)
+                    .unwrap_or_else(|_| s.path.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+            .collect(),
+        summary: summary.clone(),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    // Last write of the backup: everything it names is already stored and indexed.
+    let id = repo.save_snapshot(&snapshot)?;
+    catalog.add_snapshot(&id, &snapshot)?;
+    Ok(BackupSummary {
+        snapshot_id: id.to_hex(),
+        parent: parent.map(|(id, _)| id.to_hex()),
+        files: summary.files,
+        dirs: summary.dirs,
+        files_read: summary.files_read,
+        files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+        total_bytes: summary.total_bytes,
+        bytes_read: summary.bytes_read,
+        blobs_added: summary.blobs_added,
+        bytes_added: summary.bytes_added,
+        stored_bytes_added: summary.stored_bytes_added,
+        packs_written: stats.packs_written.load(Ordering::Relaxed),
+        index_files_written: stats.index_files_written.load(Ordering::Relaxed),
+        duration_secs: start.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string())
+}

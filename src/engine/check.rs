@@ -1,0 +1,379 @@
+//! Check: verify the repository's structure from the repository itself (never from the
+//! catalog): every index file opens, every indexed pack exists and is large enough, every
+//! snapshot opens, every tree it reaches opens and every blob it names is indexed. With
+//! `read_data`, every pack is read whole: its name is its hash, its header matches the index,
+//! and every blob decrypts and hashes to its id. Damage is reported with the snapshots and
+//! paths it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{EngineError, Progress, display_bytes};
+use crate::format::pack::TRAILER_BYTES;
+use crate::format::tree::{NodeKind, Tree};
+use crate::format::{BlobEntry, BlobKind};
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::repo::{BlobLocation, LockKind, Repository};
+
+/// What to check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckOptions {
+    /// Read and verify every pack's content.
+    pub read_data: bool,
+}
+
+/// One problem found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// The damaged or missing object.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+    /// Snapshots and paths affected (`<snapshot short id>:<path>`).
+    pub affects: Vec<String>,
+}
+
+/// Result of a check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Index files read.
+    pub index_files: u64,
+    /// Packs in the repository.
+    pub packs: u64,
+    /// Blobs in the index.
+    pub blobs: u64,
+    /// Trees verified.
+    pub trees: u64,
+    /// Packs read whole (`read_data`).
+    pub packs_read: u64,
+    /// Bytes read whole (`read_data`).
+    pub bytes_read: u64,
+    /// Packs that no index names (left by an interrupted backup; harmless).
+    pub unindexed_packs: u64,
+    /// Problems; empty means the repository is sound.
+    pub problems: Vec<Problem>,
+}
+
+/// Check the repository.
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &Progress,
+) -> Result<CheckReport, EngineError> {
+    let _lock = repo.lock(LockKind::Shared, "check")?;
+    let mut report = CheckReport::default();
+    let mut problems = Vec::new();
+
+    let packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    report.packs = packs.len() as u64;
+    let mut index: HashMap<BlobId, BlobLocation> = HashMap::new();
+    let mut pack_entries: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+    for iid in repo.list_index_files()? {
+        report.index_files += 1;
+        match repo.load_index(&iid) {
+            Ok(list) => {
+                for p in list {
+                    for e in &p.blobs {
+                        index.entry(e.id).or_insert(BlobLocation {
+                            pack: p.pack,
+                            entry: *e,
+                        });
+                    }
+                    pack_entries.entry(p.pack).or_default().extend(p.blobs);
+                }
+            }
+            Err(e) => problems.push(Problem {
+                object: crate::repo::path::index(&iid),
+                message: e.to_string(),
+                affects: vec![],
+            }),
+        }
+    }
+    report.blobs = index.len() as u64;
+    let mut bad_blobs: HashMap<BlobId, String> = HashMap::new();
+    for (pack, entries) in &pack_entries {
+        let name = crate::repo::path::pack(pack);
+        match packs.get(pack) {
+            None => {
+                problems.push(Problem {
+                    object: name,
+                    message: "indexed pack is missing".into(),
+                    affects: vec![],
+                });
+                for e in entries {
+                    bad_blobs.insert(e.id, format!("its pack {} is missing", pack.short()));
+                }
+            }
+            Some(&size) => {
+                let limit = size.saturating_sub(TRAILER_BYTES as u64);
+                for e in entries {
+                    if u64::from(e.offset) + u64::from(e.packed_len) > limit {
+                        bad_blobs.insert(e.id, format!("outside its pack {}", pack.short()));
+                    }
+                }
+            }
+        }
+    }
+    report.unindexed_packs = packs
+        .keys()
+        .filter(|p| !pack_entries.contains_key(p))
+        .count() as u64;
+
+    // Snapshots and their trees.
+    let snapshot_ids = repo.list_snapshots()?;
+    let mut snapshots = Vec::new();
+    for id in &snapshot_ids {
+        match repo.load_snapshot(id) {
+            Ok(s) => snapshots.push((*id, s)),
+            Err(e) => problems.push(Problem {
+                object: crate::repo::path::snapshot(id),
+                message: e.to_string(),
+                affects: vec![],
+            }),
+        }
+    }
+    report.snapshots = snapshots.len() as u64;
+    let mut good_trees: HashSet<BlobId> = HashSet::new();
+    let mut bad_trees: HashMap<BlobId, String> = HashMap::new();
+    for (_, s) in &snapshots {
+        let mut stack = vec![s.tree];
+        while let Some(t) = stack.pop() {
+            if good_trees.contains(&t) || bad_trees.contains_key(&t) {
+                continue;
+            }
+            match load_checked_tree(repo, &index, &t) {
+                Ok(tree) => {
+                    good_trees.insert(t);
+                    for n in &tree.nodes {
+                        if let Some(st) = n.subtree {
+                            stack.push(st);
+                        }
+                        for c in &n.content {
+                            if !index.contains_key(c) {
+                                bad_blobs
+                                    .entry(*c)
+                                    .or_insert_with(|| "not in any index".into());
+                            }
+                        }
+                    }
+                }
+                Err(msg) => {
+                    bad_trees.insert(t, msg);
+                }
+            }
+        }
+    }
+    report.trees = good_trees.len() as u64;
+
+    if opts.read_data {
+        let total: u64 = packs.values().sum();
+        progress.total_bytes.store(total, Ordering::Relaxed);
+        let bytes_read = AtomicU64::new(0);
+        type PackResult = (PackId, Result<Vec<(BlobId, String)>, String>);
+        let results: Vec<PackResult> = packs
+            .par_iter()
+            .map(|(id, size)| {
+                let r = (|| {
+                    let bytes = repo
+                        .store()
+                        .read(&crate::repo::path::pack(id))
+                        .map_err(|e| e.to_string())?;
+                    bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    progress.file_done(*size);
+                    let (entries, bad) = repo.verify_pack(id, &bytes).map_err(|e| e.to_string())?;
+                    let mut out: Vec<(BlobId, String)> = bad
+                        .into_iter()
+                        .map(|(e, err)| (e.id, err.to_string()))
+                        .collect();
+                    if let Some(indexed) = pack_entries.get(id) {
+                        let in_header: HashMap<BlobId, &BlobEntry> =
+                            entries.iter().map(|e| (e.id, e)).collect();
+                        for e in indexed {
+                            if in_header.get(&e.id).is_none_or(|h| **h != *e) {
+                                out.push((
+                                    e.id,
+                                    "index entry does not match the pack header".into(),
+                                ));
+                            }
+                        }
+                    }
+                    Ok(out)
+                })();
+                (*id, r)
+            })
+            .collect();
+        report.bytes_read = bytes_read.load(Ordering::Relaxed);
+        for (pack, r) in results {
+            report.packs_read += 1;
+            match r {
+                Ok(bad) => {
+                    for (b, msg) in bad {
+                        bad_blobs.insert(b, msg);
+                    }
+                }
+                Err(msg) => {
+                    problems.push(Problem {
+                        object: crate::repo::path::pack(&pack),
+                        message: msg,
+                        affects: vec![],
+                    });
+                    for e in pack_entries.get(&pack).into_iter().flatten() {
+                        bad_blobs.insert(e.id, format!("its pack {} is damaged", pack.short()));
+                    }
+                }
+            }
+        }
+        // A damaged tree blob found by reading data is a damaged tree.
+        for (b, msg) in &bad_blobs {
+            if good_trees.contains(b) {
+                bad_trees.insert(*b, msg.clone());
+            }
+        }
+    }
+
+    if !bad_blobs.is_empty() || !bad_trees.is_empty() {
+        let affects = affected_paths(repo, &index, &snapshots, &bad_blobs, &bad_trees);
+        for (t, msg) in &bad_trees {
+            problems.push(Problem {
+                object: format!("tree {t}"),
+                message: msg.clone(),
+                affects: affects.get(t).cloned().unwrap_or_default(),
+            });
+        }
+        for (b, msg) in &bad_blobs {
+            // Only report blobs that matter: referenced, or in a damaged pack.
+            let a = affects.get(b).cloned().unwrap_or_default();
+            if a.is_empty() && !index.contains_key(b) {
+                continue;
+            }
+            problems.push(Problem {
+                object: format!("blob {b}"),
+                message: msg.clone(),
+                affects: a,
+            });
+        }
+    }
+    problems.sort_by(|a, b| a.object.cmp(&b.object));
+    report.problems = problems;
+    Ok(report)
+}
+
+fn load_checked_tree(
+    repo: &Repository,
+    index: &HashMap<BlobId, BlobLocation>,
+    id: &BlobId,
+) -> Result<Tree, String> {
+    let loc = index
+        .get(id)
+        .ok_or_else(|| "tree is not in any index".to_string())?;
+    if loc.entry.kind != BlobKind::Tree {
+        return Err("indexed as a data blob".into());
+    }
+    let bytes = repo.load_blob(loc).map_err(|e| e.to_string())?;
+    Tree::decode(&bytes).map_err(|e| e.to_string())
+}
+
+/// Map each damaged blob or tree to the snapshot paths that use it.
+fn affected_paths(
+    repo: &Repository,
+    index: &HashMap<BlobId, BlobLocation>,
+    snapshots: &[(SnapshotId, crate::format::snapshot::Snapshot)],
+    bad_blobs: &HashMap<BlobId, String>,
+    bad_trees: &HashMap<BlobId, String>,
+) -> HashMap<BlobId, Vec<String>> {
+    const MAX_PATHS: usize = 20;
+    let mut out: HashMap<BlobId, Vec<String>> = HashMap::new();
+    let mut add = |id: BlobId, s: &SnapshotId, p: &Path| {
+        let v = out.entry(id).or_default();
+        if v.len() < MAX_PATHS {
+            v.push(format!("{}:{}", s.short(), p.display()));
+        }
+    };
+    for (sid, s) in snapshots {
+        let mut stack: Vec<(BlobId, PathBuf)> = vec![(s.tree, PathBuf::from("/"))];
+        while let Some((t, path)) = stack.pop() {
+            if bad_trees.contains_key(&t) {
+                add(t, sid, &path);
+                continue;
+            }
+            let Ok(tree) = load_checked_tree(repo, index, &t) else {
+                continue;
+            };
+            for n in &tree.nodes {
+                let p = path.join(display_bytes(&n.name));
+                if n.kind == NodeKind::Dir
+                    && let Some(st) = n.subtree
+                {
+                    stack.push((st, p.clone()));
+                }
+                for c in &n.content {
+                    if bad_blobs.contains_key(c) {
+                        add(*c, sid, &p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `repair index` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairIndexSummary {
+    /// Packs that no readable index named.
+    pub unindexed_packs: u64,
+    /// Index files written for them.
+    pub index_files_written: u64,
+    /// Blobs those index files name.
+    pub blobs_indexed: u64,
+    /// Packs whose header could not be read (named, with the reason).
+    pub unreadable_packs: Vec<String>,
+}
+
+/// Write index files for every pack that no readable index file names, from the packs' own
+/// headers. Run under an exclusive lock.
+pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError> {
+    const PACKS_PER_INDEX: usize = 64;
+    let mut s = RepairIndexSummary::default();
+    let mut indexed: HashSet<PackId> = HashSet::new();
+    for iid in repo.list_index_files()? {
+        match repo.load_index(&iid) {
+            Ok(list) => indexed.extend(list.into_iter().map(|p| p.pack)),
+            Err(e) => {
+                tracing::warn!("index file {iid} is unreadable, its packs are re-indexed: {e}")
+            }
+        }
+    }
+    let mut pending = Vec::new();
+    for (id, size) in repo.list_packs()? {
+        if indexed.contains(&id) {
+            continue;
+        }
+        s.unindexed_packs += 1;
+        match repo.load_pack_header(&id, size) {
+            Ok(blobs) => {
+                s.blobs_indexed += blobs.len() as u64;
+                pending.push(crate::format::index::PackIndex { pack: id, blobs });
+            }
+            Err(e) => s
+                .unreadable_packs
+                .push(format!("{}: {e}", crate::repo::path::pack(&id))),
+        }
+        if pending.len() >= PACKS_PER_INDEX {
+            repo.save_index(&pending)?;
+            s.index_files_written += 1;
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        repo.save_index(&pending)?;
+        s.index_files_written += 1;
+    }
+    Ok(s)
+}

@@ -1,0 +1,101 @@
+//! The engine composes repository, catalog and file system into the user's operations:
+//! backup, restore, ls, check, stats. It never parses arguments; every operation takes an
+//! options value and returns a summary value, both serializable, so `--json` costs nothing.
+
+pub mod backup;
+pub mod check;
+pub mod export;
+pub mod import;
+pub mod progress;
+pub mod restore;
+mod saver;
+pub mod walk;
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::format::tree::Tree;
+use crate::id::BlobId;
+use crate::repo::{RepoError, Repository};
+
+pub use progress::Progress;
+
+/// Errors that stop an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Repository failure.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Catalog failure.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A problem with what the user asked for.
+    #[error("{0}")]
+    Usage(String),
+    /// A local file system error that stops the whole operation.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A problem with one file that did not stop the operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Warning {
+    /// The path concerned.
+    pub path: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Collected warnings of a running operation.
+#[derive(Default)]
+pub struct Warnings(Mutex<Vec<Warning>>);
+
+impl Warnings {
+    /// Record a warning (the caller reports them; logged at debug level as they happen).
+    pub fn push(&self, path: impl Into<String>, message: impl ToString) {
+        let w = Warning {
+            path: path.into(),
+            message: message.to_string(),
+        };
+        tracing::debug!("{}: {}", w.path, w.message);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    /// Everything recorded.
+    pub fn take(&self) -> Vec<Warning> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Load a tree blob: from the catalog's cache, else from the repository (verified, then
+/// cached).
+pub fn load_tree(repo: &Repository, catalog: &Catalog, id: &BlobId) -> Result<Tree, EngineError> {
+    if let Some(bytes) = catalog.cached_tree(id)?
+        && repo.keys().blob_id(crate::format::BlobKind::Tree, &bytes) == *id
+        && let Ok(t) = Tree::decode(&bytes)
+    {
+        return Ok(t);
+    }
+    let loc = catalog.blob_location(id)?.ok_or_else(|| {
+        RepoError::corrupt(
+            format!("tree {id}"),
+            "not in the index (run `coffer check`)",
+        )
+    })?;
+    let bytes = repo.load_blob(&loc)?;
+    let tree = Tree::decode(&bytes).map_err(|e| RepoError::corrupt(format!("tree {id}"), e))?;
+    catalog.cache_tree(id, &bytes)?;
+    Ok(tree)
+}
+
+/// Render raw name bytes for display.
+pub fn display_bytes(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

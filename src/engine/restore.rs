@@ -1,0 +1,286 @@
+//! Restore: recreate a snapshot, or paths inside it, under a target directory, verifying every
+//! blob. Directories first, then file contents in parallel, then hardlinks, symlinks and
+//! special files, then directory metadata deepest first (so writing into a directory does not
+//! disturb its restored mtime, and no restored symlink is ever followed during the restore).
+
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::walk::{components, resolve};
+use super::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
+use crate::catalog::Catalog;
+use crate::format::tree::{Node, NodeKind};
+use crate::repo::{LockKind, Repository};
+use crate::source::write;
+
+/// What to restore and where.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreOptions {
+    /// Snapshot id, prefix or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Paths inside the snapshot to restore (all when empty).
+    pub paths: Vec<String>,
+    /// Replace existing files.
+    pub overwrite: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreSummary {
+    /// The snapshot restored.
+    pub snapshot_id: String,
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks, hardlinks and special files created.
+    pub links_and_special: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// Entries that failed.
+    pub errors: Vec<Warning>,
+}
+
+/// Blobs of one file fetched at once.
+const BLOBS_IN_FLIGHT: usize = 8;
+
+#[derive(Default)]
+struct Plan {
+    dirs: Vec<(PathBuf, Node)>,
+    files: Vec<(PathBuf, Node)>,
+    hardlinks: Vec<(PathBuf, PathBuf, Node)>,
+    special: Vec<(PathBuf, Node)>,
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    catalog: &'a Catalog,
+    overwrite: bool,
+    warnings: Warnings,
+    bytes: AtomicU64,
+    progress: &'a Progress,
+}
+
+impl Restorer<'_> {
+    fn plan(
+        &self,
+        path: &Path,
+        node: &Node,
+        plan: &mut Plan,
+        links: &mut HashMap<(u64, u64), PathBuf>,
+    ) -> Result<(), EngineError> {
+        match node.kind {
+            NodeKind::Dir => {
+                if let Err(e) = write::create_dir(path) {
+                    self.warnings.push(path.display().to_string(), e);
+                    return Ok(());
+                }
+                plan.dirs.push((path.to_path_buf(), node.clone()));
+                let Some(subtree) = node.subtree else {
+                    return Ok(());
+                };
+                let tree = load_tree(self.repo, self.catalog, &subtree)?;
+                for child in &tree.nodes {
+                    if !Node::name_is_safe(&child.name) {
+                        self.warnings.push(
+                            format!("{}/{}", path.display(), display_bytes(&child.name)),
+                            "refusing an entry whose name would escape the target",
+                        );
+                        continue;
+                    }
+                    let p = path.join(
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&child.name),
+                    );
+                    self.plan(&p, child, plan, links)?;
+                }
+            }
+            NodeKind::File => {
+                if node.links > 1 && node.inode != 0 {
+                    if let Some(first) = links.get(&(node.device, node.inode)) {
+                        plan.hardlinks
+                            .push((first.clone(), path.to_path_buf(), node.clone()));
+                        return Ok(());
+                    }
+                    links.insert((node.device, node.inode), path.to_path_buf());
+                }
+                plan.files.push((path.to_path_buf(), node.clone()));
+            }
+            _ => plan.special.push((path.to_path_buf(), node.clone())),
+        }
+        Ok(())
+    }
+
+    fn file(&self, path: &Path, node: &Node) -> Result<(), String> {
+        let mut f = write::create_file(path, self.overwrite).map_err(|e| e.to_string())?;
+        let mut written: u64 = 0;
+        let mut hole = false;
+        // Blobs of a window are fetched and verified in parallel, then written in order: a
+        // single large file still keeps every core busy, with bounded memory.
+        for window in node.content.chunks(BLOBS_IN_FLIGHT) {
+            let loaded: Vec<Result<Vec<u8>, String>> = window
+                .par_iter()
+                .map(|id| {
+                    let loc = self
+                        .catalog
+                        .blob_location(id)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("blob {id} is missing from the repository index"))?;
+                    self.repo.load_blob(&loc).map_err(|e| e.to_string())
+                })
+                .collect();
+            for data in loaded {
+                let data = data?;
+                if data.iter().all(|&b| b == 0) {
+                    // Leave a hole: the file stays sparse where the original was zeros.
+                    f.seek(SeekFrom::Current(data.len() as i64))
+                        .map_err(|e| e.to_string())?;
+                    hole = true;
+                } else {
+                    f.write_all(&data).map_err(|e| e.to_string())?;
+                    hole = false;
+                }
+                written += data.len() as u64;
+                self.progress.add_bytes(data.len() as u64);
+            }
+        }
+        if hole || written == 0 {
+            f.set_len(written).map_err(|e| e.to_string())?;
+        }
+        if written != node.size {
+            return Err(format!(
+                "restored {written} bytes, the snapshot says {}",
+                node.size
+            ));
+        }
+        drop(f);
+        self.bytes.fetch_add(written, Ordering::Relaxed);
+        write::apply_metadata(path, node).map_err(|e| format!("metadata: {e}"))
+    }
+}
+
+/// Restore a snapshot. Problems with single entries are collected in the summary; the
+/// restore goes on with the others.
+pub fn restore(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreSummary, EngineError> {
+    let start = Instant::now();
+    let _lock = repo.lock(LockKind::Shared, "restore")?;
+    catalog.refresh(repo)?;
+    let snap = catalog.resolve_snapshot(&opts.snapshot)?;
+    if let Ok(m) = std::fs::symlink_metadata(&opts.target)
+        && !m.is_dir()
+    {
+        return Err(EngineError::Usage(format!(
+            "restore target {} exists and is not a directory",
+            opts.target.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.target).map_err(|e| EngineError::Io {
+        path: opts.target.display().to_string(),
+        source: e,
+    })?;
+    let r = Restorer {
+        repo,
+        catalog,
+        overwrite: opts.overwrite,
+        warnings: Warnings::default(),
+        bytes: AtomicU64::new(0),
+        progress,
+    };
+    let mut plan = Plan::default();
+    let mut links = HashMap::new();
+    let paths = if opts.paths.is_empty() {
+        vec![String::new()]
+    } else {
+        opts.paths.clone()
+    };
+    for p in &paths {
+        let node = resolve(repo, catalog, snap.snapshot.tree, p)?;
+        let comps = components(p);
+        let mut dest = opts.target.clone();
+        for c in &comps {
+            dest.push(c);
+        }
+        if let Some(parent) = dest.parent()
+            && !comps.is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| EngineError::Io {
+                path: parent.display().to_string(),
+                source: e,
+            })?;
+        }
+        r.plan(&dest, &node, &mut plan, &mut links)?;
+    }
+    let total: u64 = plan.files.iter().map(|(_, n)| n.size).sum();
+    progress.total_bytes.store(total, Ordering::Relaxed);
+    progress
+        .total_files
+        .store(plan.files.len() as u64, Ordering::Relaxed);
+
+    plan.files.par_iter().for_each(|(path, node)| {
+        if let Err(e) = r.file(path, node) {
+            r.warnings.push(path.display().to_string(), e);
+        }
+        progress.files.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut special = 0;
+    for (first, path, node) in &plan.hardlinks {
+        let res =
+            write::clear_for(path, opts.overwrite).and_then(|_| std::fs::hard_link(first, path));
+        match res {
+            Ok(()) => special += 1,
+            Err(e) => {
+                // The first path failed or links are unsupported: write a copy instead.
+                tracing::debug!("hardlink {}: {e}", path.display());
+                match r.file(path, node) {
+                    Ok(()) => special += 1,
+                    Err(e) => r.warnings.push(path.display().to_string(), e),
+                }
+            }
+        }
+    }
+    for (path, node) in &plan.special {
+        if node.kind == NodeKind::Socket {
+            // A socket belongs to the process that listened on it; recreating it is useless.
+            tracing::debug!("skipping socket {}", path.display());
+            continue;
+        }
+        match write::create_special(path, node, opts.overwrite)
+            .and_then(|_| write::apply_metadata(path, node))
+        {
+            Ok(()) => special += 1,
+            Err(e) => r.warnings.push(path.display().to_string(), e),
+        }
+    }
+    // Deepest first, so restoring a child's metadata never touches a restored parent's mtime.
+    for (path, node) in plan.dirs.iter().rev() {
+        if node.inode == 0 && node.name.is_empty() {
+            continue; // the synthetic snapshot root
+        }
+        if let Err(e) = write::apply_metadata(path, node) {
+            r.warnings.push(path.display().to_string(), e);
+        }
+    }
+    Ok(RestoreSummary {
+        snapshot_id: snap.id.to_hex(),
+        files: plan.files.len() as u64,
+        dirs: plan.dirs.len() as u64,
+        links_and_special: special,
+        bytes: r.bytes.load(Ordering::Relaxed),
+        duration_secs: start.elapsed().as_secs_f64(),
+        errors: r.warnings.take(),
+    })
+}

@@ -1,0 +1,155 @@
+//! Walking the trees of a snapshot: resolving a path inside it, and listing entries.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use super::{EngineError, display_bytes, load_tree};
+use crate::catalog::Catalog;
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::repo::Repository;
+
+/// A node standing for a snapshot's root directory.
+pub fn root_node(tree: BlobId) -> Node {
+    Node {
+        name: ByteBuf::new(),
+        kind: NodeKind::Dir,
+        mode: 0o40755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        ctime: 0,
+        ctime_nsec: 0,
+        size: 0,
+        inode: 0,
+        device: 0,
+        links: 1,
+        rdev: 0,
+        link_target: None,
+        content: vec![],
+        subtree: Some(tree),
+        xattrs: vec![],
+    }
+}
+
+/// Split a user's path inside a snapshot (`workspace/src/`) into components.
+pub fn components(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// Find the node at `path` below the root tree. The empty path is the root itself.
+pub fn resolve(
+    repo: &Repository,
+    catalog: &Catalog,
+    root: BlobId,
+    path: &str,
+) -> Result<Node, EngineError> {
+    let mut node = root_node(root);
+    for c in components(path) {
+        if !Node::name_is_safe(c.as_bytes()) {
+            return Err(EngineError::Usage(format!(
+                "{path:?}: {c:?} is not allowed in a path inside a snapshot"
+            )));
+        }
+        let subtree = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(t)) => t,
+            _ => {
+                return Err(EngineError::Usage(format!(
+                    "{path:?} is not in the snapshot"
+                )));
+            }
+        };
+        let tree = load_tree(repo, catalog, &subtree)?;
+        node = tree
+            .nodes
+            .into_iter()
+            .find(|n| n.name[..] == *c.as_bytes())
+            .ok_or_else(|| EngineError::Usage(format!("{path:?} is not in the snapshot")))?;
+    }
+    Ok(node)
+}
+
+/// Call `f` for `node` at `path` and every node below it, depth first, parents before
+/// children, in name order.
+pub fn walk(
+    repo: &Repository,
+    catalog: &Catalog,
+    path: &Path,
+    node: &Node,
+    f: &mut dyn FnMut(&Path, &Node) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    f(path, node)?;
+    if let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) {
+        let tree = load_tree(repo, catalog, &subtree)?;
+        for child in &tree.nodes {
+            let p = path
+                .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&child.name));
+            walk(repo, catalog, &p, child, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// One entry as `ls` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LsEntry {
+    /// Path inside the snapshot.
+    pub path: String,
+    /// `file`, `dir`, `symlink`, ...
+    pub kind: &'static str,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time (RFC 3339).
+    pub mtime: String,
+    /// Symlink target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The `ls` name of a node kind.
+pub fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::CharDevice => "chardev",
+        NodeKind::BlockDevice => "blockdev",
+        NodeKind::Socket => "socket",
+    }
+}
+
+/// List everything at and below `path` in the tree `root`.
+pub fn ls(
+    repo: &Repository,
+    catalog: &Catalog,
+    root: BlobId,
+    path: &str,
+    f: &mut dyn FnMut(LsEntry),
+) -> Result<(), EngineError> {
+    let node = resolve(repo, catalog, root, path)?;
+    let start: PathBuf = components(path).iter().collect();
+    walk(repo, catalog, &start, &node, &mut |p, n| {
+        if p.as_os_str().is_empty() {
+            return Ok(());
+        }
+        f(LsEntry {
+            path: p.to_string_lossy().into_owned(),
+            kind: kind_name(n.kind),
+            size: n.size,
+            mode: n.mode & 0o7777,
+            mtime: chrono::DateTime::from_timestamp(n.mtime, n.mtime_nsec)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            target: n.link_target.as_ref().map(|t| display_bytes(t)),
+        });
+        Ok(())
+    })
+}

@@ -1,0 +1,281 @@
+//! Tree blobs: one directory, its entries sorted by name.
+//!
+//! ```text
+//! | version: u8 = 1 | postcard(Tree) |
+//! ```
+//! postcard: integers as LEB128 varints (signed ones zigzag), byte strings and sequences as a
+//! varint length then the items, `Option` as 0/1 then the value, enums as a varint variant
+//! index. `docs/format.md` lists the fields in order. Encoding is deterministic, so an
+//! unchanged directory has the same bytes, hence the same id, and dedupes for free.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::FormatError;
+use crate::id::BlobId;
+
+/// Tree format version written.
+pub const TREE_VERSION: u8 = 1;
+/// Largest encoded tree accepted.
+pub const MAX_TREE_BYTES: usize = super::MAX_BLOB_BYTES as usize;
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+    /// Unix socket (recorded, not recreated).
+    Socket,
+}
+
+/// One extended attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Attribute name.
+    pub name: ByteBuf,
+    /// Attribute value.
+    pub value: ByteBuf,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// File name (raw bytes: not necessarily UTF-8). Never empty, `.`, `..`, or containing
+    /// `/` or NUL in a valid tree; restore checks again.
+    pub name: ByteBuf,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Permission bits and file type bits as `st_mode`.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Status change time, seconds (change detection only).
+    pub ctime: i64,
+    /// Status change time, nanoseconds.
+    pub ctime_nsec: u32,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Inode number (change detection and hardlinks).
+    pub inode: u64,
+    /// Device of the file system holding it.
+    pub device: u64,
+    /// Number of hard links.
+    pub links: u64,
+    /// Device number (device nodes).
+    pub rdev: u64,
+    /// Symlink target (raw bytes).
+    pub link_target: Option<ByteBuf>,
+    /// Content blobs in order (files).
+    pub content: Vec<BlobId>,
+    /// Subtree (directories).
+    pub subtree: Option<BlobId>,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Node {
+    /// True when `name` is safe to join to a directory path.
+    pub fn name_is_safe(name: &[u8]) -> bool {
+        !name.is_empty()
+            && name != b"."
+            && name != b".."
+            && !name.contains(&b'/')
+            && !name.contains(&0)
+    }
+}
+
+/// A directory listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Entries, sorted by name, names unique.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Encode; entries must already be sorted.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![TREE_VERSION];
+        // Serialising plain structs into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decode and validate names and order.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        const WHAT: &str = "tree";
+        let (&version, body) = bytes.split_first().ok_or(FormatError::Truncated {
+            what: WHAT,
+            needed: 1,
+            available: 0,
+        })?;
+        if version != TREE_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: WHAT,
+                found: version.into(),
+                supported: TREE_VERSION.into(),
+            });
+        }
+        if bytes.len() > MAX_TREE_BYTES {
+            return Err(FormatError::invalid(WHAT, "larger than the maximum"));
+        }
+        let tree: Tree =
+            postcard::from_bytes(body).map_err(|e| FormatError::invalid(WHAT, e.to_string()))?;
+        for pair in tree.nodes.windows(2) {
+            if pair[0].name >= pair[1].name {
+                return Err(FormatError::invalid(
+                    WHAT,
+                    "entries not sorted or not unique",
+                ));
+            }
+        }
+        // One value, one byte form: trailing bytes or padded varints are refused, so a tree's
+        // id names exactly one encoding.
+        if tree.encode() != bytes {
+            return Err(FormatError::invalid(WHAT, "not in canonical encoding"));
+        }
+        Ok(tree)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_node() -> impl Strategy<Value = Node> {
+        (
+            proptest::collection::vec(1u8..=255, 1..20),
+            0usize..7,
+            any::<u32>(),
+            any::<(u32, u32, i64, u32, u64, u64)>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..10),
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                ),
+                0..3,
+            ),
+        )
+            .prop_map(
+                |(
+                    name,
+                    kind,
+                    mode,
+                    (uid, gid, mtime, nsec, size, inode),
+                    target,
+                    content,
+                    xattrs,
+                )| Node {
+                    name: ByteBuf::from(name),
+                    kind: [
+                        NodeKind::File,
+                        NodeKind::Dir,
+                        NodeKind::Symlink,
+                        NodeKind::Fifo,
+                        NodeKind::CharDevice,
+                        NodeKind::BlockDevice,
+                        NodeKind::Socket,
+                    ][kind],
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    mtime_nsec: nsec % 1_000_000_000,
+                    ctime: mtime.wrapping_add(1),
+                    ctime_nsec: 0,
+                    size,
+                    inode,
+                    device: 42,
+                    links: 1,
+                    rdev: 0,
+                    link_target: target.map(ByteBuf::from),
+                    content: content.into_iter().map(BlobId).collect(),
+                    subtree: None,
+                    xattrs: xattrs
+                        .into_iter()
+                        .map(|(n, v)| Xattr {
+                            name: ByteBuf::from(n),
+                            value: ByteBuf::from(v),
+                        })
+                        .collect(),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(mut nodes in proptest::collection::vec(arb_node(), 0..12)) {
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            nodes.dedup_by(|a, b| a.name == b.name);
+            let t = Tree { nodes };
+            let bytes = t.encode();
+            prop_assert_eq!(Tree::decode(&bytes).unwrap(), t.clone());
+            prop_assert_eq!(bytes, t.encode());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Tree::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn rejects_unsorted_and_unknown_version() {
+        let n = |s: &str| Node {
+            name: ByteBuf::from(s.as_bytes().to_vec()),
+            kind: NodeKind::File,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            size: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            link_target: None,
+            content: vec![],
+            subtree: None,
+            xattrs: vec![],
+        };
+        let mut junk = Tree::default().encode();
+        junk.extend_from_slice(b"junk");
+        assert!(Tree::decode(&junk).is_err());
+        assert!(Tree::decode(&[1, 0x80, 0x00]).is_err());
+        let t = Tree {
+            nodes: vec![n("b"), n("a")],
+        };
+        assert!(Tree::decode(&t.encode()).is_err());
+        let mut v = Tree::default().encode();
+        v[0] = 7;
+        assert!(matches!(
+            Tree::decode(&v),
+            Err(FormatError::UnsupportedVersion { .. })
+        ));
+        assert!(Node::name_is_safe(b"ok"));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0"] {
+            assert!(!Node::name_is_safe(bad));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Typed 32-byte identifiers. Every object and blob in a repository is named by a hash of its
+//! bytes; the type says which namespace an id belongs to so that a `PackId` can never be used
+//! where a `BlobId` is expected.
+
+use std::fmt;
+
+/// Length of every identifier in bytes.
+pub const ID_BYTES: usize = 32;
+
+/// Error for a string that is not a full 64-character hex id.
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid id: {0:?} (expected 64 hex characters)")]
+pub struct ParseIdError(pub String);
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct $name(#[serde(with = "serde_bytes")] pub [u8; ID_BYTES]);
+
+        impl $name {
+            /// Hex form, 64 characters.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+
+            /// The first 8 hex characters, as shown to users.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+
+            /// Parse a full 64-character hex id.
+            pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
+                let mut out = [0u8; ID_BYTES];
+                hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError(s.to_string()))?;
+                Ok(Self(out))
+            }
+
+            /// Unkeyed BLAKE3 of `bytes`: the name of a stored object.
+            pub fn of_bytes(bytes: &[u8]) -> Self {
+                Self(*blake3::hash(bytes).as_bytes())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// Keyed BLAKE3 of a blob's plaintext (file chunk or tree).
+    BlobId
+);
+typed_id!(
+    /// BLAKE3 of a pack file's bytes.
+    PackId
+);
+typed_id!(
+    /// BLAKE3 of an index file's bytes.
+    IndexId
+);
+typed_id!(
+    /// BLAKE3 of a snapshot object's bytes.
+    SnapshotId
+);
+typed_id!(
+    /// BLAKE3 of a key file's bytes.
+    KeyId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_short_prefix() {
+        let id = BlobId::of_bytes(b"hello");
+        let hex = id.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(BlobId::from_hex(&hex).unwrap(), id);
+        assert!(hex.starts_with(&id.short()));
+        assert!(BlobId::from_hex("abc").is_err());
+        assert!(BlobId::from_hex(&"zz".repeat(32)).is_err());
+    }
+}

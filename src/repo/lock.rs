@@ -1,0 +1,271 @@
+//! Repository locks. A lock is a sealed JSON object under `locks/<random id>`; shared locks
+//! (backup, restore, check) coexist, an exclusive lock (prune, key removal) excludes all.
+//! A holder refreshes its lock every [`LOCK_REFRESH_EVERY`] by writing a new lock object and
+//! deleting the old one (nothing is rewritten in place); a lock not refreshed for
+//! [`LOCK_STALE_AFTER`] belongs to a dead process and is ignored.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{RepoError, Repository, path};
+use crate::crypto;
+use crate::storage::ObjectStore;
+
+/// How often a held lock is refreshed.
+pub const LOCK_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Age after which an unrefreshed lock is stale.
+pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+const LOCK_AAD: &[u8] = b"coffer lock";
+
+/// Shared or exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    /// Many may hold it at once.
+    Shared,
+    /// Nobody else may hold any lock.
+    Exclusive,
+}
+
+/// What a lock object says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Shared or exclusive.
+    pub kind: LockKind,
+    /// Holder's host.
+    pub host: String,
+    /// Holder's process id.
+    pub pid: u32,
+    /// Last refresh, unix seconds.
+    pub time: i64,
+    /// What the holder is doing.
+    pub purpose: String,
+}
+
+impl LockInfo {
+    /// True when the holder has not refreshed it within [`LOCK_STALE_AFTER`].
+    pub fn is_stale(&self, now: i64) -> bool {
+        now - self.time > LOCK_STALE_AFTER.as_secs() as i64
+    }
+
+    fn describe(&self) -> String {
+        let when = chrono::DateTime::from_timestamp(self.time, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        format!(
+            "{} lock of pid {} on {} ({}), refreshed {when}",
+            match self.kind {
+                LockKind::Shared => "a shared",
+                LockKind::Exclusive => "an exclusive",
+            },
+            self.pid,
+            self.host,
+            self.purpose
+        )
+    }
+}
+
+type HeldLock = (Arc<dyn ObjectStore>, Arc<Mutex<String>>);
+
+/// Locks held by this process, so that a signal handler can remove them before the process
+/// exits (a lock left behind would block exclusive operations until it goes stale).
+static HELD: Mutex<Vec<HeldLock>> = Mutex::new(Vec::new());
+
+/// Delete every lock this process holds. For signal handlers, right before exiting.
+pub fn release_all_locks() {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(|p| p.into_inner()));
+    for (store, name) in held {
+        if let Ok(name) = name.lock() {
+            let _ = store.delete(&name);
+        }
+    }
+}
+
+/// A held lock; released (deleted) on drop.
+pub struct LockGuard {
+    store: Arc<dyn ObjectStore>,
+    current: Arc<Mutex<String>>,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        HELD.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, n)| !Arc::ptr_eq(n, &self.current));
+        drop(self.stop.take());
+        if let Some(h) = self.refresher.take() {
+            let _ = h.join();
+        }
+        if let Ok(name) = self.current.lock() {
+            let _ = self.store.delete(&name);
+        }
+    }
+}
+
+fn random_name() -> Result<String, RepoError> {
+    let mut b = [0u8; 16];
+    crypto::random_bytes(&mut b)?;
+    Ok(format!("{}{}", path::LOCKS, hex::encode(b)))
+}
+
+impl Repository {
+    fn write_lock(&self, info: &LockInfo) -> Result<String, RepoError> {
+        let name = random_name()?;
+        let json = serde_json::to_vec(info).unwrap_or_default();
+        let bytes = crypto::seal(&self.keys.encryption, LOCK_AAD, &json)?;
+        self.store.write(&name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Every lock object with what it says; unreadable ones are reported as `None`.
+    pub fn list_locks(&self) -> Result<Vec<(String, Option<LockInfo>)>, RepoError> {
+        let mut out = Vec::new();
+        for l in self.store.list(path::LOCKS)? {
+            let info = if l.size > 64 * 1024 {
+                None
+            } else {
+                match self.store.read(&l.name) {
+                    Ok(b) => crypto::open(&self.keys.encryption, LOCK_AAD, &b)
+                        .ok()
+                        .and_then(|p| serde_json::from_slice(&p).ok()),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            out.push((l.name, info));
+        }
+        Ok(out)
+    }
+
+    fn conflicting_lock(&self, kind: LockKind, own: &str) -> Result<Option<LockInfo>, RepoError> {
+        let now = chrono::Utc::now().timestamp();
+        for (name, info) in self.list_locks()? {
+            if name == own {
+                continue;
+            }
+            let Some(info) = info else { continue };
+            if info.is_stale(now) {
+                continue;
+            }
+            if kind == LockKind::Exclusive || info.kind == LockKind::Exclusive {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Take a lock, refreshed in the background until the guard is dropped.
+    pub fn lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard, RepoError> {
+        if let Some(holder) = self.conflicting_lock(kind, "")? {
+            return Err(RepoError::Locked(holder.describe()));
+        }
+        let info = LockInfo {
+            kind,
+            host: super::keys::hostname(),
+            pid: std::process::id(),
+            time: chrono::Utc::now().timestamp(),
+            purpose: purpose.to_string(),
+        };
+        let name = self.write_lock(&info)?;
+        // Two processes may have checked at the same time: check again now that ours is
+        // visible, and back off if there is a conflict.
+        if let Some(holder) = self.conflicting_lock(kind, &name)? {
+            let _ = self.store.delete(&name);
+            return Err(RepoError::Locked(holder.describe()));
+        }
+        let current = Arc::new(Mutex::new(name));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let refresher = {
+            let current = current.clone();
+            let store = self.store.clone();
+            let key = self.keys.encryption;
+            std::thread::Builder::new()
+                .name("coffer-lock".into())
+                .spawn(move || {
+                    let mut info = info;
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(LOCK_REFRESH_EVERY)
+                    {
+                        info.time = chrono::Utc::now().timestamp();
+                        let Ok(name) = random_name() else { continue };
+                        let json = serde_json::to_vec(&info).unwrap_or_default();
+                        let Ok(bytes) = crypto::seal(&key, LOCK_AAD, &json) else {
+                            continue;
+                        };
+                        if store.write(&name, &bytes).is_ok()
+                            && let Ok(mut cur) = current.lock()
+                        {
+                            let _ = store.delete(&cur);
+                            *cur = name;
+                        }
+                    }
+                })
+                .ok()
+        };
+        HELD.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.store.clone(), current.clone()));
+        Ok(LockGuard {
+            store: self.store.clone(),
+            current,
+            stop: Some(stop),
+            refresher,
+        })
+    }
+
+    /// Remove stale locks, or every lock with `all`. Returns how many were removed.
+    pub fn unlock(&self, all: bool) -> Result<usize, RepoError> {
+        let now = chrono::Utc::now().timestamp();
+        let mut n = 0;
+        for (name, info) in self.list_locks()? {
+            let remove = all || info.as_ref().is_none_or(|i| i.is_stale(now));
+            if remove {
+                self.store.delete(&name)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::memory_repo;
+    use super::*;
+
+    #[test]
+    fn shared_locks_coexist_exclusive_excludes_and_stale_is_ignored() {
+        let r = memory_repo();
+        let a = r.lock(LockKind::Shared, "backup").unwrap();
+        let b = r.lock(LockKind::Shared, "backup").unwrap();
+        assert!(matches!(
+            r.lock(LockKind::Exclusive, "prune"),
+            Err(RepoError::Locked(_))
+        ));
+        drop(a);
+        drop(b);
+        assert!(r.list_locks().unwrap().is_empty());
+        let x = r.lock(LockKind::Exclusive, "prune").unwrap();
+        assert!(r.lock(LockKind::Shared, "backup").is_err());
+        drop(x);
+        // A stale lock from a dead process does not block.
+        let old = LockInfo {
+            kind: LockKind::Exclusive,
+            host: "gone".into(),
+            pid: 1,
+            time: chrono::Utc::now().timestamp() - 3600,
+            purpose: "prune".into(),
+        };
+        r.write_lock(&old).unwrap();
+        let g = r.lock(LockKind::Shared, "backup").unwrap();
+        drop(g);
+        assert_eq!(r.unlock(false).unwrap(), 1);
+        assert!(r.list_locks().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,462 @@
+//! The repository: opening and creating it, its keys, and loading and saving every object kind
+//! through the crypto and format layers. It owns the write order that makes a repository
+//! crash-consistent: packs, then the index files naming them, then the snapshot.
+
+mod blob;
+mod keys;
+mod lock;
+mod pack;
+
+use std::sync::Arc;
+
+pub use blob::{BlobLocation, SealedBlob};
+pub use keys::{KeyInfo, hostname};
+pub use lock::{
+    LOCK_REFRESH_EVERY, LOCK_STALE_AFTER, LockGuard, LockInfo, LockKind, release_all_locks,
+};
+pub use pack::{PackBuilder, PackedPack};
+
+use crate::chunker::Chunker;
+use crate::crypto::{self, CryptoError, KdfParams, MasterKey, RepoKeys};
+use crate::format::FormatError;
+use crate::format::config::{ChunkerParams, Config, FORMAT_VERSION};
+use crate::format::index::{self, INDEX_AAD, PackIndex};
+use crate::format::snapshot::{SNAPSHOT_AAD, Snapshot};
+use crate::id::{IndexId, KeyId, PackId, SnapshotId};
+use crate::storage::{ObjectStore, StorageError};
+
+/// Largest index or snapshot object read whole.
+const MAX_OBJECT_BYTES: u64 = 512 << 20;
+
+/// Errors of the repository layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No repository at that location.
+    #[error("no coffer repository at {0} (create one with `coffer init`)")]
+    NotARepository(String),
+    /// `init` on an existing repository.
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    /// No key file opens with this passphrase.
+    #[error("wrong passphrase: no key in this repository opens with it")]
+    WrongPassword,
+    /// A stored object is damaged.
+    #[error("corrupt object {object}: {reason}")]
+    Corrupt {
+        /// The object's name.
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process holds a conflicting lock.
+    #[error("repository is locked by {0} (if that process is gone, run `coffer unlock`)")]
+    Locked(String),
+    /// A key-management rule was violated.
+    #[error("{0}")]
+    Key(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Randomness or KDF failure.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl RepoError {
+    pub(crate) fn corrupt(object: impl Into<String>, reason: impl ToString) -> Self {
+        RepoError::Corrupt {
+            object: object.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Object names.
+pub mod path {
+    use crate::id::{IndexId, KeyId, PackId, SnapshotId};
+
+    /// The config object.
+    pub const CONFIG: &str = "config";
+    /// Directory of key files.
+    pub const KEYS: &str = "keys/";
+    /// Directory of packs.
+    pub const PACKS: &str = "packs/";
+    /// Directory of index files.
+    pub const INDEX: &str = "index/";
+    /// Directory of snapshots.
+    pub const SNAPSHOTS: &str = "snapshots/";
+    /// Directory of locks.
+    pub const LOCKS: &str = "locks/";
+
+    /// Name of a pack.
+    pub fn pack(id: &PackId) -> String {
+        let h = id.to_hex();
+        format!("packs/{}/{h}", &h[..2])
+    }
+    /// Name of an index file.
+    pub fn index(id: &IndexId) -> String {
+        format!("index/{id}")
+    }
+    /// Name of a snapshot.
+    pub fn snapshot(id: &SnapshotId) -> String {
+        format!("snapshots/{id}")
+    }
+    /// Name of a key file.
+    pub fn key(id: &KeyId) -> String {
+        format!("keys/{id}")
+    }
+    /// The id part of a listed name (the last path component).
+    pub fn id_part(name: &str) -> &str {
+        name.rsplit('/').next().unwrap_or(name)
+    }
+}
+
+/// Settings fixed at `init`.
+#[derive(Clone, Copy, Debug)]
+pub struct InitOptions {
+    /// Chunking parameters.
+    pub chunker: ChunkerParams,
+    /// Default zstd level.
+    pub compression_level: i32,
+    /// Target size of a data pack.
+    pub pack_bytes: u32,
+    /// KDF parameters of the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::DEFAULT,
+            compression_level: 3,
+            pack_bytes: 16 << 20,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    config: Config,
+    master: MasterKey,
+    keys: RepoKeys,
+    key_id: KeyId,
+}
+
+impl Repository {
+    /// Create a repository in an empty store.
+    pub fn init(
+        store: Arc<dyn ObjectStore>,
+        passphrase: &[u8],
+        opts: InitOptions,
+    ) -> Result<Self, RepoError> {
+        if store.size(path::CONFIG)?.is_some() {
+            return Err(RepoError::AlreadyExists(store.describe()));
+        }
+        opts.chunker
+            .validate()
+            .map_err(|e| RepoError::Key(format!("invalid chunker parameters: {e}")))?;
+        let master = MasterKey::generate()?;
+        Self::init_with_master(store, passphrase, opts, master)
+    }
+
+    /// Create a repository sharing an existing master key (for `init --from`).
+    pub fn init_with_master(
+        store: Arc<dyn ObjectStore>,
+        passphrase: &[u8],
+        opts: InitOptions,
+        master: MasterKey,
+    ) -> Result<Self, RepoError> {
+        let keys = master.derive();
+        let mut repo_id = [0u8; 32];
+        crypto::random_bytes(&mut repo_id)?;
+        let mut config = Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(repo_id),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_bytes: opts.pack_bytes,
+            created: chrono::Utc::now().to_rfc3339(),
+            mac: String::new(),
+        };
+        config.mac = hex::encode(keys.config_mac(&config.mac_input()));
+        // The key first, the config last: a store with a config is a complete repository.
+        let key_id = keys::write_key(store.as_ref(), &master, passphrase, opts.kdf)?;
+        store.write(path::CONFIG, &config.encode())?;
+        Ok(Self {
+            store,
+            config,
+            master,
+            keys,
+            key_id,
+        })
+    }
+
+    /// Read the config without a key: tells whether a repository exists and its version.
+    pub fn load_config(store: &dyn ObjectStore) -> Result<Config, RepoError> {
+        if let Some(n) = store.size(path::CONFIG)?
+            && n > crate::format::config::MAX_CONFIG_BYTES as u64
+        {
+            return Err(RepoError::corrupt(
+                path::CONFIG,
+                format!("{n} bytes is too large"),
+            ));
+        }
+        let bytes = match store.read(path::CONFIG) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository(store.describe()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Config::decode(&bytes).map_err(|e| match e {
+            FormatError::UnsupportedVersion { .. } => RepoError::Key(e.to_string()),
+            _ => RepoError::corrupt(path::CONFIG, e),
+        })
+    }
+
+    /// Open with a passphrase.
+    pub fn open(store: Arc<dyn ObjectStore>, passphrase: &[u8]) -> Result<Self, RepoError> {
+        let config = Self::load_config(store.as_ref())?;
+        let (key_id, master) = keys::unlock(store.as_ref(), passphrase)?;
+        let keys = master.derive();
+        let expected = keys.config_mac(&config.mac_input());
+        if hex::encode(expected) != config.mac {
+            return Err(RepoError::corrupt(
+                path::CONFIG,
+                "MAC mismatch: the config was altered",
+            ));
+        }
+        Ok(Self {
+            store,
+            config,
+            master,
+            keys,
+            key_id,
+        })
+    }
+
+    /// The storage under this repository.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The derived keys.
+    pub fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    /// The master key (for `init --from` and sync checks).
+    pub fn master_key(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The key file this repository was opened with.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The seeded chunker of this repository.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.chunker_seed)
+    }
+
+    fn read_bounded(&self, name: &str) -> Result<Vec<u8>, RepoError> {
+        match self.store.size(name)? {
+            None => return Err(StorageError::NotFound(name.to_string()).into()),
+            Some(n) if n > MAX_OBJECT_BYTES => {
+                return Err(RepoError::corrupt(
+                    name,
+                    format!("object of {n} bytes is too large"),
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(self.store.read(name)?)
+    }
+
+    // ---- snapshots ----
+
+    /// Ids of every snapshot in the repository.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
+        list_ids(self.store.as_ref(), path::SNAPSHOTS, SnapshotId::from_hex)
+    }
+
+    /// Load and verify one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, RepoError> {
+        let name = path::snapshot(id);
+        let bytes = self.read_bounded(&name)?;
+        if SnapshotId::of_bytes(&bytes) != *id {
+            return Err(RepoError::corrupt(name, "content does not match its name"));
+        }
+        let plain = crypto::open(&self.keys.encryption, SNAPSHOT_AAD, &bytes)
+            .map_err(|e| RepoError::corrupt(&name, e))?;
+        Snapshot::decode(&plain).map_err(|e| RepoError::corrupt(name, e))
+    }
+
+    /// Save a snapshot; the last write of a backup.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
+        let bytes = crypto::seal(&self.keys.encryption, SNAPSHOT_AAD, &snap.encode())?;
+        let id = SnapshotId::of_bytes(&bytes);
+        self.store.write(&path::snapshot(&id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Remove a snapshot object.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<(), RepoError> {
+        Ok(self.store.delete(&path::snapshot(id))?)
+    }
+
+    // ---- index ----
+
+    /// Ids of every index file.
+    pub fn list_index_files(&self) -> Result<Vec<IndexId>, RepoError> {
+        list_ids(self.store.as_ref(), path::INDEX, IndexId::from_hex)
+    }
+
+    /// Load and verify one index file.
+    pub fn load_index(&self, id: &IndexId) -> Result<Vec<PackIndex>, RepoError> {
+        let name = path::index(id);
+        let bytes = self.read_bounded(&name)?;
+        if IndexId::of_bytes(&bytes) != *id {
+            return Err(RepoError::corrupt(name, "content does not match its name"));
+        }
+        let plain = crypto::open(&self.keys.encryption, INDEX_AAD, &bytes)
+            .map_err(|e| RepoError::corrupt(&name, e))?;
+        index::decode(&plain).map_err(|e| RepoError::corrupt(name, e))
+    }
+
+    /// Save an index file naming packs that are already stored.
+    pub fn save_index(&self, packs: &[PackIndex]) -> Result<IndexId, RepoError> {
+        let bytes = crypto::seal(&self.keys.encryption, INDEX_AAD, &index::encode(packs))?;
+        let id = IndexId::of_bytes(&bytes);
+        self.store.write(&path::index(&id), &bytes)?;
+        Ok(id)
+    }
+
+    // ---- packs ----
+
+    /// Every pack with its size.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
+        let mut out = Vec::new();
+        for l in self.store.list(path::PACKS)? {
+            if let Ok(id) = PackId::from_hex(path::id_part(&l.name)) {
+                out.push((id, l.size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store a finished pack. Its name is the hash of its bytes.
+    pub fn save_pack(&self, pack: &PackedPack) -> Result<(), RepoError> {
+        Ok(self.store.write(&path::pack(&pack.id), &pack.bytes)?)
+    }
+}
+
+fn list_ids<T>(
+    store: &dyn ObjectStore,
+    dir: &str,
+    parse: impl Fn(&str) -> Result<T, crate::id::ParseIdError>,
+) -> Result<Vec<T>, RepoError> {
+    Ok(store
+        .list(dir)?
+        .into_iter()
+        .filter_map(|l| parse(path::id_part(&l.name)).ok())
+        .collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::storage::OpendalStore;
+
+    pub(crate) fn fast_opts() -> InitOptions {
+        InitOptions {
+            chunker: ChunkerParams {
+                min_bytes: 1024,
+                avg_bytes: 4096,
+                max_bytes: 16384,
+            },
+            compression_level: 1,
+            pack_bytes: 1 << 20,
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+        }
+    }
+
+    pub(crate) fn memory_repo() -> Repository {
+        let store: Arc<dyn ObjectStore> = Arc::new(OpendalStore::memory().unwrap());
+        Repository::init(store, b"pw", fast_opts()).unwrap()
+    }
+
+    #[test]
+    fn init_open_and_wrong_password() {
+        let store: Arc<dyn ObjectStore> = Arc::new(OpendalStore::memory().unwrap());
+        assert!(matches!(
+            Repository::open(store.clone(), b"pw"),
+            Err(RepoError::NotARepository(_))
+        ));
+        let r = Repository::init(store.clone(), b"pw", fast_opts()).unwrap();
+        assert!(matches!(
+            Repository::init(store.clone(), b"pw", fast_opts()),
+            Err(RepoError::AlreadyExists(_))
+        ));
+        let r2 = Repository::open(store.clone(), b"pw").unwrap();
+        assert_eq!(r.keys().encryption, r2.keys().encryption);
+        assert!(matches!(
+            Repository::open(store.clone(), b"nope"),
+            Err(RepoError::WrongPassword)
+        ));
+        // A changed config is detected.
+        let mut c = r.config().clone();
+        c.compression_level = 9;
+        store.write(path::CONFIG, &c.encode()).unwrap();
+        assert!(matches!(
+            Repository::open(store, b"pw"),
+            Err(RepoError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_and_index_round_trip_and_tamper_detection() {
+        let r = memory_repo();
+        let snap = Snapshot {
+            time_ns: 1,
+            host: "h".into(),
+            username: "u".into(),
+            tags: vec![],
+            parent: None,
+            tree: crate::id::BlobId([1; 32]),
+            sources: vec![],
+            summary: Default::default(),
+            program_version: "t".into(),
+        };
+        let id = r.save_snapshot(&snap).unwrap();
+        assert_eq!(r.list_snapshots().unwrap(), vec![id]);
+        assert_eq!(r.load_snapshot(&id).unwrap(), snap);
+        let name = path::snapshot(&id);
+        let mut bytes = r.store().read(&name).unwrap();
+        bytes[30] ^= 1;
+        r.store().write(&name, &bytes).unwrap();
+        assert!(matches!(
+            r.load_snapshot(&id),
+            Err(RepoError::Corrupt { .. })
+        ));
+
+        let idx = vec![PackIndex {
+            pack: PackId([3; 32]),
+            blobs: vec![],
+        }];
+        let iid = r.save_index(&idx).unwrap();
+        assert_eq!(r.load_index(&iid).unwrap(), idx);
+    }
+}

@@ -1,0 +1,144 @@
+//! Creating restored entries and applying their metadata.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::format::tree::{Node, NodeKind};
+
+/// True when this process runs as root (ownership is then restored).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Create a directory, or accept an existing real directory. A symlink in its place is refused.
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let m = fs::symlink_metadata(path)?;
+            if m.file_type().is_symlink() {
+                Err(io::Error::other(
+                    "a symlink is in the way; refusing to follow it",
+                ))
+            } else if m.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::other("a non-directory is in the way"))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Open a file for restoring its content, never following a symlink. Without `overwrite` an
+/// existing entry is an error.
+pub fn create_file(path: &Path, overwrite: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    if overwrite {
+        if let Ok(m) = fs::symlink_metadata(path)
+            && !m.is_file()
+        {
+            if m.is_dir() {
+                return Err(io::Error::other("a directory is in the way"));
+            }
+            fs::remove_file(path)?;
+        }
+        o.create(true).truncate(true);
+    } else {
+        o.create_new(true);
+    }
+    o.open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(e.kind(), "already exists (use --overwrite to replace it)")
+        } else {
+            e
+        }
+    })
+}
+
+/// Remove an existing non-directory entry when overwriting.
+pub fn clear_for(path: &Path, overwrite: bool) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(io::Error::other("a directory is in the way")),
+        Ok(_) if overwrite => fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "already exists (use --overwrite to replace it)",
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Create a symlink, a FIFO or a device node.
+pub fn create_special(path: &Path, node: &Node, overwrite: bool) -> io::Result<()> {
+    clear_for(path, overwrite)?;
+    match node.kind {
+        NodeKind::Symlink => {
+            let target = node.link_target.as_deref().map(|t| &t[..]).unwrap_or(b"");
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+        }
+        NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+            use rustix::fs::{FileType, Mode};
+            let ft = match node.kind {
+                NodeKind::Fifo => FileType::Fifo,
+                NodeKind::CharDevice => FileType::CharacterDevice,
+                _ => FileType::BlockDevice,
+            };
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                path,
+                ft,
+                Mode::from_raw_mode(node.mode & 0o7777),
+                node.rdev,
+            )
+            .map_err(io::Error::from)
+        }
+        NodeKind::Socket => Err(io::Error::other("sockets are recorded but not recreated")),
+        NodeKind::File | NodeKind::Dir => Err(io::Error::other("not a special file")),
+    }
+}
+
+/// Apply ownership (as root), permissions, xattrs and times to a restored entry. Ownership
+/// first, because chown clears setuid bits; times last, because the others change ctime only.
+pub fn apply_metadata(path: &Path, node: &Node) -> io::Result<()> {
+    if node.kind == NodeKind::Symlink {
+        if is_root() {
+            std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+        }
+        return set_times(path, node);
+    }
+    if is_root() {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+    }
+    for x in &node.xattrs {
+        // Best effort: the target file system may not support them, or not this namespace.
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            tracing::debug!("xattr on {}: {e}", path.display());
+        }
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))?;
+    set_times(path, node)
+}
+
+/// Set atime and mtime to the node's mtime without following a symlink and without opening
+/// the entry (opening a FIFO would block).
+fn set_times(path: &Path, node: &Node) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps};
+    let t = Timespec {
+        tv_sec: node.mtime,
+        tv_nsec: node.mtime_nsec.min(999_999_999).into(),
+    };
+    let ts = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io::Error::from)
+}

@@ -1,0 +1,124 @@
+//! Object storage: a small trait over named, immutable objects, and its implementations
+//! (local disk, opendal services, a fault-injecting wrapper for tests).
+//!
+//! Storage knows nothing of encryption or formats. Every `write` is all-or-nothing: a reader
+//! never sees half an object under its final name.
+
+mod fault;
+mod local;
+mod opendal_store;
+
+pub use fault::FaultStore;
+pub use local::LocalStore;
+pub use opendal_store::OpendalStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No object under that name.
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// An I/O error on the local file system.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The object or directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An error of an opendal service.
+    #[error("{op} {path}: {message}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The object.
+        path: String,
+        /// The cause, without credentials.
+        message: String,
+    },
+    /// An injected failure (tests).
+    #[error("injected fault on {0}")]
+    Injected(String),
+}
+
+impl StorageError {
+    /// True for a missing object.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+/// An object name and its size, from a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Full object name, e.g. `packs/ab/ab12...`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A store of immutable named objects. Names are `/`-separated relative paths.
+pub trait ObjectStore: Send + Sync {
+    /// Read a whole object.
+    fn read(&self, name: &str) -> Result<Vec<u8>, StorageError>;
+    /// Read `len` bytes at `offset`; fails if the object is shorter.
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError>;
+    /// Write an object atomically (replaces an existing one).
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Write an object only if none exists under that name; `Ok(false)` if one did.
+    fn create_new(&self, name: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+    /// Every object under a directory prefix (`packs/`), recursively.
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError>;
+    /// Size of an object, `None` if it does not exist.
+    fn size(&self, name: &str) -> Result<Option<u64>, StorageError>;
+    /// Delete an object; deleting a missing object is not an error.
+    fn delete(&self, name: &str) -> Result<(), StorageError>;
+    /// A human description (a path or URL without secrets).
+    fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! The store conformance suite, run on every implementation.
+    use super::*;
+
+    pub(crate) fn run(store: &dyn ObjectStore) {
+        assert!(store.read("config").unwrap_err().is_not_found());
+        assert_eq!(store.size("config").unwrap(), None);
+        store.write("config", b"hello").unwrap();
+        assert_eq!(store.read("config").unwrap(), b"hello");
+        assert_eq!(store.size("config").unwrap(), Some(5));
+        store.write("config", b"world!").unwrap();
+        assert_eq!(store.read("config").unwrap(), b"world!");
+        assert_eq!(store.read_range("config", 1, 3).unwrap(), b"orl");
+        assert!(store.read_range("config", 4, 10).is_err());
+
+        assert!(store.create_new("locks/a", b"1").unwrap());
+        assert!(!store.create_new("locks/a", b"2").unwrap());
+        assert_eq!(store.read("locks/a").unwrap(), b"1");
+
+        store.write("packs/ab/ab01", b"xx").unwrap();
+        store.write("packs/cd/cd02", b"yyy").unwrap();
+        let mut l = store.list("packs/").unwrap();
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            l,
+            vec![
+                Listed {
+                    name: "packs/ab/ab01".into(),
+                    size: 2
+                },
+                Listed {
+                    name: "packs/cd/cd02".into(),
+                    size: 3
+                },
+            ]
+        );
+        assert!(store.list("snapshots/").unwrap().is_empty());
+        store.delete("packs/ab/ab01").unwrap();
+        store.delete("packs/ab/ab01").unwrap();
+        assert_eq!(store.list("packs/").unwrap().len(), 1);
+    }
+}
