@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The Docker tests build their image from Debian's static busybox.
+if [ ! -x /bin/busybox ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y busybox-static >/dev/null || echo "warning: could not install busybox-static" >&2
+fi
 cargo test --all-targets
 if [ "${CI:-}" = "true" ] || [ "${COFFER_FUZZ_SMOKE:-}" = "1" ]; then
   scripts/fuzz-smoke.sh

@@ -174,7 +174,7 @@ proptest! {
         prop_assert_eq!(s2.bytes_read, 0);
         prop_assert_eq!(s2.blobs_added, 0);
         prop_assert_eq!(s2.files_unchanged, s.files_read);
-        let report = check(&repo, &CheckOptions { read_data: true }, &Progress::default()).unwrap();
+        let report = check(&repo, &CheckOptions { read_data: true, ..CheckOptions::default() }, &Progress::default()).unwrap();
         prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }
@@ -269,7 +269,10 @@ fn crash_matrix_every_write_of_a_backup() {
         let reopened = Repository::open(store.clone(), b"pw").unwrap();
         let report = check(
             &reopened,
-            &CheckOptions { read_data: true },
+            &CheckOptions {
+                read_data: true,
+                ..CheckOptions::default()
+            },
             &Progress::default(),
         )
         .unwrap();

@@ -5,7 +5,7 @@
 //! repository's `index/` and `snapshots/` listings (reading only new objects) and a lost or
 //! damaged catalog is rebuilt from scratch. Losing it costs time, never data.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,7 +17,7 @@ use crate::format::{BlobEntry, BlobKind, Compression};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::{BlobLocation, RepoError, Repository};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +192,56 @@ impl Catalog {
             )
             .map_err(err)?;
         }
+        if version < 2 {
+            // When each pack was last read whole and found sound, for rolling verification.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS pack_checks(pack BLOB PRIMARY KEY, time INTEGER NOT NULL)
+                     WITHOUT ROWID;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+        })
+    }
+
+    /// When each pack was last verified whole (unix milliseconds); packs never verified are absent.
+    pub fn pack_check_times(&self) -> Result<HashMap<PackId, i64>, CatalogError> {
+        self.sql(|c| {
+            let mut st = c.prepare("SELECT pack, time FROM pack_checks")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = HashMap::new();
+            for r in rows {
+                let (p, t) = r?;
+                if let Ok(a) = <[u8; 32]>::try_from(p) {
+                    out.insert(PackId(a), t);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Record that these packs were verified whole at `time` (unix milliseconds). Times only
+    /// move forward: a run in the same millisecond as the last is recorded just after it, so
+    /// the least recently verified packs are always the ones not in the latest run.
+    pub fn record_pack_checks(&self, packs: &[PackId], time: i64) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            let last: Option<i64> =
+                tx.query_row("SELECT MAX(time) FROM pack_checks", [], |r| r.get(0))?;
+            let time = last.map_or(time, |l| time.max(l + 1));
+            {
+                let mut st =
+                    tx.prepare_cached("INSERT OR REPLACE INTO pack_checks VALUES (?1, ?2)")?;
+                for p in packs {
+                    st.execute(params![&p.0[..], time])?;
+                }
+            }
+            tx.commit()
         })
     }
 

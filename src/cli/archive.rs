@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use serde::Serialize;
 
 use super::args::Global;
+use super::commands::{json_line, open, print_json};
+use super::exit;
 use super::output::{ProgressDisplay, bytes, time_ns};
-use super::{Opened, RepoLocation, default_repo_path, exit, open_catalog, password};
 use crate::engine::Progress;
 use crate::engine::export::{self, DEFAULT_LEVEL, DEFAULT_NAME_PATTERN, DEFAULT_PREFIX};
 use crate::engine::import::{self, ImportOptions, ImportTime};
-use crate::repo::Repository;
 
 /// `export`.
 #[derive(Args, Debug)]
@@ -71,26 +70,6 @@ pub struct ImportArgs {
     /// Directory of the archive that holds the sources.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     pub prefix: String,
-}
-
-// Same as `commands::open`: the repository must exist; the passphrase is asked after that.
-fn open(g: &Global) -> anyhow::Result<Opened> {
-    let loc = match &g.repo {
-        Some(r) => RepoLocation::parse(r)?,
-        None => RepoLocation::Local(default_repo_path()),
-    };
-    let store = loc.store();
-    Repository::load_config(store.as_ref())?;
-    let pw = password::passphrase(g, false)?;
-    let repo = Repository::open(store, &pw)?;
-    let catalog = open_catalog(g, &repo)?;
-    Ok(Opened { repo, catalog })
-}
-
-fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> anyhow::Result<()> {
-    serde_json::to_writer(&mut *out, v)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 /// Content bytes per second, in MB/s.
@@ -212,7 +191,7 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<u8> {
     drop(display);
     let s = result.context("import failed")?;
     if g.json {
-        json_line(&mut std::io::stdout().lock(), &s)?;
+        print_json(&s)?;
     } else {
         if s.time_source == "file mtime" {
             eprintln!(

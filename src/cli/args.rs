@@ -40,6 +40,32 @@ pub struct Global {
     /// More detail (repeat for debug).
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// How long to wait for another process's conflicting lock (e.g. a backup waiting for a
+    /// prune) before failing with exit code 11: `0`, `30s`, `10m`, `2h`.
+    #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30m",
+          value_parser = parse_retry_lock)]
+    pub retry_lock: u64,
+}
+
+impl Global {
+    /// `--retry-lock` in seconds.
+    pub fn retry_lock_secs(&self) -> u64 {
+        self.retry_lock
+    }
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}: use RFC 3339, e.g. 2025-11-16T03:00:00Z"))
+}
+
+fn parse_retry_lock(s: &str) -> Result<u64, String> {
+    let secs = crate::engine::retention::parse_duration(s)?;
+    if secs > 7 * 86_400 {
+        return Err("at most 7d".into());
+    }
+    Ok(secs as u64)
 }
 
 /// The commands.
@@ -71,21 +97,37 @@ pub enum Command {
     Repair(RepairCommand),
     /// Remove stale locks (or all with --remove-all).
     Unlock(UnlockArgs),
+    /// Delete snapshots by a retention policy (`--prune` also frees their space).
+    Forget(super::lifecycle::ForgetArgs),
+    /// Free the space of data no snapshot references.
+    Prune(super::lifecycle::PruneArgs),
+    /// Exit 1 when the newest snapshot is older than --max-age (for monitoring).
+    Health(super::lifecycle::HealthArgs),
+    /// Copy snapshots and the data they need to another repository with the same master key.
+    Sync(super::sync::SyncArgs),
 }
 
 /// `init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// zstd level for new data (1 fast .. 19 small).
-    #[arg(long, default_value_t = 3)]
+    /// zstd level for new data (1 fast .. 19 small; negative levels are faster still).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-7..=22))]
     pub compression: i32,
+    /// Share the master key and chunker parameters of this repository (a path or s3:// URL),
+    /// so that `coffer sync` can copy between the two without re-encrypting.
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
+    /// File with the passphrase of the --from repository (default: the new one's).
+    #[arg(long, env = "COFFER_FROM_PASSWORD_FILE", requires = "from")]
+    pub from_password_file: Option<PathBuf>,
 }
 
 /// `backup`.
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Sources: `NAME=PATH` or `PATH` (named after its last component).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "docker")]
     pub sources: Vec<String>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
@@ -102,6 +144,12 @@ pub struct BackupArgs {
     /// Read every file, even those whose metadata did not change.
     #[arg(long)]
     pub force: bool,
+    /// Record this time (RFC 3339, e.g. 2025-11-16T03:00:00Z) instead of now.
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Docker volumes instead of directories (`--docker`).
+    #[command(flatten)]
+    pub docker: super::docker::DockerBackupArgs,
 }
 
 /// `snapshots`.
@@ -135,14 +183,17 @@ pub struct RestoreArgs {
     #[arg(long, short = 's')]
     pub snapshot: String,
     /// Directory to restore into.
-    #[arg(long, short = 't')]
-    pub target: PathBuf,
+    #[arg(long, short = 't', required_unless_present = "to_volume")]
+    pub target: Option<PathBuf>,
     /// Restore only this path inside the snapshot (repeatable), e.g. `workspace/`.
     #[arg(long = "path")]
     pub paths: Vec<String>,
     /// Replace files that exist in the target.
     #[arg(long)]
     pub overwrite: bool,
+    /// Restore into a Docker volume instead (`--to-volume`).
+    #[command(flatten)]
+    pub docker: super::docker::DockerRestoreArgs,
 }
 
 /// `check`.
@@ -151,6 +202,11 @@ pub struct CheckArgs {
     /// Read and verify all data.
     #[arg(long)]
     pub read_data: bool,
+    /// Read and verify a share of the packs (`1/7`, `10%`), least recently verified first, so
+    /// that N runs of 1/N verify every pack.
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data",
+          value_parser = crate::engine::check::Subset::parse)]
+    pub read_data_subset: Option<crate::engine::check::Subset>,
 }
 
 /// `key`.

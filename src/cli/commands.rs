@@ -24,9 +24,9 @@ fn location(g: &Global) -> anyhow::Result<(RepoLocation, bool)> {
     }
 }
 
-fn open(g: &Global) -> anyhow::Result<Opened> {
+pub(crate) fn open(g: &Global) -> anyhow::Result<Opened> {
     let (loc, _) = location(g)?;
-    let store = loc.store();
+    let store = loc.store()?;
     // Name a missing repository before asking for a passphrase.
     Repository::load_config(store.as_ref())?;
     let pw = password::passphrase(g, false)?;
@@ -35,14 +35,18 @@ fn open(g: &Global) -> anyhow::Result<Opened> {
     Ok(Opened { repo, catalog })
 }
 
-fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
+pub(crate) fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    json_line(&mut std::io::stdout().lock(), v)
+}
+
+/// Write `v` to `out` as one line of JSON.
+pub(crate) fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn say(g: &Global, msg: impl AsRef<str>) {
+pub(crate) fn say(g: &Global, msg: impl AsRef<str>) {
     if !g.quiet && !g.json {
         println!("{}", msg.as_ref());
     }
@@ -52,6 +56,11 @@ fn say(g: &Global, msg: impl AsRef<str>) {
 pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
     match &cli.command {
+        Command::Init(a) if a.from.is_some() => super::sync::init(
+            g,
+            a.from.as_deref().unwrap_or_default(),
+            a.from_password_file.as_deref(),
+        ),
         Command::Init(a) => {
             let (loc, _) = location(g)?;
             let pw = password::passphrase(g, true)?;
@@ -59,7 +68,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
                 compression_level: a.compression,
                 ..Default::default()
             };
-            let repo = Repository::init(loc.store(), &pw, opts)?;
+            let repo = Repository::init(loc.store()?, &pw, opts)?;
             if g.json {
                 print_json(&serde_json::json!({
                     "repository": repo.store().describe(),
@@ -79,6 +88,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Backup(a) => backup(g, a),
+        Command::Forget(a) => super::lifecycle::forget(g, a),
+        Command::Prune(a) => super::lifecycle::prune(g, a),
+        Command::Health(a) => super::lifecycle::health(g, a),
+        Command::Sync(a) => super::sync::run(g, a),
         Command::Export(a) => super::archive::export(g, a),
         Command::Import(a) => super::archive::import(g, a),
         Command::Snapshots(a) => {
@@ -153,12 +166,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Restore(a) => {
+            if a.docker.to_volume.is_some() {
+                return super::docker::restore(g, a);
+            }
+            let Some(target) = a.target.clone() else {
+                anyhow::bail!("say where to restore: --target DIR or --to-volume NAME");
+            };
             let o = open(g)?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(g, progress.clone(), "restore");
             let opts = RestoreOptions {
                 snapshot: a.snapshot.clone(),
-                target: a.target.clone(),
+                target: target.clone(),
                 paths: a.paths.clone(),
                 overwrite: a.overwrite,
             };
@@ -175,7 +194,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
                     format!(
                         "restored snapshot {} to {}: {} files, {} dirs, {} other, {} in {:.1}s",
                         &s.snapshot_id[..8],
-                        a.target.display(),
+                        target.display(),
                         s.files,
                         s.dirs,
                         s.links_and_special,
@@ -197,10 +216,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             let o = open(g)?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(g, progress.clone(), "check");
-            let r = engine::check::check(
+            let r = engine::check::check_with_catalog(
                 &o.repo,
+                Some(&o.catalog),
                 &CheckOptions {
                     read_data: a.read_data,
+                    read_data_subset: a.read_data_subset,
                 },
                 &progress,
             )?;
@@ -217,7 +238,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
                         r.index_files,
                         r.packs,
                         r.blobs,
-                        if a.read_data {
+                        if r.packs_read > 0 {
                             format!(", read {} in {} packs", bytes(r.bytes_read), r.packs_read)
                         } else {
                             String::new()
@@ -282,7 +303,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Key(k) => key(g, k),
         Command::Repair(RepairCommand::Catalog) => {
             let (loc, _) = location(g)?;
-            let store = loc.store();
+            let store = loc.store()?;
             Repository::load_config(store.as_ref())?;
             let pw = password::passphrase(g, false)?;
             let repo = Repository::open(store, &pw)?;
@@ -360,13 +381,23 @@ fn snapshot_json(e: &crate::catalog::SnapshotEntry) -> serde_json::Value {
 }
 
 fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
+    if a.docker.docker {
+        return super::docker::backup(g, a);
+    }
     let sources = a
         .sources
         .iter()
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let repo = open_for_backup(g)?;
+    let catalog = open_catalog(g, &repo)?;
+    backup_with_sources(g, a, sources, repo, catalog)
+}
+
+/// Open the repository for a backup; the default repository is created on first use.
+pub(super) fn open_for_backup(g: &Global) -> anyhow::Result<Repository> {
     let (loc, is_default) = location(g)?;
-    let store = loc.store();
+    let store = loc.store()?;
     let repo = match Repository::load_config(store.as_ref()) {
         Ok(_) => Repository::open(store, &password::passphrase(g, false)?)?,
         Err(RepoError::NotARepository(_)) if is_default => {
@@ -382,7 +413,16 @@ fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    let catalog = open_catalog(g, &repo)?;
+    Ok(repo)
+}
+
+fn backup_with_sources(
+    g: &Global,
+    a: &super::args::BackupArgs,
+    sources: Vec<SourceSpec>,
+    repo: Repository,
+    catalog: Catalog,
+) -> anyhow::Result<u8> {
     let opts = BackupOptions {
         sources,
         tags: a.tags.clone(),
@@ -390,7 +430,7 @@ fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
         excludes: a.excludes.clone(),
         parent: a.parent.clone(),
         force: a.force,
-        time: None,
+        time: a.time,
     };
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "backup");
@@ -425,8 +465,14 @@ fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
     let s = engine::backup::backup(&repo, &catalog, &opts, &progress)
         .with_context(|| format!("backup into {}", repo.store().describe()))?;
     drop(display);
+    // What this run cost on a remote store (requests, bytes), from opening to the snapshot.
+    let io = repo.store().io_stats();
     if g.json {
-        print_json(&s)?;
+        let mut v = serde_json::to_value(&s)?;
+        if let (Some(io), Some(map)) = (io, v.as_object_mut()) {
+            map.insert("storage".into(), serde_json::to_value(io)?);
+        }
+        print_json(&v)?;
     } else {
         for w in &s.warnings {
             eprintln!("warning: {}: {}", w.path, w.message);
@@ -464,6 +510,17 @@ fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
                 s.duration_secs
             ),
         );
+        if let Some(io) = io {
+            say(
+                g,
+                format!(
+                    "  storage: {} requests, {} sent, {} received",
+                    io.requests,
+                    bytes(io.bytes_sent),
+                    bytes(io.bytes_received)
+                ),
+            );
+        }
     }
     if s.warnings.is_empty() {
         Ok(exit::OK)

@@ -4,8 +4,11 @@
 mod archive;
 mod args;
 mod commands;
+mod docker;
+mod lifecycle;
 mod output;
 mod password;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,8 +58,9 @@ pub fn main() -> ExitCode {
 }
 
 /// On SIGINT or SIGTERM: remove this process's locks and exit with 130 (143 for SIGTERM).
-/// What was written so far stays: packs no snapshot names, which the next backup reuses or
-/// prune removes.
+/// What was written so far stays: complete packs whose index was not yet written, which no
+/// snapshot names. They are harmless; `coffer repair index` indexes them (and so lets later
+/// backups reuse their blobs).
 fn handle_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -66,6 +70,10 @@ fn handle_signals() {
         if let Some(sig) = signals.forever().next() {
             crate::repo::release_all_locks();
             eprintln!("interrupted: this run's locks were removed");
+            // Containers this run stopped run again before the process ends.
+            for name in crate::docker::restart_stopped_containers() {
+                eprintln!("interrupted: started container {name} again");
+            }
             std::process::exit(if sig == SIGINT {
                 exit::INTERRUPTED.into()
             } else {
@@ -98,6 +106,13 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
             .or_else(|| match c.downcast_ref::<CatalogError>() {
                 Some(CatalogError::Repo(r)) => Some(r),
                 _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<crate::docker::DockerError>() {
+                Some(crate::docker::DockerError::Engine(EngineError::Repo(r))) => Some(r),
+                Some(crate::docker::DockerError::Engine(EngineError::Catalog(
+                    CatalogError::Repo(r),
+                ))) => Some(r),
+                _ => None,
             });
         match repo {
             Some(RepoError::NotARepository(_)) => return exit::NO_REPOSITORY,
@@ -114,6 +129,8 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
 pub(crate) enum RepoLocation {
     /// A local directory.
     Local(PathBuf),
+    /// A bucket and prefix on an S3-compatible service.
+    S3(Box<crate::storage::S3Location>),
 }
 
 impl RepoLocation {
@@ -121,16 +138,26 @@ impl RepoLocation {
         if let Some(rest) = s.strip_prefix("file://") {
             return Ok(RepoLocation::Local(PathBuf::from(rest)));
         }
+        if s.starts_with("s3://") {
+            let loc = crate::storage::S3Location::parse(s, &crate::storage::s3::process_env)?;
+            return Ok(RepoLocation::S3(Box::new(loc)));
+        }
         if s.contains("://") {
             let scheme = s.split("://").next().unwrap_or_default();
-            anyhow::bail!("repository scheme {scheme}:// is not supported by this build");
+            anyhow::bail!("repository scheme {scheme}:// is not supported (use a path or s3://)");
         }
         Ok(RepoLocation::Local(PathBuf::from(s)))
     }
 
-    pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
+    /// Open the store. For S3 this reads the credentials and makes one request, so that a
+    /// wrong key, a missing bucket or an unreachable endpoint is reported here.
+    pub(crate) fn store(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
         match self {
-            RepoLocation::Local(p) => Arc::new(LocalStore::new(p.clone())),
+            RepoLocation::Local(p) => Ok(Arc::new(LocalStore::new(p.clone()))),
+            RepoLocation::S3(loc) => {
+                let creds = loc.credentials(&crate::storage::s3::process_env)?;
+                Ok(Arc::new(crate::storage::S3Store::open(loc, &creds)?))
+            }
         }
     }
 }
@@ -159,7 +186,10 @@ pub(crate) struct Opened {
     pub catalog: Catalog,
 }
 
+/// Open the local catalog of an opened repository. Every command that works on an opened
+/// repository passes here, so this is also where the global `--retry-lock` is applied.
 pub(crate) fn open_catalog(global: &args::Global, repo: &Repository) -> anyhow::Result<Catalog> {
+    repo.set_lock_wait(std::time::Duration::from_secs(global.retry_lock_secs()));
     let dir = global.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let path = Catalog::path_for(&dir, &repo.config().id);
     Catalog::open(&path).with_context(|| format!("opening the catalog {}", path.display()))

@@ -118,6 +118,18 @@ pub struct BackupSummary {
     pub duration_secs: f64,
     /// Files that could not be read or changed while read.
     pub warnings: Vec<Warning>,
+    /// Root tree of the backup (what a later pass can compare against).
+    pub tree: String,
+}
+
+/// How one run relates to an earlier pass over the same sources: the two-pass Docker backup
+/// reads a volume while its containers run, then again, quickly, while they are stopped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassOptions {
+    /// Store data and trees but write no snapshot (a first pass).
+    pub no_snapshot: bool,
+    /// Compare files against this root tree instead of the parent snapshot's.
+    pub compare_tree: Option<BlobId>,
 }
 
 struct Excludes {
@@ -443,6 +455,17 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupSummary, EngineError> {
+    backup_pass(repo, catalog, opts, PassOptions::default(), progress)
+}
+
+/// [`backup`] as one pass of several (see [`PassOptions`]).
+pub fn backup_pass(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &BackupOptions,
+    pass: PassOptions,
+    progress: &Progress,
+) -> Result<BackupSummary, EngineError> {
     let start = Instant::now();
     let time = opts.time.unwrap_or_else(chrono::Utc::now);
     if opts.sources.is_empty() {
@@ -466,9 +489,10 @@ pub fn backup(
     let _lock = repo.lock(LockKind::Shared, "backup")?;
     catalog.refresh(repo)?;
     let parent = find_parent(catalog, opts)?;
-    let parent_root: Option<Tree> = match &parent {
-        Some((_, s)) => Some(load_tree(repo, catalog, &s.tree)?),
-        None => None,
+    let parent_root: Option<Tree> = match (&pass.compare_tree, &parent) {
+        (Some(t), _) => Some(load_tree(repo, catalog, t)?),
+        (None, Some((_, s))) => Some(load_tree(repo, catalog, &s.tree)?),
+        (None, None) => None,
     };
 
     let (saver, rx) = Saver::new(repo, catalog);
@@ -572,10 +596,15 @@ pub fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     // Last write of the backup: everything it names is already stored and indexed.
-    let id = repo.save_snapshot(&snapshot)?;
-    catalog.add_snapshot(&id, &snapshot)?;
+    let id = if pass.no_snapshot {
+        None
+    } else {
+        let id = repo.save_snapshot(&snapshot)?;
+        catalog.add_snapshot(&id, &snapshot)?;
+        Some(id)
+    };
     Ok(BackupSummary {
-        snapshot_id: id.to_hex(),
+        snapshot_id: id.map(|i| i.to_hex()).unwrap_or_default(),
         parent: parent.map(|(id, _)| id.to_hex()),
         files: summary.files,
         dirs: summary.dirs,
@@ -590,6 +619,7 @@ pub fn backup(
         index_files_written: stats.index_files_written.load(Ordering::Relaxed),
         duration_secs: start.elapsed().as_secs_f64(),
         warnings,
+        tree: root.to_hex(),
     })
 }
 

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{EngineError, Progress, display_bytes};
+use crate::catalog::Catalog;
 use crate::format::pack::TRAILER_BYTES;
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::{BlobEntry, BlobKind};
@@ -24,6 +25,64 @@ use crate::repo::{BlobLocation, LockKind, Repository};
 pub struct CheckOptions {
     /// Read and verify every pack's content.
     pub read_data: bool,
+    /// Read and verify only this share of the packs: the least recently verified first (when
+    /// a catalog remembers verification times), so N runs of `1/N` cover every pack.
+    pub read_data_subset: Option<Subset>,
+}
+
+/// A share of the packs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Subset {
+    /// `n/m`: n m-ths of the packs.
+    Fraction(u32, u32),
+    /// `p%`.
+    Percent(f64),
+}
+
+impl Subset {
+    /// Parse `1/7` or `10%`.
+    pub fn parse(s: &str) -> Result<Subset, String> {
+        let bad = || format!("invalid subset {s:?}: use n/m (e.g. 1/7) or a percentage (10%)");
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || m == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Fraction(n, m))
+    }
+
+    /// How many of `total` packs the share covers (at least one when there are any).
+    pub fn count_of(&self, total: usize) -> usize {
+        let c = match *self {
+            Subset::Fraction(n, m) => (total as u64 * u64::from(n)).div_ceil(u64::from(m)),
+            Subset::Percent(p) => (total as f64 * p / 100.0).ceil() as u64,
+        };
+        (c as usize).clamp(total.min(1), total)
+    }
+}
+
+/// Choose `count` packs, never verified first, then the least recently verified, ties by id.
+pub fn pick_least_recently_verified(
+    packs: &[PackId],
+    verified: &HashMap<PackId, i64>,
+    count: usize,
+) -> Vec<PackId> {
+    let mut v: Vec<(Option<i64>, PackId)> = packs
+        .iter()
+        .map(|p| (verified.get(p).copied(), *p))
+        .collect();
+    v.sort();
+    v.into_iter().take(count).map(|(_, p)| p).collect()
 }
 
 /// One problem found.
@@ -63,6 +122,17 @@ pub struct CheckReport {
 /// Check the repository.
 pub fn check(
     repo: &Repository,
+    opts: &CheckOptions,
+    progress: &Progress,
+) -> Result<CheckReport, EngineError> {
+    check_with_catalog(repo, None, opts, progress)
+}
+
+/// Check the repository; with a catalog, a data subset is chosen by and recorded in its
+/// verification times (rolling verification).
+pub fn check_with_catalog(
+    repo: &Repository,
+    catalog: Option<&Catalog>,
     opts: &CheckOptions,
     progress: &Progress,
 ) -> Result<CheckReport, EngineError> {
@@ -171,13 +241,26 @@ pub fn check(
     }
     report.trees = good_trees.len() as u64;
 
-    if opts.read_data {
-        let total: u64 = packs.values().sum();
+    if opts.read_data || opts.read_data_subset.is_some() {
+        let mut all: Vec<PackId> = packs.keys().copied().collect();
+        all.sort();
+        let to_read: Vec<PackId> = match opts.read_data_subset {
+            Some(subset) if !opts.read_data => {
+                let verified = match catalog {
+                    Some(c) => c.pack_check_times()?,
+                    None => HashMap::new(),
+                };
+                pick_least_recently_verified(&all, &verified, subset.count_of(all.len()))
+            }
+            _ => all,
+        };
+        let total: u64 = to_read.iter().filter_map(|p| packs.get(p)).sum();
         progress.total_bytes.store(total, Ordering::Relaxed);
         let bytes_read = AtomicU64::new(0);
         type PackResult = (PackId, Result<Vec<(BlobId, String)>, String>);
-        let results: Vec<PackResult> = packs
+        let results: Vec<PackResult> = to_read
             .par_iter()
+            .filter_map(|id| packs.get(id).map(|size| (id, size)))
             .map(|(id, size)| {
                 let r = (|| {
                     let bytes = repo
@@ -209,6 +292,14 @@ pub fn check(
             })
             .collect();
         report.bytes_read = bytes_read.load(Ordering::Relaxed);
+        let sound: Vec<PackId> = results
+            .iter()
+            .filter(|(_, r)| r.as_ref().is_ok_and(|bad| bad.is_empty()))
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(c) = catalog {
+            c.record_pack_checks(&sound, chrono::Utc::now().timestamp_millis())?;
+        }
         for (pack, r) in results {
             report.packs_read += 1;
             match r {
@@ -376,4 +467,43 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError
         s.index_files_written += 1;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse_and_count() {
+        assert_eq!(Subset::parse("1/7").unwrap(), Subset::Fraction(1, 7));
+        assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
+        for bad in ["0/7", "8/7", "1/0", "x", "0%", "101%", "1/"] {
+            assert!(Subset::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Subset::Fraction(1, 7).count_of(70), 10);
+        assert_eq!(Subset::Fraction(1, 7).count_of(71), 11);
+        assert_eq!(Subset::Fraction(1, 7).count_of(3), 1);
+        assert_eq!(Subset::Percent(10.0).count_of(0), 0);
+        assert_eq!(Subset::Percent(100.0).count_of(9), 9);
+    }
+
+    #[test]
+    fn n_rolling_runs_of_one_nth_cover_every_pack() {
+        let packs: Vec<PackId> = (0..23u8).map(|n| PackId([n; 32])).collect();
+        let mut verified: HashMap<PackId, i64> = HashMap::new();
+        // Some packs were verified long ago, in an order unrelated to their ids.
+        verified.insert(packs[5], 100);
+        verified.insert(packs[0], 50);
+        let subset = Subset::Fraction(1, 7);
+        let mut seen = std::collections::HashSet::new();
+        for night in 0..7i64 {
+            let pick = pick_least_recently_verified(&packs, &verified, subset.count_of(23));
+            assert_eq!(pick.len(), 4);
+            for p in pick {
+                seen.insert(p);
+                verified.insert(p, 1000 + night);
+            }
+        }
+        assert_eq!(seen.len(), packs.len());
+    }
 }

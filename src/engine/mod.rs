@@ -1,14 +1,36 @@
 //! The engine composes repository, catalog and file system into the user's operations:
-//! backup, restore, ls, check, stats. It never parses arguments; every operation takes an
-//! options value and returns a summary value, both serializable, so `--json` costs nothing.
+//! backup, restore, ls, check, stats, export, import. It never parses arguments; every
+//! operation takes an options value and returns a summary value, both serializable, so
+//! `--json` costs nothing.
+//!
+//! Export and import move snapshots to and from gzip tar archives in the layout of the old
+//! nightly backups, one concept a file: `export` walks a snapshot into tar entries and
+//! `export_file` puts the archive on disk atomically (with the `latest` link); `tar_writer`
+//! writes GNU tar records, `blob_reader` streams a file's verified blobs, `pax` encodes and
+//! decodes PAX records, `archive_name` turns snapshot times into archive names and back, and
+//! `gzip_pipe` runs gzip or gunzip on its own thread behind a bounded channel. `import` drives
+//! an import into a snapshot, `import_entry` turns each tar entry into a node with saved
+//! content, and `import_tree` assembles those nodes and saves the trees bottom-up.
 
+mod archive_name;
 pub mod backup;
+mod blob_reader;
 pub mod check;
 pub mod export;
+mod export_file;
+pub mod forget;
+mod gzip_pipe;
 pub mod import;
+mod import_entry;
+mod import_tree;
+mod pax;
 pub mod progress;
+pub mod prune;
 pub mod restore;
+pub mod retention;
 mod saver;
+pub mod sync;
+mod tar_writer;
 pub mod walk;
 
 use std::sync::Mutex;
@@ -93,6 +115,13 @@ pub fn load_tree(repo: &Repository, catalog: &Catalog, id: &BlobId) -> Result<Tr
     let tree = Tree::decode(&bytes).map_err(|e| RepoError::corrupt(format!("tree {id}"), e))?;
     catalog.cache_tree(id, &bytes)?;
     Ok(tree)
+}
+
+/// The user name a snapshot records: `$USER`, else `$LOGNAME`, else the effective uid.
+pub(crate) fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string())
 }
 
 /// Render raw name bytes for display.

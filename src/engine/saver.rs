@@ -104,6 +104,11 @@ impl<'a> Saver<'a> {
         if self.catalog.has_blob(&id)? {
             return Ok(id);
         }
+        if kind == BlobKind::Tree {
+            // The next backup reads this tree as its parent's: keeping it in the catalog
+            // spares a remote request per directory in a no-change backup.
+            self.catalog.cache_tree(&id, data)?;
+        }
         let sealed = COMPRESSOR.with(|c| -> Result<_, EngineError> {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(l, _)| *l != self.level) {

@@ -19,6 +19,8 @@ use crate::storage::ObjectStore;
 pub const LOCK_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Age after which an unrefreshed lock is stale.
 pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often a waiting process looks again at the locks in its way.
+pub const LOCK_POLL_EVERY: Duration = Duration::from_secs(2);
 const LOCK_AAD: &[u8] = b"coffer lock";
 
 /// Shared or exclusive.
@@ -50,6 +52,15 @@ impl LockInfo {
     /// True when the holder has not refreshed it within [`LOCK_STALE_AFTER`].
     pub fn is_stale(&self, now: i64) -> bool {
         now - self.time > LOCK_STALE_AFTER.as_secs() as i64
+    }
+
+    /// True when the holder is a process of this host that no longer exists (killed or
+    /// crashed): its lock cannot be refreshed any more and is ignored at once.
+    pub fn holder_is_dead(&self) -> bool {
+        self.host == super::keys::hostname()
+            && self.pid != std::process::id()
+            && std::path::Path::new("/proc/self").exists()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
     fn describe(&self) -> String {
@@ -150,7 +161,7 @@ impl Repository {
                 continue;
             }
             let Some(info) = info else { continue };
-            if info.is_stale(now) {
+            if info.is_stale(now) || info.holder_is_dead() {
                 continue;
             }
             if kind == LockKind::Exclusive || info.kind == LockKind::Exclusive {
@@ -160,8 +171,33 @@ impl Repository {
         Ok(None)
     }
 
-    /// Take a lock, refreshed in the background until the guard is dropped.
+    /// Take a lock, refreshed in the background until the guard is dropped. While another
+    /// process holds a conflicting lock, wait for it up to the repository's lock wait
+    /// ([`Repository::set_lock_wait`]), then fail with [`RepoError::Locked`].
     pub fn lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard, RepoError> {
+        let wait = self.lock_wait();
+        let deadline = std::time::Instant::now().checked_add(wait);
+        let mut told = false;
+        loop {
+            match self.try_lock(kind, purpose) {
+                Err(RepoError::Locked(holder))
+                    if deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+                {
+                    if !told {
+                        tracing::warn!("waiting up to {}s for {holder} to finish", wait.as_secs());
+                        told = true;
+                    }
+                    let left = deadline.map_or(LOCK_POLL_EVERY, |d| {
+                        d.saturating_duration_since(std::time::Instant::now())
+                    });
+                    std::thread::sleep(LOCK_POLL_EVERY.min(left));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard, RepoError> {
         if let Some(holder) = self.conflicting_lock(kind, "")? {
             return Err(RepoError::Locked(holder.describe()));
         }
@@ -224,7 +260,10 @@ impl Repository {
         let now = chrono::Utc::now().timestamp();
         let mut n = 0;
         for (name, info) in self.list_locks()? {
-            let remove = all || info.as_ref().is_none_or(|i| i.is_stale(now));
+            let remove = all
+                || info
+                    .as_ref()
+                    .is_none_or(|i| i.is_stale(now) || i.holder_is_dead());
             if remove {
                 self.store.delete(&name)?;
                 n += 1;

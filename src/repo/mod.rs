@@ -142,6 +142,8 @@ pub struct Repository {
     master: MasterKey,
     keys: RepoKeys,
     key_id: KeyId,
+    /// How long `lock` waits for a conflicting lock to go away before failing.
+    lock_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Repository {
@@ -190,6 +192,7 @@ impl Repository {
             master,
             keys,
             key_id,
+            lock_wait_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -234,7 +237,22 @@ impl Repository {
             master,
             keys,
             key_id,
+            lock_wait_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Wait up to `wait` for conflicting locks to go away (default: fail at once).
+    pub fn set_lock_wait(&self, wait: std::time::Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.lock_wait_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long `lock` waits for conflicting locks.
+    pub fn lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.lock_wait_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The storage under this repository.

@@ -7,10 +7,12 @@
 mod fault;
 mod local;
 mod opendal_store;
+pub mod s3;
 
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use opendal_store::OpendalStore;
+pub use s3::{S3Location, S3Store};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,10 @@ pub enum StorageError {
     /// An injected failure (tests).
     #[error("injected fault on {0}")]
     Injected(String),
+    /// A storage location that is misconfigured or cannot be used (a bad URL, missing
+    /// credentials, denied access, a missing bucket, an unreachable endpoint).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl StorageError {
@@ -57,6 +63,18 @@ pub struct Listed {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// Requests made and bytes moved by a store since it was opened. A listing counts one
+/// request per 1000 keys, a multipart upload one per part plus two; retries are not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IoStats {
+    /// Requests to the service.
+    pub requests: u64,
+    /// Object bytes uploaded.
+    pub bytes_sent: u64,
+    /// Object bytes downloaded.
+    pub bytes_received: u64,
 }
 
 /// A store of immutable named objects. Names are `/`-separated relative paths.
@@ -77,6 +95,10 @@ pub trait ObjectStore: Send + Sync {
     fn delete(&self, name: &str) -> Result<(), StorageError>;
     /// A human description (a path or URL without secrets).
     fn describe(&self) -> String;
+    /// Requests and bytes so far, for stores that count them (remote ones).
+    fn io_stats(&self) -> Option<IoStats> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,25 @@
-//! Any opendal service as an object store (memory for tests now, S3 later). The store owns
-//! the tokio runtime that the blocking operator drives; it is created once per repository.
+//! Any opendal service as an object store (memory for tests, S3). The store owns the tokio
+//! runtime that the blocking operator drives; it is created once per repository. It counts
+//! its requests and bytes, so that a backup can report what it cost.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opendal::{ErrorKind, Operator, blocking};
 
-use super::{Listed, ObjectStore, StorageError};
+use super::{IoStats, Listed, ObjectStore, StorageError};
+
+/// Keys per page of an S3 listing (ListObjectsV2 returns at most 1000).
+const LIST_PAGE_KEYS: u64 = 1000;
 
 /// An opendal operator behind the blocking API.
 pub struct OpendalStore {
     op: blocking::Operator,
     description: String,
+    /// `(min object bytes, part bytes, parts in flight)` for multipart uploads.
+    multipart: Option<(usize, usize, usize)>,
+    requests: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
     // Keep the runtime alive as long as the operator.
     _runtime: tokio::runtime::Runtime,
 }
@@ -20,7 +31,7 @@ fn backend(op: &'static str, path: &str, e: opendal::Error) -> StorageError {
         StorageError::Backend {
             op,
             path: path.to_string(),
-            message: e.to_string(),
+            message: super::s3::describe_error(&e),
         }
     }
 }
@@ -43,8 +54,62 @@ impl OpendalStore {
         Ok(Self {
             op,
             description,
+            multipart: None,
+            requests: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
             _runtime: runtime,
         })
+    }
+
+    /// Upload objects of at least `min_bytes` in parts of `part_bytes`, `concurrent` parts at
+    /// a time (S3 multipart upload). Memory per upload stays near `part_bytes * concurrent`
+    /// beyond the object itself.
+    pub fn with_multipart(
+        mut self,
+        min_bytes: usize,
+        part_bytes: usize,
+        concurrent: usize,
+    ) -> Self {
+        self.multipart = Some((min_bytes, part_bytes, concurrent.max(1)));
+        self
+    }
+
+    /// One request to the service root: fails fast on denied access, a missing bucket or an
+    /// unreachable endpoint.
+    pub(crate) fn probe(&self) -> Result<(), opendal::Error> {
+        self.count(1, 0, 0);
+        let opts = opendal::options::ListOptions {
+            limit: Some(1),
+            ..Default::default()
+        };
+        // Only the first page is fetched: the lister pages lazily.
+        match self.op.lister_options("/", opts)?.next() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn count(&self, requests: u64, sent: u64, received: u64) {
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+        self.bytes_received.fetch_add(received, Ordering::Relaxed);
+    }
+
+    fn write_opts(&self, len: usize) -> (opendal::options::WriteOptions, u64) {
+        match self.multipart {
+            Some((min, part, concurrent)) if len >= min && part > 0 => {
+                let parts = len.div_ceil(part) as u64;
+                let opts = opendal::options::WriteOptions {
+                    chunk: Some(part),
+                    concurrent,
+                    ..Default::default()
+                };
+                // Initiate, one request per part, complete.
+                (opts, parts + 2)
+            }
+            _ => (Default::default(), 1),
+        }
     }
 
     /// An in-memory store (tests and benchmarks).
@@ -57,11 +122,14 @@ impl OpendalStore {
 
 impl ObjectStore for OpendalStore {
     fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
-        Ok(self
+        self.count(1, 0, 0);
+        let buf = self
             .op
             .read(name)
             .map_err(|e| backend("read", name, e))?
-            .to_vec())
+            .to_vec();
+        self.count(0, 0, buf.len() as u64);
+        Ok(buf)
     }
 
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
@@ -69,10 +137,12 @@ impl ObjectStore for OpendalStore {
             range: (offset..offset + len).into(),
             ..Default::default()
         };
+        self.count(1, 0, 0);
         let buf = self
             .op
             .read_options(name, opts)
             .map_err(|e| backend("read", name, e))?;
+        self.count(0, 0, buf.len() as u64);
         if buf.len() as u64 != len {
             return Err(StorageError::Backend {
                 op: "read",
@@ -84,8 +154,10 @@ impl ObjectStore for OpendalStore {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let (opts, requests) = self.write_opts(bytes.len());
+        self.count(requests, bytes.len() as u64, 0);
         self.op
-            .write(name, bytes.to_vec())
+            .write_options(name, bytes.to_vec(), opts)
             .map_err(|e| backend("write", name, e))?;
         Ok(())
     }
@@ -95,6 +167,7 @@ impl ObjectStore for OpendalStore {
             if_not_exists: true,
             ..Default::default()
         };
+        self.count(1, bytes.len() as u64, 0);
         match self.op.write_options(name, bytes.to_vec(), opts) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
@@ -117,9 +190,13 @@ impl ObjectStore for OpendalStore {
         };
         let entries = match self.op.list_options(prefix, opts) {
             Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.count(1, 0, 0);
+                return Ok(vec![]);
+            }
             Err(e) => return Err(backend("list", prefix, e)),
         };
+        self.count((entries.len() as u64).div_ceil(LIST_PAGE_KEYS).max(1), 0, 0);
         let mut out = Vec::new();
         for e in entries {
             if e.metadata().is_dir() {
@@ -138,6 +215,7 @@ impl ObjectStore for OpendalStore {
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        self.count(1, 0, 0);
         match self.op.stat(name) {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -146,6 +224,7 @@ impl ObjectStore for OpendalStore {
     }
 
     fn delete(&self, name: &str) -> Result<(), StorageError> {
+        self.count(1, 0, 0);
         match self.op.delete(name) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -155,6 +234,14 @@ impl ObjectStore for OpendalStore {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn io_stats(&self) -> Option<IoStats> {
+        Some(IoStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        })
     }
 }
 

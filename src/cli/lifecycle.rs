@@ -1,0 +1,321 @@
+//! `forget`, `prune` and `health`: what keeps a repository in shape night after night.
+
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::args::Global;
+use super::commands::{open, print_json, say};
+use super::exit;
+use super::output::{ProgressDisplay, bytes, time_ns};
+use crate::engine::Progress;
+use crate::engine::forget::{ForgetOptions, forget as run_forget};
+use crate::engine::prune::{PruneOptions, PruneSummary, prune as run_prune};
+use crate::engine::retention::{GroupBy, Policy, parse_duration};
+
+/// `prune` options, shared with `forget --prune`.
+#[derive(Args, Debug, Clone)]
+pub struct PruneFlags {
+    /// Unused space tolerated in kept packs, in percent of the live data; packs with the most
+    /// unused space are repacked until what is left is below it.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    pub max_unused: f64,
+}
+
+/// `prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Options.
+    #[command(flatten)]
+    pub flags: PruneFlags,
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// `forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the newest N hours.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_hourly: u32,
+    /// ... of each of the newest N days.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_daily: u32,
+    /// ... of each of the newest N ISO weeks.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_weekly: u32,
+    /// ... of each of the newest N months.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_monthly: u32,
+    /// ... of each of the newest N years.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_yearly: u32,
+    /// Keep every snapshot younger than this, counted from the group's newest (e.g. 14d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// The old BACKUP_RETENTION_DAYS: forget snapshots older than N days (the newest of each
+    /// group always stays).
+    #[arg(long, env = "BACKUP_RETENTION_DAYS", value_name = "N")]
+    pub retention_days: Option<u32>,
+    /// Group snapshots by any of host, sources, tags (comma-separated; empty: one group).
+    #[arg(long, default_value = "host,sources")]
+    pub group_by: String,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Show what would be forgotten and why each kept snapshot stays; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Prune afterwards, under the same lock.
+    #[arg(long)]
+    pub prune: bool,
+    /// Prune options.
+    #[command(flatten)]
+    pub prune_flags: PruneFlags,
+}
+
+/// `health`.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Unhealthy when the newest snapshot is older than this (e.g. 25h).
+    #[arg(long, default_value = "25h", value_name = "DURATION")]
+    pub max_age: String,
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+fn print_prune(g: &Global, p: &PruneSummary) {
+    let plan = &p.plan;
+    say(
+        g,
+        format!(
+            "{}{} packs ({}): {} live blobs ({}), {} unused before",
+            if p.dry_run { "would prune: " } else { "" },
+            plan.packs,
+            bytes(plan.pack_bytes),
+            plan.live_blobs,
+            bytes(plan.live_bytes),
+            bytes(plan.unused_bytes_before),
+        ),
+    );
+    say(
+        g,
+        format!(
+            "{} {} packs, {} {} packs ({} moved), {} {} unindexed packs",
+            if p.dry_run { "would delete" } else { "deleted" },
+            plan.packs_to_delete,
+            if p.dry_run {
+                "would repack"
+            } else {
+                "repacked"
+            },
+            plan.packs_to_repack,
+            bytes(plan.bytes_to_repack),
+            if p.dry_run { "would remove" } else { "removed" },
+            plan.unindexed_packs,
+        ),
+    );
+    say(
+        g,
+        format!(
+            "repository {} -> {}{} ({} unused left) in {:.1}s",
+            bytes(p.bytes_before),
+            bytes(p.bytes_after),
+            if p.dry_run { " (estimate)" } else { "" },
+            bytes(plan.unused_bytes_after),
+            p.duration_secs
+        ),
+    );
+}
+
+/// `coffer prune`.
+pub fn prune(g: &Global, a: &PruneArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "prune");
+    let s = run_prune(
+        &o.repo,
+        &o.catalog,
+        &PruneOptions {
+            max_unused_percent: a.flags.max_unused,
+            dry_run: a.dry_run,
+        },
+        &progress,
+    )?;
+    drop(display);
+    if g.json {
+        print_json(&s)?;
+    } else {
+        print_prune(g, &s);
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer forget`.
+pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
+    let keep_within_secs = a
+        .keep_within
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--keep-within: {e}"))?;
+    let group_by = GroupBy::parse(&a.group_by).map_err(|e| anyhow::anyhow!("--group-by: {e}"))?;
+    let opts = ForgetOptions {
+        policy: Policy {
+            keep_last: a.keep_last,
+            keep_hourly: a.keep_hourly,
+            keep_daily: a.keep_daily,
+            keep_weekly: a.keep_weekly,
+            keep_monthly: a.keep_monthly,
+            keep_yearly: a.keep_yearly,
+            keep_within_secs,
+            keep_tags: a.keep_tags.clone(),
+            retention_days: a.retention_days,
+        },
+        group_by,
+        host: a.host.clone(),
+        tags: a.tags.clone(),
+        dry_run: a.dry_run,
+        prune: a.prune.then_some(PruneOptions {
+            max_unused_percent: a.prune_flags.max_unused,
+            dry_run: false,
+        }),
+    };
+    let o = open(g)?;
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "forget");
+    let s = run_forget(&o.repo, &o.catalog, &opts, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&s)?;
+        return Ok(exit::OK);
+    }
+    let mut group = None;
+    for e in &s.snapshots {
+        if group.as_ref() != Some(&e.decision.group) {
+            say(g, format!("group {}", e.decision.group));
+            group = Some(e.decision.group.clone());
+        }
+        let short = e.id.get(..8).unwrap_or(&e.id);
+        let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map(time_ns)
+            .unwrap_or_else(|| e.time.clone());
+        if e.decision.keep {
+            say(
+                g,
+                format!("  keep   {short}  {t}  {}", e.decision.reasons.join(", ")),
+            );
+        } else {
+            say(
+                g,
+                format!(
+                    "  {} {short}  {t}",
+                    if s.dry_run { "would remove" } else { "remove" }
+                ),
+            );
+        }
+    }
+    say(
+        g,
+        format!(
+            "{} snapshots kept, {} {}",
+            s.kept,
+            s.removed,
+            if s.dry_run {
+                "would be removed (dry run)"
+            } else {
+                "removed"
+            }
+        ),
+    );
+    if let Some(p) = &s.prune {
+        print_prune(g, p);
+    }
+    Ok(exit::OK)
+}
+
+/// `health`'s answer.
+#[derive(Debug, Serialize)]
+struct Health {
+    healthy: bool,
+    newest_snapshot: Option<String>,
+    newest_time: Option<String>,
+    age_secs: Option<i64>,
+    max_age_secs: i64,
+    snapshots: usize,
+    message: String,
+}
+
+/// `coffer health`: exit 1 with one clear line when the newest snapshot is too old.
+pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
+    let max_age = parse_duration(&a.max_age).map_err(|e| anyhow::anyhow!("--max-age: {e}"))?;
+    let o = open(g)?;
+    o.catalog.refresh(&o.repo)?;
+    let all: Vec<_> = o
+        .catalog
+        .snapshots()?
+        .into_iter()
+        .filter(|e| a.host.as_ref().is_none_or(|h| *h == e.snapshot.host))
+        .filter(|e| a.tags.iter().all(|t| e.snapshot.tags.contains(t)))
+        .collect();
+    let now = chrono::Utc::now();
+    let newest = all.last();
+    let age = newest.map(|e| now.timestamp() - e.snapshot.time_ns.div_euclid(1_000_000_000));
+    let healthy = age.is_some_and(|a| a <= max_age);
+    let message = match (newest, age) {
+        (None, _) | (_, None) => "unhealthy: no snapshot at all".to_string(),
+        (Some(e), Some(age)) => format!(
+            "{}: newest snapshot {} is {} old (limit {})",
+            if healthy { "healthy" } else { "unhealthy" },
+            e.id.short(),
+            human_age(age),
+            human_age(max_age)
+        ),
+    };
+    let h = Health {
+        healthy,
+        newest_snapshot: newest.map(|e| e.id.to_hex()),
+        newest_time: newest
+            .map(|e| chrono::DateTime::from_timestamp_nanos(e.snapshot.time_ns).to_rfc3339()),
+        age_secs: age,
+        max_age_secs: max_age,
+        snapshots: all.len(),
+        message,
+    };
+    if g.json {
+        print_json(&h)?;
+    } else if healthy {
+        say(g, &h.message);
+    } else {
+        eprintln!("{}", h.message);
+    }
+    Ok(if healthy { exit::OK } else { exit::ERROR })
+}
+
+fn human_age(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs >= 2 * 86_400 {
+        format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600)
+    } else if secs >= 3600 {
+        format!("{}h{}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{}m{}s", secs / 60, secs % 60)
+    }
+}

@@ -1,0 +1,369 @@
+//! The backup of Docker volumes, volume by volume, each into its own snapshot tagged with the
+//! volume, its compose project and the services that use it.
+//!
+//! For a volume whose containers carry the stop label, downtime is kept short by two passes:
+//! the first reads the volume while the containers run (it stores nearly everything but
+//! writes no snapshot), then the labelled containers stop (dependents first), the second pass
+//! reads only what changed since the first (change detection against the first pass's tree),
+//! its snapshot is written, and the containers start again (dependencies first). Pre-commands
+//! run before the first pass, post-commands after the containers are back.
+//!
+//! A failure of one volume (a pre-command, a volume whose files are unreachable) is reported
+//! in its [`VolumeBackup`] and the others go on; a repository failure or a signal stops the
+//! run. Either way every stopped container is started again ([`super::guard`]).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::guard::{ContainerDowntime, StopGuard};
+use super::hook::{self, HookRun};
+use super::label::{ContainerInfo, Phase};
+use super::order::start_order;
+use super::volume::{DockerVolume, VolumeSelection};
+use super::{DockerClient, DockerError};
+use crate::catalog::Catalog;
+use crate::engine::backup::{BackupOptions, BackupSummary, PassOptions, SourceSpec, backup_pass};
+use crate::engine::{EngineError, Progress};
+use crate::id::BlobId;
+use crate::repo::{LockKind, Repository};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Serialize)]
+pub struct DockerBackupOptions {
+    /// The volumes.
+    pub selection: VolumeSelection,
+    /// Stop running containers whose stop label has this value.
+    pub stop_label_value: String,
+    /// Seconds a stopping container gets before it is killed.
+    pub stop_timeout_secs: u64,
+    /// Where volumes are mounted when coffer runs in a container (`/backup`).
+    pub mount_dir: PathBuf,
+    /// Read each volume once, with its containers stopped, instead of twice.
+    pub single_pass: bool,
+    /// Tags added to every snapshot (besides the volume's own).
+    pub tags: Vec<String>,
+    /// Host name recorded.
+    pub host: String,
+    /// Exclude patterns, as for a directory backup.
+    pub excludes: Vec<String>,
+    /// Read every file even when its metadata did not change.
+    pub force: bool,
+}
+
+/// The first, online pass over a volume.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FirstPass {
+    /// Files read.
+    pub files_read: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added: u64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+}
+
+/// What happened to one volume.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VolumeBackup {
+    /// The volume.
+    pub volume: String,
+    /// Where its files were read.
+    pub path: String,
+    /// Its compose project.
+    pub compose_project: Option<String>,
+    /// Compose services of the containers that use it.
+    pub services: Vec<String>,
+    /// Tags of its snapshot.
+    pub tags: Vec<String>,
+    /// The online pass (absent when no container had to stop).
+    pub first_pass: Option<FirstPass>,
+    /// The snapshot written.
+    pub snapshot: Option<BackupSummary>,
+    /// Containers stopped for the read, with their downtime, in start order.
+    pub containers: Vec<ContainerDowntime>,
+    /// Labelled containers that were not running and so were left alone.
+    pub left_stopped: Vec<String>,
+    /// Containers whose dependencies formed a cycle (stopped in name order).
+    pub dependency_cycle: Vec<String>,
+    /// Commands run from labels.
+    pub hooks: Vec<HookRun>,
+    /// Why this volume's backup failed.
+    pub error: Option<String>,
+}
+
+/// What a Docker backup did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DockerBackupSummary {
+    /// The engine's address.
+    pub engine: String,
+    /// API version spoken.
+    pub api_version: String,
+    /// One entry per volume, by name.
+    pub volumes: Vec<VolumeBackup>,
+    /// Volumes whose backup failed.
+    pub failed: usize,
+    /// Longest downtime of any container, in seconds.
+    pub max_downtime_secs: f64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+}
+
+/// Back up the selected volumes. Errors that concern one volume are in its entry; the
+/// function fails only when the run cannot go on (engine unreachable, repository failure,
+/// signal).
+pub fn backup_volumes(
+    client: &DockerClient,
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &DockerBackupOptions,
+    progress: &Progress,
+) -> Result<DockerBackupSummary, DockerError> {
+    let start = Instant::now();
+    let volumes = opts.selection.resolve(client)?;
+    let own = own_container_id();
+    let mut out = DockerBackupSummary {
+        engine: client.host().to_string(),
+        api_version: client.api_version(),
+        ..Default::default()
+    };
+    for vol in &volumes {
+        let mut vb = VolumeBackup {
+            volume: vol.name.clone(),
+            ..Default::default()
+        };
+        match one_volume(
+            client,
+            repo,
+            catalog,
+            opts,
+            vol,
+            own.as_deref(),
+            progress,
+            &mut vb,
+        ) {
+            Ok(()) => {}
+            Err(e @ (DockerError::Interrupted | DockerError::Unreachable { .. })) => return Err(e),
+            Err(DockerError::Engine(e @ (EngineError::Repo(_) | EngineError::Catalog(_)))) => {
+                return Err(DockerError::Engine(e));
+            }
+            Err(e) => vb.error = Some(e.to_string()),
+        }
+        if vb.error.is_some() {
+            out.failed += 1;
+        }
+        for c in &vb.containers {
+            out.max_downtime_secs = out.max_downtime_secs.max(c.downtime_secs);
+        }
+        out.volumes.push(vb);
+    }
+    out.duration_secs = start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_volume(
+    client: &DockerClient,
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &DockerBackupOptions,
+    vol: &DockerVolume,
+    own: Option<&str>,
+    progress: &Progress,
+    vb: &mut VolumeBackup,
+) -> Result<(), DockerError> {
+    let path = vol.data_path(&opts.mount_dir)?;
+    vb.path = path.display().to_string();
+    let users: Vec<ContainerInfo> = client
+        .containers_using(&vol.name)?
+        .into_iter()
+        .filter(|c| own.is_none_or(|o| !c.id.starts_with(o)))
+        .collect();
+    vb.compose_project = vol
+        .project()
+        .or_else(|| users.iter().find_map(|c| c.project()))
+        .map(str::to_string);
+    let mut services: Vec<String> = users
+        .iter()
+        .filter_map(|c| c.service())
+        .map(str::to_string)
+        .collect();
+    services.sort();
+    services.dedup();
+    vb.services = services;
+    vb.tags = volume_tags(
+        &opts.tags,
+        &vol.name,
+        vb.compose_project.as_deref(),
+        &vb.services,
+    );
+
+    let to_stop: Vec<ContainerInfo> = users
+        .iter()
+        .filter(|c| c.running && c.wants_stop(&opts.stop_label_value))
+        .cloned()
+        .collect();
+    vb.left_stopped = users
+        .iter()
+        .filter(|c| !c.running && c.wants_stop(&opts.stop_label_value))
+        .map(|c| c.name.clone())
+        .collect();
+    let order = start_order(&to_stop);
+    vb.dependency_cycle = order.cycle.clone();
+
+    let hooked: Vec<&ContainerInfo> = users.iter().collect();
+    hook::run_phase(client, &hooked, Phase::Pre, &mut vb.hooks)?;
+
+    let bopts = BackupOptions {
+        sources: vec![SourceSpec {
+            name: vol.name.clone(),
+            path,
+        }],
+        tags: vb.tags.clone(),
+        host: opts.host.clone(),
+        excludes: opts.excludes.clone(),
+        parent: None,
+        force: opts.force,
+        time: None,
+    };
+    let read = (|| -> Result<BackupSummary, DockerError> {
+        if to_stop.is_empty() {
+            return Ok(backup_pass(
+                repo,
+                catalog,
+                &bopts,
+                PassOptions::default(),
+                progress,
+            )?);
+        }
+        // Held across both passes: the first pass's blobs are referenced by no snapshot until
+        // the second pass writes one, and a prune in between must not remove them.
+        let _hold = repo
+            .lock(LockKind::Shared, "docker backup")
+            .map_err(EngineError::from)?;
+        let mut compare_tree = None;
+        if !opts.single_pass {
+            let t = Instant::now();
+            let first = backup_pass(
+                repo,
+                catalog,
+                &bopts,
+                PassOptions {
+                    no_snapshot: true,
+                    compare_tree: None,
+                },
+                progress,
+            )?;
+            compare_tree = BlobId::from_hex(&first.tree).ok();
+            vb.first_pass = Some(FirstPass {
+                files_read: first.files_read,
+                bytes_read: first.bytes_read,
+                bytes_added: first.bytes_added,
+                duration_secs: t.elapsed().as_secs_f64(),
+            });
+        }
+        let mut guard = StopGuard::new(client, Duration::from_secs(opts.stop_timeout_secs));
+        let stopped_then_read = (|| -> Result<BackupSummary, DockerError> {
+            for i in order.stop() {
+                guard.stop(&to_stop[i])?;
+            }
+            Ok(backup_pass(
+                repo,
+                catalog,
+                &bopts,
+                PassOptions {
+                    no_snapshot: false,
+                    compare_tree,
+                },
+                progress,
+            )?)
+        })();
+        vb.containers = guard.start_all();
+        stopped_then_read
+    })();
+    // Post-commands run once the containers are back, whether the read worked or not (they
+    // usually clean up what the pre-commands wrote).
+    let users_now: Vec<ContainerInfo> = users
+        .iter()
+        .filter_map(|c| client.inspect(&c.id).ok().flatten())
+        .collect();
+    let hooked_now: Vec<&ContainerInfo> = users_now.iter().collect();
+    let post = hook::run_phase(client, &hooked_now, Phase::Post, &mut vb.hooks);
+    vb.snapshot = Some(read?);
+    if let Some(c) = vb.containers.iter().find(|c| !c.started) {
+        return Err(DockerError::Api {
+            what: format!("starting container {} again", c.name),
+            message: c.error.clone().unwrap_or_default(),
+        });
+    }
+    post
+}
+
+/// The tags of a volume's snapshot.
+pub fn volume_tags(
+    extra: &[String],
+    volume: &str,
+    project: Option<&str>,
+    services: &[String],
+) -> Vec<String> {
+    let mut tags: Vec<String> = extra.to_vec();
+    tags.push(format!("volume={volume}"));
+    if let Some(p) = project {
+        tags.push(format!("compose-project={p}"));
+    }
+    for s in services {
+        tags.push(format!("compose-service={s}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|t| seen.insert(t.clone()));
+    tags
+}
+
+/// This process's container id, when coffer itself runs in a container (so it never stops
+/// itself). Read from the cgroup/mount paths the engine sets up, else the host name, which
+/// Docker sets to the short id.
+fn own_container_id() -> Option<String> {
+    if !std::path::Path::new("/.dockerenv").exists() {
+        return None;
+    }
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for part in info.split(['/', ' ']) {
+            if is_id(part) {
+                return Some(part.to_string());
+            }
+        }
+    }
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_name_volume_project_and_services() {
+        let t = volume_tags(
+            &["nightly".into(), "volume=db".into()],
+            "db",
+            Some("shop"),
+            &["api".into(), "postgres".into()],
+        );
+        assert_eq!(
+            t,
+            [
+                "nightly",
+                "volume=db",
+                "compose-project=shop",
+                "compose-service=api",
+                "compose-service=postgres"
+            ]
+        );
+        assert_eq!(volume_tags(&[], "v", None, &[]), ["volume=v"]);
+    }
+}

@@ -1,0 +1,491 @@
+//! Prune: give back the space of blobs that no snapshot references.
+//!
+//! [`PrunePlan::compute`] is pure: from the packs in storage, the index and the set of blobs
+//! the snapshots reach, it decides which packs go whole (nothing live), which are repacked
+//! (live share too low) and which stay. [`prune`] computes the plan under an exclusive lock
+//! and applies it in a crash-safe order:
+//!
+//! 1. live blobs of the packs to repack are copied (verified, still sealed) into new packs;
+//! 2. new index files naming every live blob are written;
+//! 3. the old index files are deleted;
+//! 4. the packs that no longer hold anything indexed are deleted.
+//!
+//! A crash between any two steps leaves a repository where every snapshot is complete: at
+//! worst index entries are duplicated (harmless) or packs are unindexed (garbage the next
+//! prune removes). The whole run holds the exclusive lock, so no backup can add a snapshot
+//! that references a blob while it is being deleted; backups started meanwhile wait for the
+//! lock (`--retry-lock`) and refresh their catalog after they get it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::{EngineError, Progress, load_tree};
+use crate::catalog::Catalog;
+use crate::format::index::PackIndex;
+use crate::format::{BlobEntry, BlobKind};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::repo::{BlobLocation, LockKind, PackBuilder, RepoError, Repository, SealedBlob, path};
+
+/// Target size of repacked tree packs.
+const TREE_PACK_BYTES: usize = 4 << 20;
+/// Packs named by one index file written by prune.
+const PACKS_PER_INDEX: usize = 256;
+
+/// What to prune.
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneOptions {
+    /// Tolerated unused space, in percent of the live bytes, left in packs that are kept.
+    pub max_unused_percent: f64,
+    /// Compute and report the plan, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            max_unused_percent: 5.0,
+            dry_run: false,
+        }
+    }
+}
+
+/// What happens to one pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackAction {
+    /// Stays as it is.
+    Keep,
+    /// Its live blobs move to new packs, then it is deleted.
+    Repack,
+    /// Nothing in it is live: deleted.
+    Delete,
+}
+
+/// The decision for every pack, and the figures behind it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PrunePlan {
+    /// Action per pack (packs in storage and in the index).
+    #[serde(skip)]
+    pub actions: BTreeMap<PackId, PackAction>,
+    /// For each live blob, the one place it is kept (others are duplicates).
+    #[serde(skip)]
+    pub live: HashMap<BlobId, BlobLocation>,
+    /// Packs in storage.
+    pub packs: u64,
+    /// Bytes of packs in storage.
+    pub pack_bytes: u64,
+    /// Packs to delete whole.
+    pub packs_to_delete: u64,
+    /// Packs to repack.
+    pub packs_to_repack: u64,
+    /// Packs no index names (left by an interrupted run): deleted.
+    pub unindexed_packs: u64,
+    /// Live blobs.
+    pub live_blobs: u64,
+    /// Sealed bytes of live blobs.
+    pub live_bytes: u64,
+    /// Sealed bytes of live blobs that are copied into new packs.
+    pub bytes_to_repack: u64,
+    /// Bytes the repository holds that no snapshot needs, before pruning.
+    pub unused_bytes_before: u64,
+    /// Unused bytes left in kept packs after pruning.
+    pub unused_bytes_after: u64,
+    /// Bytes of packs deleted (whole or after repacking), about what is freed.
+    pub bytes_to_free: u64,
+}
+
+impl PrunePlan {
+    /// Decide. `packs` are the packs in storage with their sizes, `index` every entry of every
+    /// readable index file, `used` every blob the snapshots reach. Fails when a used blob is
+    /// nowhere (pruning would then make things worse: run `check`).
+    pub fn compute(
+        packs: &HashMap<PackId, u64>,
+        index: &[PackIndex],
+        used: &HashSet<BlobId>,
+        max_unused_percent: f64,
+    ) -> Result<PrunePlan, String> {
+        let mut plan = PrunePlan {
+            packs: packs.len() as u64,
+            pack_bytes: packs.values().sum(),
+            ..PrunePlan::default()
+        };
+        // Entries per existing pack, each blob once per pack.
+        let mut entries: BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>> = BTreeMap::new();
+        for p in index {
+            if !packs.contains_key(&p.pack) {
+                continue;
+            }
+            let e = entries.entry(p.pack).or_default();
+            for b in &p.blobs {
+                e.entry(b.id).or_insert(*b);
+            }
+        }
+        // Each used blob is kept in one pack: the first (by pack id) that holds it.
+        for (pack, blobs) in &entries {
+            for (id, e) in blobs {
+                if used.contains(id) && !plan.live.contains_key(id) {
+                    plan.live.insert(
+                        *id,
+                        BlobLocation {
+                            pack: *pack,
+                            entry: *e,
+                        },
+                    );
+                }
+            }
+        }
+        let missing = used.iter().filter(|b| !plan.live.contains_key(b)).count();
+        if missing > 0 {
+            let example = used
+                .iter()
+                .find(|b| !plan.live.contains_key(b))
+                .map(|b| b.to_string())
+                .unwrap_or_default();
+            return Err(format!(
+                "{missing} blob(s) that snapshots need are in no pack (e.g. {example}): \
+                 nothing was deleted; run `coffer check` and `coffer repair index`"
+            ));
+        }
+        let mut live_per_pack: HashMap<PackId, u64> = HashMap::new();
+        for loc in plan.live.values() {
+            *live_per_pack.entry(loc.pack).or_default() += u64::from(loc.entry.packed_len);
+            plan.live_bytes += u64::from(loc.entry.packed_len);
+        }
+        plan.live_blobs = plan.live.len() as u64;
+        plan.unused_bytes_before = plan.pack_bytes.saturating_sub(plan.live_bytes);
+
+        let mut candidates: Vec<(PackId, u64, u64)> = Vec::new(); // (pack, unused, size)
+        for (pack, &size) in packs {
+            if !entries.contains_key(pack) {
+                plan.unindexed_packs += 1;
+                plan.actions.insert(*pack, PackAction::Delete);
+                continue;
+            }
+            let live = live_per_pack.get(pack).copied().unwrap_or(0);
+            if live == 0 {
+                plan.actions.insert(*pack, PackAction::Delete);
+            } else {
+                plan.actions.insert(*pack, PackAction::Keep);
+                // Unused: blobs in it that are not live here (dead, or duplicates kept
+                // elsewhere). The header is overhead every pack has, not waste.
+                let unused: u64 = entries[pack]
+                    .values()
+                    .filter(|e| plan.live.get(&e.id).is_none_or(|l| l.pack != *pack))
+                    .map(|e| u64::from(e.packed_len))
+                    .sum();
+                if unused > 0 {
+                    candidates.push((*pack, unused, size));
+                }
+            }
+        }
+        // Repack the packs with the largest unused share first, until what is left unused in
+        // kept packs is within the tolerance.
+        candidates.sort_by(|a, b| {
+            let ra = a.1 as f64 / a.2.max(1) as f64;
+            let rb = b.1 as f64 / b.2.max(1) as f64;
+            rb.total_cmp(&ra).then_with(|| a.0.cmp(&b.0))
+        });
+        let allowed = (plan.live_bytes as f64 * max_unused_percent.max(0.0) / 100.0) as u64;
+        let mut unused_kept: u64 = candidates.iter().map(|c| c.1).sum();
+        for (pack, unused, _) in &candidates {
+            if unused_kept <= allowed {
+                break;
+            }
+            plan.actions.insert(*pack, PackAction::Repack);
+            unused_kept -= unused;
+            plan.bytes_to_repack += live_per_pack.get(pack).copied().unwrap_or(0);
+        }
+        plan.unused_bytes_after = unused_kept;
+        for (pack, action) in &plan.actions {
+            match action {
+                PackAction::Keep => {}
+                PackAction::Repack => {
+                    plan.packs_to_repack += 1;
+                    plan.bytes_to_free += packs[pack];
+                }
+                PackAction::Delete => {
+                    plan.packs_to_delete += 1;
+                    plan.bytes_to_free += packs[pack];
+                }
+            }
+        }
+        plan.packs_to_delete -= plan.unindexed_packs;
+        Ok(plan)
+    }
+}
+
+/// What prune did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneSummary {
+    /// The plan.
+    pub plan: PrunePlan,
+    /// Snapshots whose blobs were kept.
+    pub snapshots: u64,
+    /// New packs written by repacking.
+    pub packs_written: u64,
+    /// Index files written.
+    pub index_files_written: u64,
+    /// Old index files deleted.
+    pub index_files_deleted: u64,
+    /// Packs deleted.
+    pub packs_deleted: u64,
+    /// Bytes of packs in storage before.
+    pub bytes_before: u64,
+    /// Bytes of packs in storage after.
+    pub bytes_after: u64,
+    /// Seconds.
+    pub duration_secs: f64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// Prune under an exclusive lock.
+pub fn prune(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &PruneOptions,
+    progress: &Progress,
+) -> Result<PruneSummary, EngineError> {
+    let _lock = repo.lock(LockKind::Exclusive, "prune")?;
+    prune_locked(repo, catalog, opts, progress)
+}
+
+/// Prune; the caller holds an exclusive lock.
+pub fn prune_locked(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &PruneOptions,
+    progress: &Progress,
+) -> Result<PruneSummary, EngineError> {
+    let start = std::time::Instant::now();
+    catalog.refresh(repo)?;
+    // Everything from the repository itself: the catalog only serves cached trees.
+    let packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    let index_ids: Vec<IndexId> = repo.list_index_files()?;
+    let mut index: Vec<PackIndex> = Vec::new();
+    for iid in &index_ids {
+        // An unreadable index file stops prune: its packs would look unindexed and be deleted.
+        index.extend(repo.load_index(iid)?);
+    }
+    let snapshots = repo.list_snapshots()?;
+    let mut used: HashSet<BlobId> = HashSet::new();
+    for sid in &snapshots {
+        let snap = repo.load_snapshot(sid)?;
+        let mut stack = vec![snap.tree];
+        while let Some(t) = stack.pop() {
+            if !used.insert(t) {
+                continue;
+            }
+            let tree = load_tree(repo, catalog, &t)?;
+            for node in &tree.nodes {
+                if let Some(st) = node.subtree {
+                    stack.push(st);
+                }
+                used.extend(node.content.iter().copied());
+            }
+        }
+    }
+    let plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)
+        .map_err(EngineError::Usage)?;
+    let mut summary = PruneSummary {
+        snapshots: snapshots.len() as u64,
+        bytes_before: plan.pack_bytes,
+        dry_run: opts.dry_run,
+        ..PruneSummary::default()
+    };
+    if opts.dry_run {
+        // An estimate: repacked blobs come back in new packs.
+        summary.bytes_after = plan.pack_bytes - plan.bytes_to_free + plan.bytes_to_repack;
+        summary.duration_secs = start.elapsed().as_secs_f64();
+        summary.plan = plan;
+        return Ok(summary);
+    }
+    progress
+        .total_bytes
+        .store(plan.bytes_to_repack, Ordering::Relaxed);
+
+    // 1. Repack.
+    let mut new_index: Vec<PackIndex> = Vec::new();
+    let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
+    for loc in plan.live.values() {
+        by_pack.entry(loc.pack).or_default().push(*loc);
+    }
+    let mut data = PackBuilder::default();
+    let mut trees = PackBuilder::default();
+    let data_target = repo.config().pack_bytes as usize;
+    let mut flush =
+        |b: &mut PackBuilder, new_index: &mut Vec<PackIndex>| -> Result<(), EngineError> {
+            if b.count() == 0 {
+                return Ok(());
+            }
+            let packed = b.take().finish(repo)?;
+            repo.save_pack(&packed)?;
+            summary.packs_written += 1;
+            new_index.push(PackIndex {
+                pack: packed.id,
+                blobs: packed.entries,
+            });
+            Ok(())
+        };
+    for (pack, action) in &plan.actions {
+        if *action != PackAction::Repack {
+            continue;
+        }
+        let bytes = repo
+            .store()
+            .read(&path::pack(pack))
+            .map_err(RepoError::from)?;
+        for loc in by_pack.get(pack).into_iter().flatten() {
+            let e = &loc.entry;
+            let sealed = bytes
+                .get(e.offset as usize..e.offset as usize + e.packed_len as usize)
+                .ok_or_else(|| {
+                    RepoError::corrupt(path::pack(pack), format!("blob {} is outside", e.id))
+                })?;
+            // Verify before copying: a damaged blob must not get a fresh, trusted home.
+            repo.open_blob(loc, sealed)?;
+            let blob = SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                compression: e.compression,
+                bytes: sealed.to_vec(),
+                data_len: e.data_len,
+                raw_len: e.raw_len,
+            };
+            progress.add_bytes(u64::from(e.packed_len));
+            let (b, target) = match e.kind {
+                BlobKind::Data => (&mut data, data_target),
+                BlobKind::Tree => (&mut trees, TREE_PACK_BYTES),
+            };
+            b.add(blob);
+            if b.len_bytes() >= target {
+                flush(b, &mut new_index)?;
+            }
+        }
+    }
+    flush(&mut data, &mut new_index)?;
+    flush(&mut trees, &mut new_index)?;
+
+    // 2. New index files: every live blob of kept packs, plus the new packs.
+    for (pack, action) in &plan.actions {
+        if *action == PackAction::Keep {
+            let mut blobs: Vec<BlobEntry> = by_pack
+                .get(pack)
+                .into_iter()
+                .flatten()
+                .map(|l| l.entry)
+                .collect();
+            blobs.sort_by_key(|e| e.offset);
+            new_index.push(PackIndex { pack: *pack, blobs });
+        }
+    }
+    for chunk in new_index.chunks(PACKS_PER_INDEX) {
+        repo.save_index(chunk)?;
+        summary.index_files_written += 1;
+    }
+    // 3. Old index files.
+    for iid in &index_ids {
+        repo.store()
+            .delete(&path::index(iid))
+            .map_err(RepoError::from)?;
+        summary.index_files_deleted += 1;
+    }
+    // 4. Packs that nothing indexes any more.
+    for (pack, action) in &plan.actions {
+        if *action != PackAction::Keep {
+            repo.store()
+                .delete(&path::pack(pack))
+                .map_err(RepoError::from)?;
+            summary.packs_deleted += 1;
+        }
+    }
+    catalog.refresh(repo)?;
+    summary.bytes_after = repo.list_packs()?.iter().map(|(_, s)| s).sum();
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    summary.plan = plan;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Compression;
+
+    fn blob(n: u8) -> BlobId {
+        BlobId([n; 32])
+    }
+    fn pack(n: u8) -> PackId {
+        PackId([n; 32])
+    }
+    fn entry(id: BlobId, offset: u32, len: u32) -> BlobEntry {
+        BlobEntry {
+            id,
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset,
+            packed_len: len,
+            data_len: len,
+            raw_len: len,
+        }
+    }
+
+    #[test]
+    fn plan_deletes_dead_repacks_sparse_keeps_full() {
+        // Pack 1: all live. Pack 2: one of ten blobs live. Pack 3: nothing live.
+        // Pack 4: unindexed. Pack 5 indexed but missing from storage: ignored.
+        let packs: HashMap<PackId, u64> = [(1, 1100), (2, 1100), (3, 1100), (4, 500)]
+            .into_iter()
+            .map(|(n, s)| (pack(n), s))
+            .collect();
+        let mk = |p: u8, first: u8| PackIndex {
+            pack: pack(p),
+            blobs: (0..10)
+                .map(|i| entry(blob(first + i), u32::from(i) * 100, 100))
+                .collect(),
+        };
+        let index = vec![mk(1, 0), mk(2, 10), mk(3, 20), mk(5, 30)];
+        let mut used: HashSet<BlobId> = (0..10).map(blob).collect();
+        used.insert(blob(10));
+        let plan = PrunePlan::compute(&packs, &index, &used, 5.0).unwrap();
+        assert_eq!(plan.actions[&pack(1)], PackAction::Keep);
+        assert_eq!(plan.actions[&pack(2)], PackAction::Repack);
+        assert_eq!(plan.actions[&pack(3)], PackAction::Delete);
+        assert_eq!(plan.actions[&pack(4)], PackAction::Delete);
+        assert_eq!(plan.unindexed_packs, 1);
+        assert_eq!(plan.packs_to_delete, 1);
+        assert_eq!(plan.live_blobs, 11);
+        assert_eq!(plan.bytes_to_repack, 100);
+        // With a generous tolerance the sparse pack stays.
+        let plan = PrunePlan::compute(&packs, &index, &used, 1000.0).unwrap();
+        assert_eq!(plan.actions[&pack(2)], PackAction::Keep);
+        // A used blob that only lives in a missing pack stops prune.
+        used.insert(blob(30));
+        let err = PrunePlan::compute(&packs, &index, &used, 5.0).unwrap_err();
+        assert!(err.contains("nothing was deleted"), "{err}");
+    }
+
+    #[test]
+    fn duplicated_blob_is_kept_once() {
+        let packs: HashMap<PackId, u64> = [(1, 200), (2, 200)]
+            .into_iter()
+            .map(|(n, s)| (pack(n), s))
+            .collect();
+        let index = vec![
+            PackIndex {
+                pack: pack(1),
+                blobs: vec![entry(blob(1), 0, 100)],
+            },
+            PackIndex {
+                pack: pack(2),
+                blobs: vec![entry(blob(1), 0, 100), entry(blob(2), 100, 100)],
+            },
+        ];
+        let used: HashSet<BlobId> = [blob(1), blob(2)].into_iter().collect();
+        let plan = PrunePlan::compute(&packs, &index, &used, 5.0).unwrap();
+        assert_eq!(plan.live_blobs, 2);
+        assert_eq!(plan.live[&blob(1)].pack, pack(1));
+        assert_eq!(plan.live_bytes, 200);
+    }
+}

@@ -1,0 +1,503 @@
+//! Retention: which snapshots a policy keeps, and why. Pure: [`select`] takes the snapshots,
+//! the policy and the current time and returns a decision per snapshot; `forget` applies it.
+//!
+//! Semantics follow restic's: snapshots are grouped (by host and source names by default) and
+//! each group is decided on its own, newest first. `keep_last` keeps the newest N;
+//! `keep_hourly` .. `keep_yearly` keep the newest snapshot of each of the N newest hours (days,
+//! ISO weeks, months, years) that have one; `keep_within` keeps everything younger than the
+//! duration, measured from the group's newest snapshot; `keep_tags` keeps every snapshot
+//! carrying one of the tags. Buckets are in UTC.
+//!
+//! `retention_days` is the old tool's `BACKUP_RETENTION_DAYS`: snapshots older than N days
+//! (from now) go. One difference on purpose: the newest snapshot of a group always stays, so
+//! a backup job that silently stopped weeks ago does not lead to an empty repository.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde::Serialize;
+
+/// How to group snapshots before applying the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GroupBy {
+    /// Group by host.
+    pub host: bool,
+    /// Group by the set of source names.
+    pub sources: bool,
+    /// Group by the set of tags.
+    pub tags: bool,
+}
+
+impl GroupBy {
+    /// The default: host and sources.
+    pub const DEFAULT: GroupBy = GroupBy {
+        host: true,
+        sources: true,
+        tags: false,
+    };
+
+    /// Parse `host,sources,tags` (any subset, or empty for one group).
+    pub fn parse(s: &str) -> Result<GroupBy, String> {
+        let mut g = GroupBy::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "sources" | "paths" => g.sources = true,
+                "tags" => g.tags = true,
+                other => {
+                    return Err(format!(
+                        "unknown group-by field {other:?}: use host, sources, tags"
+                    ));
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// A retention policy. Counts of 0 mean "not used".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Keep the newest N.
+    pub keep_last: u32,
+    /// Keep the newest of each of the newest N hours.
+    pub keep_hourly: u32,
+    /// Days.
+    pub keep_daily: u32,
+    /// ISO weeks.
+    pub keep_weekly: u32,
+    /// Months.
+    pub keep_monthly: u32,
+    /// Years.
+    pub keep_yearly: u32,
+    /// Keep everything younger than this many seconds (from the group's newest snapshot).
+    pub keep_within_secs: Option<i64>,
+    /// Keep snapshots with any of these tags.
+    pub keep_tags: Vec<String>,
+    /// The old `BACKUP_RETENTION_DAYS`: keep what is younger than N days from now.
+    pub retention_days: Option<u32>,
+}
+
+impl Policy {
+    /// True when no rule is set (forget would then remove everything: refused).
+    pub fn is_empty(&self) -> bool {
+        self.keep_last == 0
+            && self.keep_hourly == 0
+            && self.keep_daily == 0
+            && self.keep_weekly == 0
+            && self.keep_monthly == 0
+            && self.keep_yearly == 0
+            && self.keep_within_secs.is_none()
+            && self.keep_tags.is_empty()
+            && self.retention_days.is_none()
+    }
+}
+
+/// What `select` needs of a snapshot.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// Identifies the snapshot to the caller (its hex id).
+    pub id: String,
+    /// Its time.
+    pub time: DateTime<Utc>,
+    /// Host.
+    pub host: String,
+    /// Source names.
+    pub sources: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// The decision for one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The snapshot's id as given.
+    pub id: String,
+    /// Its group's key (`host=.. sources=..`).
+    pub group: String,
+    /// Kept or forgotten.
+    pub keep: bool,
+    /// Why it is kept (`last`, `daily 2025-11-16`, ...); empty when forgotten.
+    pub reasons: Vec<String>,
+}
+
+fn group_key(c: &Candidate, by: GroupBy) -> String {
+    let mut parts = Vec::new();
+    if by.host {
+        parts.push(format!("host={}", c.host));
+    }
+    if by.sources {
+        let mut s = c.sources.clone();
+        s.sort();
+        parts.push(format!("sources={}", s.join(",")));
+    }
+    if by.tags {
+        let mut t = c.tags.clone();
+        t.sort();
+        parts.push(format!("tags={}", t.join(",")));
+    }
+    parts.join(" ")
+}
+
+/// The bucket rules, each with a function naming a snapshot's bucket.
+type Bucket = fn(&DateTime<Utc>) -> String;
+const BUCKETS: [(&str, Bucket); 5] = [
+    ("hourly", |t| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour()
+        )
+    }),
+    ("daily", |t| {
+        format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
+    }),
+    ("weekly", |t| {
+        let w = t.iso_week();
+        format!("{:04}-W{:02}", w.year(), w.week())
+    }),
+    ("monthly", |t| format!("{:04}-{:02}", t.year(), t.month())),
+    ("yearly", |t| format!("{:04}", t.year())),
+];
+
+/// Decide, for every snapshot, whether the policy keeps it. The result has one decision per
+/// candidate, in the order given.
+pub fn select(
+    candidates: &[Candidate],
+    policy: &Policy,
+    by: GroupBy,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        groups.entry(group_key(c, by)).or_default().push(i);
+    }
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
+    let mut group_of: Vec<String> = vec![String::new(); candidates.len()];
+    let counts = [
+        policy.keep_hourly,
+        policy.keep_daily,
+        policy.keep_weekly,
+        policy.keep_monthly,
+        policy.keep_yearly,
+    ];
+    for (key, mut members) in groups {
+        // Newest first; ties broken by id so the result does not depend on input order.
+        members.sort_by(|&a, &b| {
+            candidates[b]
+                .time
+                .cmp(&candidates[a].time)
+                .then_with(|| candidates[a].id.cmp(&candidates[b].id))
+        });
+        for &i in &members {
+            group_of[i] = key.clone();
+        }
+        for (n, &i) in members.iter().enumerate() {
+            if (n as u64) < u64::from(policy.keep_last) {
+                reasons[i].push("last".into());
+            }
+        }
+        for ((name, bucket), count) in BUCKETS.iter().zip(counts) {
+            if count == 0 {
+                continue;
+            }
+            let mut seen: HashSet<String> = HashSet::new();
+            for &i in &members {
+                if seen.len() >= count as usize {
+                    break;
+                }
+                let b = bucket(&candidates[i].time);
+                if seen.insert(b.clone()) {
+                    reasons[i].push(format!("{name} {b}"));
+                }
+            }
+        }
+        if let Some(within) = policy.keep_within_secs
+            && let Some(&newest) = members.first()
+        {
+            let limit = candidates[newest].time.timestamp() - within;
+            for &i in &members {
+                if candidates[i].time.timestamp() >= limit {
+                    reasons[i].push("within".into());
+                }
+            }
+        }
+        if let Some(days) = policy.retention_days {
+            let limit = now.timestamp() - i64::from(days) * 86_400;
+            for (n, &i) in members.iter().enumerate() {
+                if candidates[i].time.timestamp() >= limit {
+                    reasons[i].push(format!("younger than {days} days"));
+                } else if n == 0 {
+                    reasons[i].push("newest of its group".into());
+                }
+            }
+        }
+        if !policy.keep_tags.is_empty() {
+            for &i in &members {
+                for t in &candidates[i].tags {
+                    if policy.keep_tags.contains(t) {
+                        reasons[i].push(format!("tag {t}"));
+                    }
+                }
+            }
+        }
+    }
+    candidates
+        .iter()
+        .zip(reasons)
+        .zip(group_of)
+        .map(|((c, reasons), group)| Decision {
+            id: c.id.clone(),
+            group,
+            keep: !reasons.is_empty(),
+            reasons,
+        })
+        .collect()
+}
+
+/// Parse a duration such as `30m`, `25h`, `7d`, `2w`, `1y6m` (y = 365 days, m after d/w/y
+/// context is still minutes: use `mo` for months of 30 days), or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return if n >= 0 {
+            Ok(n)
+        } else {
+            Err(format!("negative duration {s:?}"))
+        };
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 30m, 25h, 7d, 2w, 6mo, 1y"
+            ));
+        }
+        let n: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            "mo" => 30 * 86_400,
+            "y" => 365 * 86_400,
+            _ => {
+                return Err(format!(
+                    "invalid duration unit {unit:?} in {s:?}: use s, m, h, d, w, mo, y"
+                ));
+            }
+        };
+        total = n
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
+    }
+
+    fn cand(id: &str, t: DateTime<Utc>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            time: t,
+            host: "h".into(),
+            sources: vec!["ws".into()],
+            tags: vec![],
+        }
+    }
+
+    fn kept(d: &[Decision]) -> Vec<&str> {
+        d.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn table_of_policies() {
+        // Two snapshots a day for ten days: 2025-11-01 .. 2025-11-10, at 03:00 and 15:00.
+        let mut c = Vec::new();
+        for day in 1..=10 {
+            c.push(cand(&format!("d{day:02}a"), at(2025, 11, day, 3)));
+            c.push(cand(&format!("d{day:02}b"), at(2025, 11, day, 15)));
+        }
+        let now = at(2025, 11, 10, 16);
+        let cases: Vec<(Policy, Vec<&str>)> = vec![
+            (
+                Policy {
+                    keep_last: 3,
+                    ..Policy::default()
+                },
+                vec!["d09b", "d10a", "d10b"],
+            ),
+            (
+                Policy {
+                    keep_daily: 3,
+                    ..Policy::default()
+                },
+                vec!["d08b", "d09b", "d10b"],
+            ),
+            (
+                Policy {
+                    keep_weekly: 2,
+                    ..Policy::default()
+                },
+                // 2025-11-09 is a Sunday (end of ISO week 45); the 10th starts week 46.
+                vec!["d09b", "d10b"],
+            ),
+            (
+                Policy {
+                    keep_within_secs: Some(86_400),
+                    ..Policy::default()
+                },
+                vec!["d09b", "d10a", "d10b"],
+            ),
+            (
+                Policy {
+                    retention_days: Some(2),
+                    ..Policy::default()
+                },
+                vec!["d09a", "d09b", "d10a", "d10b"],
+            ),
+            (
+                Policy {
+                    keep_monthly: 1,
+                    keep_last: 1,
+                    ..Policy::default()
+                },
+                vec!["d10b"],
+            ),
+        ];
+        for (policy, want) in cases {
+            let d = select(&c, &policy, GroupBy::DEFAULT, now);
+            let mut got = kept(&d);
+            got.sort();
+            assert_eq!(got, want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn retention_days_keeps_the_newest_of_a_stale_group() {
+        let c = vec![
+            cand("old1", at(2025, 1, 1, 3)),
+            cand("old2", at(2025, 1, 2, 3)),
+        ];
+        let policy = Policy {
+            retention_days: Some(7),
+            ..Policy::default()
+        };
+        let d = select(&c, &policy, GroupBy::DEFAULT, at(2025, 11, 1, 0));
+        assert_eq!(kept(&d), vec!["old2"]);
+        assert_eq!(d[1].reasons, vec!["newest of its group".to_string()]);
+    }
+
+    #[test]
+    fn groups_are_decided_separately_and_tags_keep() {
+        let mut a = cand("a1", at(2025, 11, 1, 3));
+        a.host = "other".into();
+        let mut tagged = cand("t", at(2025, 10, 1, 3));
+        tagged.tags = vec!["release".into()];
+        let c = vec![
+            a,
+            cand("b1", at(2025, 11, 1, 3)),
+            cand("b2", at(2025, 11, 2, 3)),
+            tagged,
+        ];
+        let policy = Policy {
+            keep_last: 1,
+            keep_tags: vec!["release".into()],
+            ..Policy::default()
+        };
+        let d = select(&c, &policy, GroupBy::DEFAULT, at(2025, 11, 3, 0));
+        assert_eq!(kept(&d), vec!["a1", "b2", "t"]);
+        let d = select(&c, &policy, GroupBy::default(), at(2025, 11, 3, 0));
+        assert_eq!(kept(&d), vec!["b2", "t"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("25h").unwrap(), 90_000);
+        assert_eq!(parse_duration("1d12h").unwrap(), 129_600);
+        assert_eq!(parse_duration("2w").unwrap(), 1_209_600);
+        assert_eq!(parse_duration("6mo").unwrap(), 180 * 86_400);
+        for bad in ["", "h", "5x", "-3", "99999999999999999999y"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(GroupBy::parse("host,nope").is_err());
+        assert_eq!(GroupBy::parse("host,sources").unwrap(), GroupBy::DEFAULT);
+    }
+
+    proptest! {
+        #[test]
+        fn policy_invariants(
+            hours in proptest::collection::vec(0i64..24 * 400, 1..60),
+            last in 0u32..4, daily in 0u32..8, weekly in 0u32..4, monthly in 0u32..4,
+        ) {
+            let base = at(2024, 1, 1, 0);
+            let c: Vec<Candidate> = hours
+                .iter()
+                .enumerate()
+                .map(|(i, h)| cand(&format!("s{i:03}"), base + chrono::Duration::hours(*h)))
+                .collect();
+            let policy = Policy {
+                keep_last: last,
+                keep_daily: daily,
+                keep_weekly: weekly,
+                keep_monthly: monthly,
+                ..Policy::default()
+            };
+            let d = select(&c, &policy, GroupBy::DEFAULT, base);
+            prop_assert_eq!(d.len(), c.len());
+            let newest = (0..c.len()).max_by(|&a, &b| c[a].time.cmp(&c[b].time).then(c[b].id.cmp(&c[a].id))).unwrap();
+            // Any rule keeps something, and then always the newest snapshot.
+            if !policy.is_empty() {
+                prop_assert!(d[newest].keep);
+            } else {
+                prop_assert!(d.iter().all(|d| !d.keep));
+            }
+            // keep_last keeps exactly min(N, count) by that rule.
+            let by_last = d.iter().filter(|d| d.reasons.iter().any(|r| r == "last")).count();
+            prop_assert_eq!(by_last, (last as usize).min(c.len()));
+            // keep_daily keeps the newest of each of the newest `daily` days.
+            let mut days: Vec<String> = c.iter().map(|c| (BUCKETS[1].1)(&c.time)).collect();
+            days.sort();
+            days.dedup();
+            for day in days.iter().rev().take(daily as usize) {
+                let newest_of_day = (0..c.len())
+                    .filter(|&i| (BUCKETS[1].1)(&c[i].time) == *day)
+                    .max_by(|&a, &b| c[a].time.cmp(&c[b].time).then(c[b].id.cmp(&c[a].id)))
+                    .unwrap();
+                prop_assert!(d[newest_of_day].keep, "newest of {} not kept", day);
+            }
+            // Nothing is kept without a reason, and nothing with one is forgotten.
+            for x in &d {
+                prop_assert_eq!(x.keep, !x.reasons.is_empty());
+            }
+        }
+    }
+}

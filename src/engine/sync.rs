@@ -1,0 +1,424 @@
+//! Sync: copy snapshots, and every object they need that the target lacks, from one
+//! repository to another that shares its master key (made with `init --from`). Objects are
+//! copied as stored, without re-encryption, and each is verified on the way: its name must be
+//! the hash of its bytes before it is written.
+//!
+//! Order: packs, then index files, then snapshots. An interrupted sync leaves at most packs
+//! that no index names yet, or index files that no snapshot uses yet, never a snapshot whose
+//! data is missing; the next run computes the set difference again and copies only the rest.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{EngineError, Progress, load_tree};
+use crate::catalog::Catalog;
+use crate::crypto::MasterKey;
+use crate::format::index::PackIndex;
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::{InitOptions, LockKind, RepoError, Repository, path};
+use crate::storage::ObjectStore;
+
+/// Packs named by one index file that sync writes itself (when a source index file cannot be
+/// copied whole because it names packs the selected snapshots do not need).
+const PACKS_PER_INDEX_FILE: usize = 1000;
+
+/// What to sync.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncOptions {
+    /// Snapshots to copy (ids, unique prefixes or `latest`); empty means all.
+    pub snapshots: Vec<String>,
+    /// Objects copied at the same time.
+    pub connections: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            snapshots: Vec::new(),
+            connections: 4,
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncSummary {
+    /// Where from.
+    pub source: String,
+    /// Where to.
+    pub target: String,
+    /// Snapshots written to the target.
+    pub snapshots_copied: u64,
+    /// Selected snapshots the target already had.
+    pub snapshots_skipped: u64,
+    /// Packs written to the target.
+    pub packs_copied: u64,
+    /// Needed packs the target already had.
+    pub packs_skipped: u64,
+    /// Source index files copied as they are.
+    pub index_files_copied: u64,
+    /// Index files written for packs whose source index file names unneeded packs too.
+    pub index_files_written: u64,
+    /// Source index files the target already had.
+    pub index_files_skipped: u64,
+    /// All objects written (packs, index files, snapshots).
+    pub objects_copied: u64,
+    /// Objects not written because the target had them.
+    pub objects_skipped: u64,
+    /// Bytes written.
+    pub bytes_copied: u64,
+    /// Bytes of packs the target already had.
+    pub bytes_skipped: u64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+}
+
+/// Create a repository in `store` that shares `source`'s master key and chunker parameters,
+/// so that `sync` can copy objects between them unchanged. The new repository has its own
+/// id and its own key file, wrapped with `passphrase`.
+pub fn init_from(
+    source: &Repository,
+    store: Arc<dyn ObjectStore>,
+    passphrase: &[u8],
+    kdf: crate::crypto::KdfParams,
+) -> Result<Repository, EngineError> {
+    if store.size(path::CONFIG).map_err(RepoError::from)?.is_some() {
+        return Err(RepoError::AlreadyExists(store.describe()).into());
+    }
+    let c = source.config();
+    let opts = InitOptions {
+        chunker: c.chunker,
+        compression_level: c.compression_level,
+        pack_bytes: c.pack_bytes,
+        kdf,
+    };
+    let master = MasterKey::from_bytes(*source.master_key().as_bytes());
+    Ok(Repository::init_with_master(
+        store, passphrase, opts, master,
+    )?)
+}
+
+/// Refuse repositories with different master keys: their blob ids and ciphertexts mean
+/// nothing to each other.
+fn same_master(source: &Repository, target: &Repository) -> bool {
+    let (a, b) = (
+        source.master_key().as_bytes(),
+        target.master_key().as_bytes(),
+    );
+    // Constant time, though both keys are in this process anyway.
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn read_verified<T: PartialEq + std::fmt::Display>(
+    store: &dyn ObjectStore,
+    name: &str,
+    id: &T,
+    hash: impl Fn(&[u8]) -> T,
+) -> Result<Vec<u8>, EngineError> {
+    let bytes = store.read(name).map_err(RepoError::from)?;
+    if hash(&bytes) != *id {
+        return Err(RepoError::corrupt(
+            format!("{name} in {}", store.describe()),
+            "content does not match its name; not copied (run `coffer check --read-data` on the source)",
+        )
+        .into());
+    }
+    Ok(bytes)
+}
+
+/// Blobs reachable from the snapshots' trees (trees and file contents).
+fn reachable_blobs(
+    repo: &Repository,
+    catalog: &Catalog,
+    roots: &[BlobId],
+) -> Result<HashSet<BlobId>, EngineError> {
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut stack: Vec<BlobId> = roots.to_vec();
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        let tree = load_tree(repo, catalog, &tree_id)?;
+        for node in tree.nodes {
+            seen.extend(node.content.iter().copied());
+            if let Some(sub) = node.subtree
+                && !seen.contains(&sub)
+            {
+                stack.push(sub);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Copy `items` with `connections` threads; the first error stops the others.
+fn copy_parallel<T: Sync>(
+    items: &[T],
+    connections: usize,
+    copy: impl Fn(&T) -> Result<(), EngineError> + Sync,
+) -> Result<(), EngineError> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<EngineError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..connections.clamp(1, 64).min(items.len().max(1)) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    if let Err(e) = copy(item) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Copy the selected snapshots of `source` (with `catalog`, its catalog) to `target`.
+/// `progress` counts objects and bytes copied; its totals are set once they are known.
+pub fn sync(
+    source: &Repository,
+    catalog: &Catalog,
+    target: &Repository,
+    opts: &SyncOptions,
+    progress: &Progress,
+) -> Result<SyncSummary, EngineError> {
+    let started = Instant::now();
+    let src = source.store().as_ref();
+    let dst = target.store().as_ref();
+    let mut sum = SyncSummary {
+        source: src.describe(),
+        target: dst.describe(),
+        ..Default::default()
+    };
+    if !same_master(source, target) {
+        return Err(EngineError::Usage(format!(
+            "{} does not share the master key of {}: sync copies encrypted objects as they are, \
+             so the target must be created with `coffer init --repo TARGET --from SOURCE`",
+            sum.target, sum.source
+        )));
+    }
+    if source.config().id == target.config().id {
+        return Err(EngineError::Usage(
+            "source and target are the same repository".into(),
+        ));
+    }
+    let _source_lock = source.lock(LockKind::Shared, "sync (source)")?;
+    let _target_lock = target.lock(LockKind::Shared, "sync (target)")?;
+    catalog.refresh(source)?;
+
+    // Which snapshots.
+    let selected: Vec<SnapshotId> = if opts.snapshots.is_empty() {
+        source.list_snapshots()?
+    } else {
+        let mut ids = Vec::new();
+        for spec in &opts.snapshots {
+            let id = catalog.resolve_snapshot(spec)?.id;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    let target_snapshots: HashSet<SnapshotId> = target.list_snapshots()?.into_iter().collect();
+    let missing_snapshots: Vec<SnapshotId> = selected
+        .iter()
+        .filter(|id| !target_snapshots.contains(id))
+        .copied()
+        .collect();
+    sum.snapshots_skipped = (selected.len() - missing_snapshots.len()) as u64;
+
+    // The source's index, from the repository itself (not the catalog): it is what is copied.
+    let mut source_index: Vec<(IndexId, Vec<PackIndex>)> = Vec::new();
+    for iid in source.list_index_files()? {
+        source_index.push((iid, source.load_index(&iid)?));
+    }
+    let mut pack_entries: HashMap<PackId, &PackIndex> = HashMap::new();
+    for (_, packs) in &source_index {
+        for p in packs {
+            pack_entries.entry(p.pack).or_insert(p);
+        }
+    }
+
+    // Which packs the copied snapshots need.
+    let needed: HashSet<PackId> = if opts.snapshots.is_empty() {
+        pack_entries.keys().copied().collect()
+    } else {
+        let mut roots = Vec::new();
+        for id in &missing_snapshots {
+            roots.push(source.load_snapshot(id)?.tree);
+        }
+        let mut packs = HashSet::new();
+        for blob in reachable_blobs(source, catalog, &roots)? {
+            let loc = catalog.blob_location(&blob)?.ok_or_else(|| {
+                RepoError::corrupt(
+                    format!("blob {blob}"),
+                    "a selected snapshot needs it but no index names it (run `coffer check`)",
+                )
+            })?;
+            packs.insert(loc.pack);
+        }
+        packs
+    };
+
+    // Packs: the set difference of names.
+    let source_packs: HashMap<PackId, u64> = source.list_packs()?.into_iter().collect();
+    let target_packs: HashMap<PackId, u64> = target.list_packs()?.into_iter().collect();
+    let mut to_copy: Vec<(PackId, u64)> = Vec::new();
+    for id in &needed {
+        if let Some(&size) = target_packs.get(id) {
+            sum.packs_skipped += 1;
+            sum.bytes_skipped += size;
+            continue;
+        }
+        let size = *source_packs.get(id).ok_or_else(|| {
+            RepoError::corrupt(
+                path::pack(id),
+                "indexed and needed, but missing from the source",
+            )
+        })?;
+        to_copy.push((*id, size));
+    }
+    to_copy.sort_by_key(|(id, _)| *id);
+    progress
+        .total_files
+        .store(to_copy.len() as u64, Ordering::Relaxed);
+    progress.total_bytes.store(
+        to_copy.iter().map(|(_, s)| s).sum::<u64>(),
+        Ordering::Relaxed,
+    );
+    let bytes_copied = AtomicU64::new(0);
+    copy_parallel(&to_copy, opts.connections, |(id, _)| {
+        let name = path::pack(id);
+        let bytes = read_verified(src, &name, id, PackId::of_bytes)?;
+        dst.write(&name, &bytes).map_err(RepoError::from)?;
+        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        progress.file_done(bytes.len() as u64);
+        Ok(())
+    })?;
+    sum.packs_copied = to_copy.len() as u64;
+
+    // Index files: what the target's index already covers.
+    let source_index_ids: HashMap<IndexId, usize> = source_index
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut indexed: HashSet<PackId> = HashSet::new();
+    let mut target_index_ids: HashSet<IndexId> = HashSet::new();
+    for iid in target.list_index_files()? {
+        target_index_ids.insert(iid);
+        match source_index_ids.get(&iid) {
+            Some(&i) => indexed.extend(source_index[i].1.iter().map(|p| p.pack)),
+            None => indexed.extend(target.load_index(&iid)?.into_iter().map(|p| p.pack)),
+        }
+    }
+    let present: HashSet<PackId> = target_packs
+        .keys()
+        .copied()
+        .chain(to_copy.iter().map(|(id, _)| *id))
+        .collect();
+    // Copy a source index file whole when the target has every pack it names.
+    for (iid, packs) in &source_index {
+        if target_index_ids.contains(iid) {
+            sum.index_files_skipped += 1;
+            continue;
+        }
+        let names_needed = packs.iter().any(|p| needed.contains(&p.pack));
+        let complete = packs.iter().all(|p| present.contains(&p.pack));
+        if !names_needed || !complete {
+            continue;
+        }
+        let name = path::index(iid);
+        let bytes = read_verified(src, &name, iid, IndexId::of_bytes)?;
+        dst.write(&name, &bytes).map_err(RepoError::from)?;
+        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        indexed.extend(packs.iter().map(|p| p.pack));
+        sum.index_files_copied += 1;
+    }
+    // Needed packs still unindexed in the target get index files of their own.
+    let mut rest: Vec<PackIndex> = needed
+        .iter()
+        .filter(|p| !indexed.contains(p))
+        .filter_map(|p| pack_entries.get(p).map(|e| (*e).clone()))
+        .collect();
+    rest.sort_by_key(|p| p.pack);
+    for chunk in rest.chunks(PACKS_PER_INDEX_FILE) {
+        target.save_index(chunk)?;
+        sum.index_files_written += 1;
+    }
+
+    // Snapshots last.
+    for id in &missing_snapshots {
+        let name = path::snapshot(id);
+        let bytes = read_verified(src, &name, id, SnapshotId::of_bytes)?;
+        dst.write(&name, &bytes).map_err(RepoError::from)?;
+        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        sum.snapshots_copied += 1;
+    }
+
+    sum.bytes_copied = bytes_copied.load(Ordering::Relaxed);
+    sum.objects_copied =
+        sum.packs_copied + sum.index_files_copied + sum.index_files_written + sum.snapshots_copied;
+    sum.objects_skipped = sum.packs_skipped + sum.index_files_skipped + sum.snapshots_skipped;
+    sum.duration_secs = started.elapsed().as_secs_f64();
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::tests::fast_opts;
+    use crate::storage::OpendalStore;
+
+    fn memory_store() -> Arc<dyn ObjectStore> {
+        Arc::new(OpendalStore::memory().unwrap())
+    }
+
+    #[test]
+    fn refuses_a_target_with_another_master_key() {
+        let a = Repository::init(memory_store(), b"pw", fast_opts()).unwrap();
+        let b = Repository::init(memory_store(), b"pw", fast_opts()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let err = sync(
+            &a,
+            &catalog,
+            &b,
+            &SyncOptions::default(),
+            &Progress::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("does not share the master key"), "{err}");
+    }
+
+    #[test]
+    fn init_from_shares_key_and_chunker_and_refuses_existing() {
+        let a = Repository::init(memory_store(), b"pw", fast_opts()).unwrap();
+        let store = memory_store();
+        let b = init_from(&a, store.clone(), b"other", fast_opts().kdf).unwrap();
+        assert!(same_master(&a, &b));
+        assert_eq!(b.config().chunker, a.config().chunker);
+        assert_ne!(b.config().id, a.config().id);
+        assert!(Repository::open(store.clone(), b"other").is_ok());
+        assert!(init_from(&a, store, b"x", fast_opts().kdf).is_err());
+    }
+}
