@@ -1,0 +1,306 @@
+//! SIGKILL at random moments of backup, prune, forget, sync and a passphrase change: after
+//! every kill the repository passes `check`, every snapshot that was complete before is still
+//! there and restores byte-identically, and the next run of the same command succeeds.
+//!
+//! Each command is killed `KILLS` times (50 by default, `COFFER_KILLS` to change it; the soak
+//! script runs many more). Kill moments are spread over the command's measured duration.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, PASSWORD, assert_trees_equal, pseudo_random};
+
+fn kills() -> usize {
+    std::env::var("COFFER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+/// A small deterministic generator for kill moments.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn coffer(env: &Env, password: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(common::coffer_bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &env.home)
+        .env("COFFER_REPO", &env.repo)
+        .env("COFFER_PASSWORD", password)
+        .env("COFFER_CACHE_DIR", &env.cache)
+        .env("COFFER_RETRY_LOCK", "0")
+        .current_dir(env.dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Run to completion; the duration.
+fn timed(env: &Env, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let st = coffer(env, PASSWORD, args).status().unwrap();
+    assert!(st.success(), "coffer {args:?} failed: {st}");
+    t.elapsed()
+}
+
+/// Start, wait `after`, SIGKILL (if still running). True when it was killed mid-way.
+fn kill_after(mut c: Command, after: Duration) -> bool {
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + after;
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn check_ok(env: &Env, what: &str) {
+    let out = env.run(["check", "--json"]);
+    assert_eq!(
+        out.code, 0,
+        "check failed after {what}:\n{}\n{}",
+        out.stdout, out.stderr
+    );
+}
+
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    env.snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn restore_equals(env: &Env, id: &str, expected: &Path, name: &str) {
+    let target = env.path("restore-check");
+    let _ = fs::remove_dir_all(&target);
+    env.run([
+        "restore",
+        "--snapshot",
+        id,
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .success();
+    assert_trees_equal(expected, &target.join(name));
+    fs::remove_dir_all(&target).unwrap();
+}
+
+fn fill(src: &Path, seed: u64, files: usize) {
+    fs::create_dir_all(src).unwrap();
+    for i in 0..files {
+        fs::write(
+            src.join(format!("f{i:03}.bin")),
+            pseudo_random(seed * 1000 + i as u64, 96 * 1024),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn backup_killed_anywhere_loses_nothing() {
+    let env = Env::init();
+    let src = env.path("src");
+    fill(&src, 1, 40);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let first = snapshot_ids(&env)[0].clone();
+    // What the first snapshot restores to before anything is killed.
+    let base_root = env.path("base");
+    env.run([
+        "restore",
+        "--snapshot",
+        &first,
+        "--target",
+        base_root.to_str().unwrap(),
+    ])
+    .success();
+    let base = base_root.join("src");
+    assert_trees_equal(&src, &base);
+    fill(&src, 2, 40);
+    let d = timed(&env, &["backup", "--force", src.to_str().unwrap()]);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut killed = 0;
+    for k in 0..kills() {
+        fill(&src, 3 + k as u64, 40);
+        let after = Duration::from_micros(rng.below(d.as_micros() as u64 * 6 / 5));
+        killed += kill_after(
+            coffer(&env, PASSWORD, &["backup", src.to_str().unwrap()]),
+            after,
+        ) as usize;
+        check_ok(&env, &format!("backup kill {k} at {after:?}"));
+        assert!(snapshot_ids(&env).contains(&first));
+        if k % 10 == 0 {
+            restore_equals(&env, &first, &base, "src");
+        }
+    }
+    assert!(
+        killed >= kills() / 2,
+        "only {killed} runs were killed mid-way"
+    );
+    env.backup_json(&[src.to_str().unwrap()]);
+    let latest = snapshot_ids(&env).last().unwrap().clone();
+    restore_equals(&env, &latest, &src, "src");
+    restore_equals(&env, &first, &base, "src");
+}
+
+#[test]
+fn prune_and_forget_killed_anywhere_keep_kept_snapshots() {
+    let env = Env::init();
+    let src = env.path("src");
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut killed = 0;
+    for k in 0..kills() {
+        // Two new nights per round so there is always something to forget and prune.
+        for night in 0..2 {
+            fill(&src, 10 + 2 * k as u64 + night, 12);
+            env.backup_json(&[src.to_str().unwrap()]);
+        }
+        let newest = snapshot_ids(&env).last().unwrap().clone();
+        let (cmd, d): (&[&str], Duration) = if k % 2 == 0 {
+            let args: &[&str] = &["forget", "--keep-last", "1", "--prune"];
+            // Measure on a copy would cost a lot; use a generous bound instead.
+            (args, Duration::from_millis(1500))
+        } else {
+            let args: &[&str] = &["prune", "--max-unused", "0"];
+            (args, Duration::from_millis(1000))
+        };
+        let after = Duration::from_micros(rng.below(d.as_micros() as u64));
+        killed += kill_after(coffer(&env, PASSWORD, cmd), after) as usize;
+        check_ok(&env, &format!("{cmd:?} kill {k} at {after:?}"));
+        let ids = snapshot_ids(&env);
+        assert!(ids.contains(&newest), "the kept snapshot is gone");
+        if k % 10 == 0 {
+            restore_equals(&env, &newest, &src, "src");
+        }
+        // The next run of the same command succeeds.
+        let out = env.run(cmd);
+        out.success();
+    }
+    assert!(
+        killed >= kills() / 4,
+        "only {killed} runs were killed mid-way"
+    );
+    env.run(["check", "--read-data"]).success();
+    let newest = snapshot_ids(&env).last().unwrap().clone();
+    restore_equals(&env, &newest, &src, "src");
+}
+
+#[test]
+fn sync_and_passphrase_change_killed_anywhere() {
+    let env = Env::init();
+    let src = env.path("src");
+    fill(&src, 500, 30);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let target = env.path("mirror");
+    env.run([
+        "init",
+        "--repo",
+        target.to_str().unwrap(),
+        "--from",
+        env.repo.to_str().unwrap(),
+    ])
+    .success();
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut killed = 0;
+    for k in 0..kills() {
+        fill(&src, 600 + k as u64, 30);
+        env.backup_json(&[src.to_str().unwrap()]);
+        // Sync, killed somewhere.
+        let after = Duration::from_micros(rng.below(800_000));
+        killed += kill_after(
+            coffer(&env, PASSWORD, &["sync", "--to", target.to_str().unwrap()]),
+            after,
+        ) as usize;
+        // The mirror is consistent and the next sync completes it.
+        let mut c = coffer(&env, PASSWORD, &["check"]);
+        c.env("COFFER_REPO", &target);
+        assert!(c.status().unwrap().success(), "mirror check after kill {k}");
+        let st = coffer(&env, PASSWORD, &["sync", "--to", target.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "sync after kill {k}");
+    }
+    assert!(
+        killed >= kills() / 3,
+        "only {killed} syncs were killed mid-way"
+    );
+    let latest = snapshot_ids(&env).last().unwrap().clone();
+    let out = env.path("from-mirror");
+    let st = coffer(
+        &env,
+        PASSWORD,
+        &[
+            "restore",
+            "--snapshot",
+            &latest,
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    )
+    .env("COFFER_REPO", &target)
+    .status()
+    .unwrap();
+    assert!(st.success());
+    assert_trees_equal(&src, &out.join("src"));
+
+    // A passphrase change, killed somewhere: the old or the new passphrase opens it, and the
+    // snapshots are all there.
+    let count = snapshot_ids(&env).len();
+    let mut current = PASSWORD.to_string();
+    let mut killed = 0;
+    for k in 0..kills() {
+        let new = format!("pass-{k}");
+        let mut c = coffer(&env, &current, &["key", "passwd"]);
+        c.env("COFFER_NEW_PASSWORD", &new);
+        let after = Duration::from_micros(rng.below(1_500_000));
+        killed += kill_after(c, after) as usize;
+        let opens = |pw: &str| {
+            coffer(&env, pw, &["key", "list"])
+                .status()
+                .unwrap()
+                .success()
+        };
+        if opens(&new) {
+            current = new;
+        } else {
+            assert!(
+                opens(&current),
+                "after kill {k} neither passphrase opens the repository"
+            );
+        }
+    }
+    assert!(
+        killed >= kills() / 3,
+        "only {killed} passphrase changes were killed mid-way"
+    );
+    assert_eq!(snapshot_ids_with(&env, &current).len(), count);
+}
+
+fn snapshot_ids_with(env: &Env, password: &str) -> Vec<String> {
+    let out = env.run_with_password(password, ["snapshots", "--json"]);
+    out.success();
+    out.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
