@@ -425,20 +425,26 @@ pub struct RepairIndexSummary {
     pub blobs_indexed: u64,
     /// Packs whose header could not be read (named, with the reason).
     pub unreadable_packs: Vec<String>,
+    /// Damaged index files deleted after their packs were indexed again.
+    pub damaged_index_files_removed: u64,
 }
 
 /// Write index files for every pack that no readable index file names, from the packs' own
-/// headers. Run under an exclusive lock.
+/// headers, then delete the index files that are damaged. Run under an exclusive lock.
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError> {
     const PACKS_PER_INDEX: usize = 64;
     let mut s = RepairIndexSummary::default();
     let mut indexed: HashSet<PackId> = HashSet::new();
+    let mut corrupt: Vec<crate::id::IndexId> = Vec::new();
     for iid in repo.list_index_files()? {
         match repo.load_index(&iid) {
             Ok(list) => indexed.extend(list.into_iter().map(|p| p.pack)),
-            Err(e) => {
-                tracing::warn!("index file {iid} is unreadable, its packs are re-indexed: {e}")
+            Err(e @ crate::repo::RepoError::Corrupt { .. }) => {
+                tracing::warn!("index file {iid} is damaged, its packs are re-indexed: {e}");
+                corrupt.push(iid);
             }
+            // A storage error is not damage: stop rather than index twice or delete.
+            Err(e) => return Err(e.into()),
         }
     }
     let mut pending = Vec::new();
@@ -465,6 +471,13 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError
     if !pending.is_empty() {
         repo.save_index(&pending)?;
         s.index_files_written += 1;
+    }
+    // Their packs are indexed again above: the damaged files can go.
+    for iid in corrupt {
+        repo.store()
+            .delete(&crate::repo::path::index(&iid))
+            .map_err(crate::repo::RepoError::from)?;
+        s.damaged_index_files_removed += 1;
     }
     Ok(s)
 }

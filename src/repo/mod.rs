@@ -153,7 +153,7 @@ impl Repository {
         passphrase: &[u8],
         opts: InitOptions,
     ) -> Result<Self, RepoError> {
-        if store.size(path::CONFIG)?.is_some() {
+        if store.size(path::CONFIG)?.is_some() || !store.list(path::KEYS)?.is_empty() {
             return Err(RepoError::AlreadyExists(store.describe()));
         }
         opts.chunker
@@ -209,6 +209,14 @@ impl Repository {
         let bytes = match store.read(path::CONFIG) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
+                // Keys without a config: a repository that lost its config, not an empty place.
+                if !store.list(path::KEYS)?.is_empty() {
+                    return Err(RepoError::corrupt(
+                        path::CONFIG,
+                        "missing, although keys/ holds keys: restore `config` from a copy of \
+                         the repository (e.g. a sync mirror); do not run init here",
+                    ));
+                }
                 return Err(RepoError::NotARepository(store.describe()));
             }
             Err(e) => return Err(e.into()),
