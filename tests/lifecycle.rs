@@ -422,3 +422,50 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn two_backups_from_two_processes_at_once_both_complete() {
+    let env = Env::init();
+    let a = env.path("a");
+    let b = env.path("b");
+    for (dir, seed) in [(&a, 1u64), (&b, 2)] {
+        for i in 0..20u64 {
+            write(
+                &dir.join(format!("f{i}.bin")),
+                pseudo_random(seed * 100 + i, 150_000),
+            );
+        }
+    }
+    let spawn = |src: &Path, cache: &str| {
+        std::process::Command::new(common::coffer_bin())
+            .env_clear()
+            .env("HOME", &env.home)
+            .env("COFFER_REPO", &env.repo)
+            .env("COFFER_PASSWORD", common::PASSWORD)
+            .env("COFFER_CACHE_DIR", env.path(cache))
+            .args(["backup", "--json", src.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let pa = spawn(&a, "cache-a");
+    let pb = spawn(&b, "cache-b");
+    let (oa, ob) = (
+        pa.wait_with_output().unwrap(),
+        pb.wait_with_output().unwrap(),
+    );
+    assert!(oa.status.success(), "{oa:?}");
+    assert!(ob.status.success(), "{ob:?}");
+    assert_eq!(env.snapshots().len(), 2);
+    env.run(["check", "--read-data"]).success();
+    for (src, out) in [(&a, &oa), (&b, &ob)] {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let target = env.path(format!(
+            "out-{}",
+            src.file_name().unwrap().to_str().unwrap()
+        ));
+        restore_to(&env, v["snapshot_id"].as_str().unwrap(), &target);
+        assert_trees_equal(src, &target.join(src.file_name().unwrap()));
+    }
+}
