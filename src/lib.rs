@@ -10,6 +10,7 @@ pub mod chunker;
 pub mod cli;
 pub mod compress;
 pub mod crypto;
+pub mod daemon;
 pub mod docker;
 pub mod engine;
 pub mod format;

@@ -101,10 +101,16 @@ pub enum Command {
     Forget(super::lifecycle::ForgetArgs),
     /// Free the space of data no snapshot references.
     Prune(super::lifecycle::PruneArgs),
-    /// Exit 1 when the newest snapshot is older than --max-age (for monitoring).
+    /// Exit 1 when the newest snapshot is older than --max-age, or the last recorded job run
+    /// (daemon, run-job) failed or died (for monitoring).
     Health(super::lifecycle::HealthArgs),
     /// Copy snapshots and the data they need to another repository with the same master key.
     Sync(super::sync::SyncArgs),
+    /// Run the job (backup, forget + prune, check, sync) on a schedule, with notifications and
+    /// metrics (see docs/daemon.md).
+    Daemon(super::daemon::DaemonArgs),
+    /// Run the daemon's job once, now; exit non-zero when it fails.
+    RunJob(super::daemon::RunJobArgs),
 }
 
 /// `init`.
@@ -147,6 +153,10 @@ pub struct BackupArgs {
     /// Record this time (RFC 3339, e.g. 2025-11-16T03:00:00Z) instead of now.
     #[arg(long, value_parser = parse_time)]
     pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Store up to N packs at once (default: 4 on S3, 2 on local disk). Each one in flight
+    /// holds a pack (16 MiB by default) in memory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub connections: Option<u16>,
     /// Docker volumes instead of directories (`--docker`).
     #[command(flatten)]
     pub docker: super::docker::DockerBackupArgs,

@@ -92,6 +92,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => super::lifecycle::prune(g, a),
         Command::Health(a) => super::lifecycle::health(g, a),
         Command::Sync(a) => super::sync::run(g, a),
+        Command::Daemon(a) => super::daemon::daemon(g, a),
+        Command::RunJob(a) => super::daemon::run_once(g, a),
         Command::Export(a) => super::archive::export(g, a),
         Command::Import(a) => super::archive::import(g, a),
         Command::Snapshots(a) => {
@@ -390,6 +392,9 @@ fn backup(g: &Global, a: &super::args::BackupArgs) -> anyhow::Result<u8> {
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let repo = open_for_backup(g)?;
+    if let Some(n) = a.connections {
+        repo.set_pack_uploads(n.into());
+    }
     let catalog = open_catalog(g, &repo)?;
     backup_with_sources(g, a, sources, repo, catalog)
 }

@@ -115,6 +115,9 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
     // The engine first: a clear error before any passphrase is asked for.
     let client = connect(d.docker_host.as_deref())?;
     let repo = open_for_backup(g)?;
+    if let Some(n) = a.connections {
+        repo.set_pack_uploads(n.into());
+    }
     let catalog = open_catalog(g, &repo)?;
     let opts = DockerBackupOptions {
         selection,

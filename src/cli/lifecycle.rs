@@ -260,6 +260,10 @@ struct Health {
     age_secs: Option<i64>,
     max_age_secs: i64,
     snapshots: usize,
+    /// The daemon's / run-job's last recorded run: none, running, success, failed, died.
+    last_job: &'static str,
+    /// Why the last recorded run is a problem.
+    last_job_error: Option<String>,
     message: String,
 }
 
@@ -289,8 +293,20 @@ pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
             human_age(max_age)
         ),
     };
+    // The last recorded job run (daemon or run-job) of this repository on this host.
+    let (last_job, last_job_error) = last_job(g)?;
+    let healthy = healthy && last_job_error.is_none();
+    let message = match &last_job_error {
+        Some(e) => format!(
+            "unhealthy: {e} ({})",
+            message.strip_prefix("healthy: ").unwrap_or(&message)
+        ),
+        None => message,
+    };
     let h = Health {
         healthy,
+        last_job,
+        last_job_error,
         newest_snapshot: newest.map(|e| e.id.to_hex()),
         newest_time: newest
             .map(|e| chrono::DateTime::from_timestamp_nanos(e.snapshot.time_ns).to_rfc3339()),
@@ -307,6 +323,23 @@ pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
         eprintln!("{}", h.message);
     }
     Ok(if healthy { exit::OK } else { exit::ERROR })
+}
+
+/// The verdict on the last recorded job run, and the problem if it failed or died.
+fn last_job(g: &Global) -> anyhow::Result<(&'static str, Option<String>)> {
+    use crate::daemon::state::{Verdict, state_path, verdict};
+    let repository = g
+        .repo
+        .clone()
+        .unwrap_or_else(|| super::default_repo_path().display().to_string());
+    let cache = g.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
+    Ok(match verdict(&state_path(&cache, &repository))? {
+        Verdict::None => ("none", None),
+        Verdict::Running => ("running", None),
+        Verdict::Success => ("success", None),
+        Verdict::Failed(m) => ("failed", Some(m)),
+        Verdict::Died(m) => ("died", Some(m)),
+    })
 }
 
 fn human_age(secs: i64) -> String {

@@ -4,6 +4,7 @@
 mod archive;
 mod args;
 mod commands;
+mod daemon;
 mod docker;
 mod lifecycle;
 mod output;
@@ -45,7 +46,17 @@ pub mod exit {
 /// Parse the command line, run, and map the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(&cli.global);
+    if matches!(
+        cli.command,
+        args::Command::Daemon(_) | args::Command::RunJob(_)
+    ) {
+        // The daemon logs one line per step by default.
+        let mut g = cli.global.clone();
+        g.verbose = g.verbose.max(1);
+        output::init_logging(&g);
+    } else {
+        output::init_logging(&cli.global);
+    }
     handle_signals();
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -68,6 +79,13 @@ fn handle_signals() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            // A daemon or run-job run in progress is recorded as interrupted (and notified by
+            // the next run).
+            crate::daemon::state::record_interrupted(if sig == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            });
             crate::repo::release_all_locks();
             eprintln!("interrupted: this run's locks were removed");
             // Containers this run stopped run again before the process ends.

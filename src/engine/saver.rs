@@ -1,18 +1,22 @@
 //! The write half of a backup: dedup, compress and seal blobs on rayon workers, gather them
-//! into packs, and hand finished packs over a bounded channel to one uploader thread that
-//! stores them and then the index files naming them.
+//! into packs, and hand finished packs over a bounded channel to the uploaders, which store
+//! up to [`Repository::pack_uploads`] packs at once; the index files naming them are written
+//! by one thread as the packs are stored.
 //!
-//! Memory bound: at most one open data pack and one open tree pack, plus
-//! [`PACKS_IN_FLIGHT`] finished packs waiting for the uploader, plus the uploader's current
-//! pack. Workers block when the channel is full.
+//! Memory bound: at most one open data pack and one open tree pack, plus [`PACKS_IN_FLIGHT`]
+//! finished packs waiting in the channel, plus one pack per uploader (at most
+//! [`MAX_PACK_UPLOADS`]; a remote store may hold a second copy of a pack while it sends it).
+//! Workers block when the channel is full.
 //!
-//! Crash order: a pack is written before any index file names it; an index file is written
-//! before the catalog (and so any later dedup lookup) learns of its blobs.
+//! Crash order: a pack is written before any index file names it (an uploader reports a pack
+//! only once its write returned); an index file is written before the catalog (and so any
+//! later dedup lookup) learns of its blobs; the caller writes the snapshot after
+//! [`run_uploader`] returned.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +29,10 @@ use crate::repo::{PackBuilder, Repository};
 
 use super::EngineError;
 
-/// Finished packs that may wait for the uploader.
+/// Finished packs that may wait for an uploader.
 pub const PACKS_IN_FLIGHT: usize = 2;
+/// Most packs stored at once, whatever `--connections` says.
+pub const MAX_PACK_UPLOADS: usize = 32;
 /// Target size of a tree pack.
 const TREE_PACK_BYTES: usize = 4 << 20;
 /// An index file is written after this many packs (or [`INDEX_EVERY`]) so that a crash mid
@@ -173,38 +179,105 @@ impl<'a> Saver<'a> {
     }
 }
 
-/// Store packs as they arrive, then the index files naming them, then tell the catalog.
-/// Runs on its own thread until the channel closes.
+/// Store packs as they arrive, up to [`Repository::pack_uploads`] at once, then the index
+/// files naming them, then tell the catalog. Returns when the channel closes, or after the
+/// first error (the uploads already under way finish first; no new one starts).
 pub fn run_uploader(
     repo: &Repository,
     catalog: &Catalog,
     rx: Receiver<PackBuilder>,
     stats: &SaverStats,
 ) -> Result<(), EngineError> {
-    let mut pending: Vec<PackIndex> = Vec::new();
-    let mut last_index = Instant::now();
-    let flush = |pending: &mut Vec<PackIndex>| -> Result<(), EngineError> {
-        if pending.is_empty() {
-            return Ok(());
+    let uploads = repo.pack_uploads().clamp(1, MAX_PACK_UPLOADS);
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let (stored_tx, stored_rx) = channel::<Result<PackIndex, EngineError>>();
+    std::thread::scope(|scope| {
+        let mut first_error = None;
+        for i in 0..uploads {
+            let stored_tx = stored_tx.clone();
+            let (rx, failed) = (&rx, &failed);
+            let spawned = std::thread::Builder::new()
+                .name(format!("coffer-upload-{i}"))
+                .spawn_scoped(scope, move || {
+                    while !failed.load(Ordering::SeqCst) {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        // Another uploader may have failed while this one waited.
+                        let Ok(builder) = next else { break };
+                        if failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let stored = upload(repo, builder);
+                        if stored.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        if stored_tx.send(stored).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                failed.store(true, Ordering::SeqCst);
+                first_error = Some(EngineError::Io {
+                    path: "uploader thread".into(),
+                    source: e,
+                });
+                break;
+            }
         }
-        let id = repo.save_index(pending)?;
-        catalog.add_index(&id, pending)?;
-        stats.index_files_written.fetch_add(1, Ordering::Relaxed);
-        pending.clear();
-        Ok(())
-    };
-    for builder in rx {
-        let packed = builder.finish(repo)?;
-        repo.save_pack(&packed)?;
-        stats.packs_written.fetch_add(1, Ordering::Relaxed);
-        pending.push(PackIndex {
-            pack: packed.id,
-            blobs: packed.entries,
-        });
-        if pending.len() >= INDEX_EVERY_PACKS || last_index.elapsed() >= INDEX_EVERY {
-            flush(&mut pending)?;
-            last_index = Instant::now();
+        drop(stored_tx);
+        // Only packs whose write returned arrive here, so an index file never names a pack
+        // that is not stored.
+        let mut pending: Vec<PackIndex> = Vec::new();
+        let mut last_index = Instant::now();
+        for stored in stored_rx {
+            if first_error.is_some() {
+                continue;
+            }
+            let result = stored.and_then(|p| {
+                stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                pending.push(p);
+                if pending.len() >= INDEX_EVERY_PACKS || last_index.elapsed() >= INDEX_EVERY {
+                    last_index = Instant::now();
+                    flush_index(repo, catalog, stats, &mut pending)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                failed.store(true, Ordering::SeqCst);
+                first_error = Some(e);
+            }
         }
+        match first_error {
+            Some(e) => Err(e),
+            None => flush_index(repo, catalog, stats, &mut pending),
+        }
+    })
+}
+
+/// Seal a pack's header and store it; what the index will say about it.
+fn upload(repo: &Repository, builder: PackBuilder) -> Result<PackIndex, EngineError> {
+    let packed = builder.finish(repo)?;
+    repo.save_pack(&packed)?;
+    Ok(PackIndex {
+        pack: packed.id,
+        blobs: packed.entries,
+    })
+}
+
+/// Write one index file naming the `pending` packs (all stored), then tell the catalog.
+fn flush_index(
+    repo: &Repository,
+    catalog: &Catalog,
+    stats: &SaverStats,
+    pending: &mut Vec<PackIndex>,
+) -> Result<(), EngineError> {
+    if pending.is_empty() {
+        return Ok(());
     }
-    flush(&mut pending)
+    let id = repo.save_index(pending)?;
+    catalog.add_index(&id, pending)?;
+    stats.index_files_written.fetch_add(1, Ordering::Relaxed);
+    pending.clear();
+    Ok(())
 }

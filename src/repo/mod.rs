@@ -144,6 +144,9 @@ pub struct Repository {
     key_id: KeyId,
     /// How long `lock` waits for a conflicting lock to go away before failing.
     lock_wait_ms: std::sync::atomic::AtomicU64,
+    /// Packs a backup stores at once; 0 means the store's
+    /// [`ObjectStore::parallel_writes`].
+    pack_uploads: std::sync::atomic::AtomicUsize,
 }
 
 impl Repository {
@@ -193,6 +196,7 @@ impl Repository {
             keys,
             key_id,
             lock_wait_ms: std::sync::atomic::AtomicU64::new(0),
+            pack_uploads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -246,6 +250,7 @@ impl Repository {
             keys,
             key_id,
             lock_wait_ms: std::sync::atomic::AtomicU64::new(0),
+            pack_uploads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -261,6 +266,21 @@ impl Repository {
         std::time::Duration::from_millis(
             self.lock_wait_ms.load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+
+    /// Store up to `n` packs at once in a backup (0: the store's default).
+    pub fn set_pack_uploads(&self, n: usize) {
+        self.pack_uploads
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many packs a backup stores at once: the value set with
+    /// [`Repository::set_pack_uploads`], else what suits the store (2 on local disk, 4 on S3).
+    pub fn pack_uploads(&self) -> usize {
+        match self.pack_uploads.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.store.parallel_writes().max(1),
+            n => n,
+        }
     }
 
     /// The storage under this repository.

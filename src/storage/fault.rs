@@ -87,4 +87,7 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     fn describe(&self) -> String {
         format!("faulty {}", self.inner.describe())
     }
+    fn parallel_writes(&self) -> usize {
+        self.inner.parallel_writes()
+    }
 }

@@ -99,7 +99,16 @@ pub trait ObjectStore: Send + Sync {
     fn io_stats(&self) -> Option<IoStats> {
         None
     }
+    /// How many large writes (packs) suit this store at once: what a backup uses unless
+    /// told otherwise.
+    fn parallel_writes(&self) -> usize {
+        DEFAULT_PARALLEL_WRITES
+    }
 }
+
+/// Packs written at once to a store that does not say otherwise (a local disk gains little
+/// beyond two: one fsyncs while the next is written).
+pub const DEFAULT_PARALLEL_WRITES: usize = 2;
 
 #[cfg(test)]
 pub(crate) mod conformance {

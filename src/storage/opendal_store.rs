@@ -17,6 +17,8 @@ pub struct OpendalStore {
     description: String,
     /// `(min object bytes, part bytes, parts in flight)` for multipart uploads.
     multipart: Option<(usize, usize, usize)>,
+    /// Packs a backup writes at once by default.
+    parallel_writes: usize,
     requests: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
@@ -55,6 +57,7 @@ impl OpendalStore {
             op,
             description,
             multipart: None,
+            parallel_writes: super::DEFAULT_PARALLEL_WRITES,
             requests: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
@@ -72,6 +75,12 @@ impl OpendalStore {
         concurrent: usize,
     ) -> Self {
         self.multipart = Some((min_bytes, part_bytes, concurrent.max(1)));
+        self
+    }
+
+    /// Let a backup store `n` packs at once by default.
+    pub fn with_parallel_writes(mut self, n: usize) -> Self {
+        self.parallel_writes = n.max(1);
         self
     }
 
@@ -242,6 +251,10 @@ impl ObjectStore for OpendalStore {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
         })
+    }
+
+    fn parallel_writes(&self) -> usize {
+        self.parallel_writes
     }
 }
 

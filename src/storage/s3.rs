@@ -19,6 +19,10 @@ use super::{OpendalStore, StorageError};
 
 /// Default number of HTTP requests in flight per repository.
 pub const DEFAULT_CONNECTIONS: usize = 8;
+/// Packs a backup uploads at once unless `backup --connections` says otherwise. Each pack
+/// of 16 MiB or more goes up in parts, so this many uploads keep more parts in flight than
+/// [`DEFAULT_CONNECTIONS`] allows: the HTTP limit, not this, is what bounds the requests.
+pub const DEFAULT_PACK_UPLOADS: usize = 4;
 /// Default number of retries of a transient failure.
 pub const DEFAULT_RETRIES: usize = 8;
 /// First retry delay; it doubles (with jitter) up to [`RETRY_MAX_DELAY`].
@@ -463,11 +467,13 @@ impl S3Store {
                 ConcurrentLimitLayer::new(loc.connections * 4)
                     .with_http_concurrent_limit(loc.connections),
             );
-        let store = OpendalStore::new(op, description.clone())?.with_multipart(
-            MULTIPART_MIN_BYTES,
-            MULTIPART_PART_BYTES,
-            loc.connections.clamp(1, 4),
-        );
+        let store = OpendalStore::new(op, description.clone())?
+            .with_multipart(
+                MULTIPART_MIN_BYTES,
+                MULTIPART_PART_BYTES,
+                loc.connections.clamp(1, 4),
+            )
+            .with_parallel_writes(DEFAULT_PACK_UPLOADS.min(loc.connections));
         store.probe().map_err(|e| {
             let message = describe_error(&e);
             let cause = match e.kind() {

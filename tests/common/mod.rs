@@ -5,6 +5,9 @@
 // Not every test binary that includes this module uses every helper.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod s3_server;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

@@ -1,0 +1,501 @@
+//! `coffer daemon` and `coffer run-job`: reading the configuration, opening the repositories
+//! with the right passphrases, and the four steps of a run (backup, forget + prune, check,
+//! sync) as calls into the engine. The order, state, notifications and metrics are
+//! [`crate::daemon`]'s.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::args::Global;
+use super::commands::{open_for_backup, print_json, say};
+use super::output::bytes;
+use super::{RepoLocation, default_cache_dir, default_repo_path, exit, one_line, open_catalog};
+use crate::catalog::Catalog;
+use crate::daemon::config::{self, DaemonConfig};
+use crate::daemon::metrics::{self, SharedMetrics};
+use crate::daemon::notify::Notifier;
+use crate::daemon::state::JobStatus;
+use crate::daemon::{JobContext, JobOutcome, JobSteps, StepDone, StepResult, run_forever, run_job};
+use crate::engine::backup::{BackupOptions, SourceSpec};
+use crate::engine::check::CheckOptions;
+use crate::engine::forget::ForgetOptions;
+use crate::engine::prune::PruneOptions;
+use crate::engine::sync::SyncOptions;
+use crate::engine::{self, Progress};
+use crate::repo::Repository;
+
+/// `daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML; see docs/daemon.md). Without it, the old tool's environment
+    /// variables (BACKUP_SOURCES, BACKUP_CRON_EXPRESSION, ...) configure the job.
+    #[arg(long, short = 'c', env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address (e.g. 127.0.0.1:9184).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Write Prometheus metrics to this file after every run (node_exporter textfile).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+}
+
+/// `run-job`.
+#[derive(Args, Debug)]
+pub struct RunJobArgs {
+    /// Configuration file (TOML; see docs/daemon.md).
+    #[arg(long, short = 'c', env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write Prometheus metrics to this file when done.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DaemonConfig> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the configuration file {}", p.display()))?,
+        None => String::new(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let loaded = config::parse(&text, &env).map_err(|e| match path {
+        Some(p) => anyhow::Error::new(e).context(format!("{}", p.display())),
+        None => anyhow::Error::new(e),
+    })?;
+    for n in &loaded.notes {
+        tracing::info!("{n}");
+    }
+    Ok(loaded.config)
+}
+
+/// The global options with the configuration's repository and passphrase file applied
+/// (`--repo` / `COFFER_REPO` win over the file).
+fn job_global(g: &Global, cfg: &DaemonConfig) -> Global {
+    let mut g2 = g.clone();
+    if g2.repo.is_none() {
+        g2.repo = cfg.repository.clone();
+    }
+    if g2.password_file.is_none() {
+        g2.password_file = cfg.password_file.clone();
+    }
+    g2
+}
+
+fn context(
+    g: &Global,
+    cfg: &DaemonConfig,
+    textfile: Option<PathBuf>,
+    metrics: SharedMetrics,
+) -> JobContext {
+    let repository = g
+        .repo
+        .clone()
+        .unwrap_or_else(|| default_repo_path().display().to_string());
+    let cache = g.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    JobContext {
+        state_path: crate::daemon::state::state_path(&cache, &repository),
+        repository,
+        host: cfg.host.clone().unwrap_or_else(crate::repo::hostname),
+        notifier: Notifier::new(cfg.notify.clone()),
+        metrics,
+        textfile,
+    }
+}
+
+/// `coffer run-job`: the job once, now.
+pub fn run_once(g: &Global, a: &RunJobArgs) -> anyhow::Result<u8> {
+    let cfg = load_config(a.config.as_ref())?;
+    let g2 = job_global(g, &cfg);
+    let textfile = a.metrics_textfile.clone().or(cfg.metrics.textfile.clone());
+    let ctx = context(&g2, &cfg, textfile, SharedMetrics::default());
+    ctx.load_metrics();
+    let mut steps = CliJob::new(g2, cfg);
+    match run_job(&ctx, &mut steps)? {
+        JobOutcome::Skipped(msg) => {
+            eprintln!("error: {msg}");
+            Ok(exit::LOCKED)
+        }
+        JobOutcome::Finished(r) => {
+            if g.json {
+                print_json(&r)?;
+            } else {
+                for s in &r.steps {
+                    say(
+                        g,
+                        format!(
+                            "{:<7} {:<15} {:>6.1}s  {}",
+                            s.name, s.status, s.duration_secs, s.detail
+                        ),
+                    );
+                }
+            }
+            let hard_failure = r.steps.iter().any(|s| s.status == "failed");
+            match (r.status, &r.error) {
+                (JobStatus::Success, _) => {
+                    say(
+                        g,
+                        format!("job succeeded in {:.1}s", r.duration_secs.unwrap_or(0.0)),
+                    );
+                    Ok(exit::OK)
+                }
+                (_, e) => {
+                    eprintln!("error: job failed: {}", e.as_deref().unwrap_or("unknown"));
+                    Ok(if hard_failure {
+                        exit::ERROR
+                    } else {
+                        exit::PARTIAL
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// `coffer daemon`: the job on its schedule until a signal.
+pub fn daemon(g: &Global, a: &DaemonArgs) -> anyhow::Result<u8> {
+    let mut cfg = load_config(a.config.as_ref())?;
+    if let Some(l) = &a.metrics_listen {
+        cfg.metrics.listen =
+            Some(config::parse_listen(l).map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?);
+    }
+    let textfile = a.metrics_textfile.clone().or(cfg.metrics.textfile.clone());
+    let g2 = job_global(g, &cfg);
+    // A passphrase that cannot be had is a start-up error, not a 2 a.m. one.
+    super::password::passphrase(&g2, false).context("the repository passphrase")?;
+    let metrics = SharedMetrics::default();
+    if let Some(addr) = cfg.metrics.listen {
+        let bound = metrics::serve(addr, metrics.clone())
+            .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+        tracing::info!(address = %bound, "serving metrics on /metrics");
+    }
+    let ctx = context(&g2, &cfg, textfile, metrics);
+    ctx.load_metrics();
+    ctx.reconcile_at_start()?;
+    tracing::info!(
+        schedule = %cfg.schedule_text,
+        repository = %ctx.repository,
+        state = %ctx.state_path.display(),
+        "daemon started (times are UTC)"
+    );
+    let (schedule, text) = (cfg.schedule.clone(), cfg.schedule_text.clone());
+    let mut make = move || -> Box<dyn JobSteps> { Box::new(CliJob::new(g2.clone(), cfg.clone())) };
+    run_forever(&ctx, &schedule, &text, &mut make)?;
+    Ok(exit::OK)
+}
+
+/// The steps of one run, with the repository opened once by the first step.
+struct CliJob {
+    g: Global,
+    cfg: DaemonConfig,
+    host: String,
+    opened: Option<(Repository, Catalog)>,
+}
+
+fn err(e: anyhow::Error) -> String {
+    one_line(&e)
+}
+
+impl CliJob {
+    fn new(g: Global, cfg: DaemonConfig) -> Self {
+        let host = cfg.host.clone().unwrap_or_else(crate::repo::hostname);
+        Self {
+            g,
+            cfg,
+            host,
+            opened: None,
+        }
+    }
+
+    fn open(&mut self) -> anyhow::Result<&(Repository, Catalog)> {
+        if self.opened.is_none() {
+            let repo = open_for_backup(&self.g)?;
+            let catalog = open_catalog(&self.g, &repo)?;
+            self.opened = Some((repo, catalog));
+        }
+        self.opened
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the repository is not open"))
+    }
+
+    /// The directory sources: the listed ones, then each subdirectory of `sources_dir`.
+    fn directory_sources(&self) -> anyhow::Result<Vec<SourceSpec>> {
+        let b = &self.cfg.backup;
+        let mut out = b
+            .sources
+            .iter()
+            .map(|s| SourceSpec::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(dir) = &b.sources_dir {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(dir)
+                .with_context(|| format!("backup.sources_dir {}", dir.display()))?
+            {
+                let e = e.with_context(|| format!("backup.sources_dir {}", dir.display()))?;
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    names.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+            names.sort();
+            if names.is_empty() {
+                anyhow::bail!(
+                    "backup.sources_dir {} has no subdirectories to back up",
+                    dir.display()
+                );
+            }
+            for n in names {
+                out.push(SourceSpec {
+                    path: dir.join(&n),
+                    name: n,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn backup_inner(&mut self) -> anyhow::Result<StepResult> {
+        let sources = self.directory_sources()?;
+        let (b, host) = (self.cfg.backup.clone(), self.host.clone());
+        let (repo, catalog) = self.open()?;
+        let mut done = StepDone::default();
+        let mut parts = Vec::new();
+        let mut warnings = 0usize;
+        let mut first_warning = None;
+        if !sources.is_empty() {
+            let opts = BackupOptions {
+                sources,
+                tags: b.tags.clone(),
+                host: host.clone(),
+                excludes: b.excludes.clone(),
+                parent: None,
+                force: false,
+                time: None,
+            };
+            let s = engine::backup::backup(repo, catalog, &opts, &Progress::default())
+                .with_context(|| format!("backup into {}", repo.store().describe()))?;
+            parts.push(format!(
+                "snapshot {}: {} files, {} read, {} added",
+                s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+                s.files,
+                bytes(s.bytes_read),
+                bytes(s.bytes_added)
+            ));
+            warnings += s.warnings.len();
+            if let Some(w) = s.warnings.first() {
+                first_warning = Some(format!("{}: {}", w.path, w.message));
+            }
+            done.snapshots.push(s.snapshot_id.clone());
+            done.bytes_added += s.bytes_added;
+        }
+        if let Some(d) = &b.docker {
+            let client = crate::docker::DockerClient::connect(d.docker_host.as_deref())?;
+            let mount_dir = d
+                .volume_dir
+                .clone()
+                .or_else(|| std::env::var_os("COFFER_DOCKER_VOLUME_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(crate::docker::volume::DEFAULT_MOUNT_DIR));
+            let opts = crate::docker::DockerBackupOptions {
+                selection: crate::docker::VolumeSelection {
+                    names: d.volumes.clone(),
+                    all: d.all_volumes,
+                    labels: d.volume_labels.clone(),
+                    compose_project: d.compose_project.clone(),
+                },
+                stop_label_value: d.stop_label_value.clone(),
+                stop_timeout_secs: d.stop_timeout_secs,
+                mount_dir,
+                single_pass: d.single_pass,
+                tags: b.tags.clone(),
+                host: host.clone(),
+                excludes: b.excludes.clone(),
+                force: false,
+            };
+            let s =
+                crate::docker::backup_volumes(&client, repo, catalog, &opts, &Progress::default())
+                    .with_context(|| format!("Docker backup into {}", repo.store().describe()))?;
+            for v in &s.volumes {
+                if let Some(snap) = &v.snapshot {
+                    done.snapshots.push(snap.snapshot_id.clone());
+                    done.bytes_added += snap.bytes_added;
+                    warnings += snap.warnings.len();
+                    if let Some(w) = snap.warnings.first() {
+                        first_warning
+                            .get_or_insert(format!("{}: {}: {}", v.volume, w.path, w.message));
+                    }
+                }
+            }
+            if s.failed > 0 {
+                let why: Vec<String> = s
+                    .volumes
+                    .iter()
+                    .filter_map(|v| {
+                        v.error
+                            .as_ref()
+                            .map(|e| format!("volume {}: {e}", v.volume))
+                    })
+                    .collect();
+                anyhow::bail!("{} volumes failed: {}", s.failed, why.join("; "));
+            }
+            parts.push(format!(
+                "{} volumes, longest container downtime {:.1}s",
+                s.volumes.len(),
+                s.max_downtime_secs
+            ));
+        }
+        if warnings > 0 {
+            done.incomplete = Some(format!(
+                "the snapshot is incomplete: {warnings} files could not be read (first: {})",
+                first_warning.unwrap_or_default()
+            ));
+        }
+        done.detail = parts.join("; ");
+        Ok(StepResult::Done(done))
+    }
+
+    fn forget_inner(&mut self) -> anyhow::Result<StepResult> {
+        let r = self.cfg.retention.clone();
+        if r.policy.is_empty() {
+            return Ok(StepResult::NotConfigured(
+                "no retention policy: set [retention] keep_* or retention_days \
+                 (BACKUP_RETENTION_DAYS)"
+                    .into(),
+            ));
+        }
+        let host = self.host.clone();
+        let (repo, catalog) = self.open()?;
+        let opts = ForgetOptions {
+            policy: r.policy,
+            group_by: r.group_by,
+            // Only this host's snapshots: other hosts sharing the repository run their own.
+            host: Some(host),
+            tags: Vec::new(),
+            dry_run: false,
+            prune: r.prune.then_some(PruneOptions {
+                max_unused_percent: r.max_unused_percent,
+                dry_run: false,
+            }),
+        };
+        let s = engine::forget::forget(repo, catalog, &opts, &Progress::default())?;
+        let mut detail = format!("{} snapshots kept, {} removed", s.kept, s.removed);
+        if let Some(p) = &s.prune {
+            detail.push_str(&format!(
+                "; prune: {} packs deleted, {} repacked, repository {} -> {}",
+                p.packs_deleted,
+                p.plan.packs_to_repack,
+                bytes(p.bytes_before),
+                bytes(p.bytes_after)
+            ));
+        }
+        Ok(StepResult::Done(StepDone {
+            detail,
+            ..Default::default()
+        }))
+    }
+
+    fn check_inner(&mut self) -> anyhow::Result<StepResult> {
+        let Some(subset) = self.cfg.check else {
+            return Ok(StepResult::NotConfigured(
+                "disabled ([check] enabled = false)".into(),
+            ));
+        };
+        let (repo, catalog) = self.open()?;
+        let r = engine::check::check_with_catalog(
+            repo,
+            Some(catalog),
+            &CheckOptions {
+                read_data: false,
+                read_data_subset: Some(subset),
+            },
+            &Progress::default(),
+        )?;
+        if let Some(p) = r.problems.first() {
+            anyhow::bail!(
+                "{} problems found (first: {}: {}{})",
+                r.problems.len(),
+                p.object,
+                p.message,
+                p.affects
+                    .first()
+                    .map(|a| format!(", affects {a}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(StepResult::Done(StepDone {
+            detail: format!(
+                "{} snapshots, {} packs; read {} in {} packs; no errors",
+                r.snapshots,
+                r.packs,
+                bytes(r.bytes_read),
+                r.packs_read
+            ),
+            ..Default::default()
+        }))
+    }
+
+    fn sync_inner(&mut self) -> anyhow::Result<StepResult> {
+        let Some(s) = self.cfg.sync.clone() else {
+            return Ok(StepResult::NotConfigured("no [sync] section".into()));
+        };
+        let pw = match &s.password_file {
+            Some(f) => {
+                let bytes = zeroize::Zeroizing::new(
+                    std::fs::read(f)
+                        .with_context(|| format!("sync.password_file {}", f.display()))?,
+                );
+                let line = bytes.split(|&b| b == b'\n').next().unwrap_or(b"");
+                zeroize::Zeroizing::new(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+            }
+            None => super::password::passphrase(&self.g, false)?,
+        };
+        let store = RepoLocation::parse(&s.to)
+            .and_then(|l| l.store())
+            .with_context(|| format!("sync.to {}", s.to))?;
+        Repository::load_config(store.as_ref()).with_context(|| format!("sync.to {}", s.to))?;
+        let target = Repository::open(store, &pw).with_context(|| format!("sync.to {}", s.to))?;
+        target.set_lock_wait(std::time::Duration::from_secs(self.g.retry_lock_secs()));
+        let (repo, catalog) = self.open()?;
+        let r = engine::sync::sync(
+            repo,
+            catalog,
+            &target,
+            &SyncOptions::default(),
+            &Progress::default(),
+        )?;
+        Ok(StepResult::Done(StepDone {
+            detail: format!(
+                "to {}: {} snapshots copied ({} already there), {} written",
+                r.target,
+                r.snapshots_copied,
+                r.snapshots_skipped,
+                bytes(r.bytes_copied)
+            ),
+            ..Default::default()
+        }))
+    }
+}
+
+impl JobSteps for CliJob {
+    fn backup(&mut self) -> Result<StepResult, String> {
+        self.backup_inner().map_err(err)
+    }
+
+    fn forget(&mut self) -> Result<StepResult, String> {
+        self.forget_inner().map_err(err)
+    }
+
+    fn check(&mut self) -> Result<StepResult, String> {
+        self.check_inner().map_err(err)
+    }
+
+    fn sync(&mut self) -> Result<StepResult, String> {
+        self.sync_inner().map_err(err)
+    }
+
+    fn repository_stats(&mut self) -> Option<(u64, u64)> {
+        let (repo, catalog) = self.opened.as_ref()?;
+        catalog.refresh(repo).ok()?;
+        let snapshots = catalog.snapshots().ok()?.len() as u64;
+        let stored = repo.list_packs().ok()?.iter().map(|(_, s)| s).sum();
+        Some((stored, snapshots))
+    }
+}

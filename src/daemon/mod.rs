@@ -1,0 +1,568 @@
+//! The daemon: runs the nightly job (backup, forget and prune, a rolling data check, sync to
+//! an offsite repository) on a schedule, one run at a time, and tells someone how it went.
+//!
+//! This module owns the order of a run and everything around it: the schedule
+//! ([`schedule`]), the configuration ([`config`], and the old tool's variables in
+//! [`legacy_env`]), the state recorded before work begins and
+//! after each step ([`state`]), notifications ([`notify`]) and metrics ([`metrics`]). It does
+//! not open repositories or parse arguments: the steps themselves come from the caller
+//! through [`JobSteps`] (the CLI, which knows passphrases and locations).
+//!
+//! Invariants: the state says `running` and the start ping is sent before the first step; a
+//! step runs only when the one before it succeeded (a failed backup never lets retention
+//! forget older snapshots); a run that overlaps the next scheduled time makes that time be
+//! skipped and counted, never queued.
+
+pub mod config;
+pub mod legacy_env;
+pub mod metrics;
+pub mod notify;
+pub mod schedule;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use metrics::{MetricValues, SharedMetrics};
+use notify::{Notifier, Ping};
+use schedule::Schedule;
+use state::{JobLock, JobRecord, JobState, JobStatus, StepRecord};
+
+/// Skipped scheduled times counted after an overrun, at most (a per-second schedule after a
+/// day-long run would otherwise count for a while).
+const MAX_SKIPPED_COUNTED: u64 = 100_000;
+
+/// The steps of a run, in order.
+pub const STEPS: [&str; 4] = ["backup", "forget", "check", "sync"];
+
+/// What the daemon itself can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The schedule has no future time.
+    #[error("the schedule {0:?} never comes due")]
+    NeverDue(String),
+    /// The state files.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// What a step did.
+#[derive(Clone, Debug, Default)]
+pub struct StepDone {
+    /// One line for the log and the report.
+    pub detail: String,
+    /// Snapshots written.
+    pub snapshots: Vec<String>,
+    /// Plaintext bytes of new data.
+    pub bytes_added: u64,
+    /// Set when the step finished but its result is incomplete (files that could not be
+    /// read): the run goes on and is reported as failed with this message.
+    pub incomplete: Option<String>,
+}
+
+/// A step's result: done, or nothing to do because it is not configured.
+#[derive(Clone, Debug)]
+pub enum StepResult {
+    /// It ran.
+    Done(StepDone),
+    /// It is not configured; the reason says what would enable it.
+    NotConfigured(String),
+}
+
+/// The steps of one run, supplied by the caller. An error is one line naming what failed.
+pub trait JobSteps {
+    /// Back up directories and/or Docker volumes.
+    fn backup(&mut self) -> Result<StepResult, String>;
+    /// Forget by the retention policy, then prune.
+    fn forget(&mut self) -> Result<StepResult, String>;
+    /// Check the structure and read a share of the data.
+    fn check(&mut self) -> Result<StepResult, String>;
+    /// Copy to the offsite repository.
+    fn sync(&mut self) -> Result<StepResult, String>;
+    /// Stored bytes and snapshot count of the repository, for the metrics.
+    fn repository_stats(&mut self) -> Option<(u64, u64)>;
+}
+
+/// Everything a run needs besides its steps.
+pub struct JobContext {
+    /// The state file.
+    pub state_path: PathBuf,
+    /// The repository (for the record and notifications).
+    pub repository: String,
+    /// This host.
+    pub host: String,
+    /// Notifications.
+    pub notifier: Notifier,
+    /// Metrics, shared with the server.
+    pub metrics: SharedMetrics,
+    /// Metrics textfile.
+    pub textfile: Option<PathBuf>,
+}
+
+/// How a request to run went.
+#[derive(Debug)]
+pub enum JobOutcome {
+    /// The run happened; its record.
+    Finished(Box<JobRecord>),
+    /// Another run holds the lock; nothing was done.
+    Skipped(String),
+}
+
+impl JobContext {
+    fn update_metrics(&self, f: impl FnOnce(&mut MetricValues)) {
+        let snapshot = {
+            let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut m);
+            m.clone()
+        };
+        if let Some(path) = &self.textfile
+            && let Err(e) = metrics::write_textfile(path, &snapshot)
+        {
+            tracing::error!(path = %path.display(), error = %e, "metrics textfile");
+        }
+    }
+
+    fn save(&self, s: &JobState) {
+        if let Err(e) = state::save(&self.state_path, s) {
+            tracing::error!(error = %e, "recording the job state");
+        }
+    }
+
+    /// Load the recorded state into the metrics (at start, so that a restarted daemon still
+    /// exports the last success time).
+    pub fn load_metrics(&self) {
+        let loaded = match state::load(&self.state_path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "job state");
+                return;
+            }
+        };
+        let Some(s) = loaded else {
+            self.update_metrics(|_| {});
+            return;
+        };
+        self.update_metrics(|m| {
+            m.last_success_timestamp_seconds = s
+                .last_success
+                .as_ref()
+                .and_then(|r| r.finished_at.as_deref())
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp());
+            let r = &s.last;
+            if r.status != JobStatus::Running {
+                m.last_duration_seconds = r.duration_secs;
+                m.last_bytes_added = Some(r.bytes_added);
+            }
+            m.last_success = Some(r.status == JobStatus::Success);
+            m.repository_bytes = r.repository_bytes.or(m.repository_bytes);
+            m.snapshots = r.snapshot_count.or(m.snapshots);
+        });
+    }
+
+    /// Report a previous run that died (recorded as running, lock free) or failed without its
+    /// notification having gone out (interrupted by a signal). Needs the run lock.
+    fn reconcile(&self, _lock: &JobLock) -> Option<JobState> {
+        let mut s = match state::load(&self.state_path) {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::warn!(error = %e, "job state; starting afresh");
+                return None;
+            }
+        };
+        let r = &mut s.last;
+        if r.status == JobStatus::Running {
+            let msg = state::died_message(r);
+            tracing::error!(started_at = %r.started_at, pid = r.pid, "{msg}");
+            r.status = JobStatus::Failed;
+            r.error = Some(msg);
+            r.notified = false;
+        }
+        if r.status == JobStatus::Failed && !r.notified {
+            self.update_metrics(|m| {
+                m.job_failures_total += 1;
+                m.last_success = Some(false);
+            });
+            self.save(&s);
+            self.notifier.finished(&s.last);
+            s.last.notified = true;
+            self.save(&s);
+        }
+        Some(s)
+    }
+
+    /// At start: report what the last run left behind, unless a run is going on now.
+    pub fn reconcile_at_start(&self) -> Result<(), DaemonError> {
+        if let Some(lock) = state::try_lock(&self.state_path)? {
+            self.reconcile(&lock);
+        }
+        Ok(())
+    }
+}
+
+fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Run the job once now.
+pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome, DaemonError> {
+    let Some(lock) = state::try_lock(&ctx.state_path)? else {
+        let who = state::load(&ctx.state_path)
+            .ok()
+            .flatten()
+            .map(|s| format!(" (pid {}, started {})", s.last.pid, s.last.started_at))
+            .unwrap_or_default();
+        let msg = format!("another job run is in progress{who}; this one is skipped");
+        tracing::warn!("{msg}");
+        ctx.update_metrics(|m| m.job_skipped_total += 1);
+        return Ok(JobOutcome::Skipped(msg));
+    };
+    let previous = ctx.reconcile(&lock);
+    let started = Instant::now();
+    let mut st = JobState {
+        last: JobRecord {
+            status: JobStatus::Running,
+            pid: std::process::id(),
+            host: ctx.host.clone(),
+            repository: ctx.repository.clone(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            duration_secs: None,
+            step: None,
+            error: None,
+            snapshots: Vec::new(),
+            bytes_added: 0,
+            steps: Vec::new(),
+            notified: false,
+            repository_bytes: None,
+            snapshot_count: None,
+        },
+        last_success: previous.and_then(|p| p.last_success),
+    };
+    // Recorded before any work: a run killed from here on is seen as dead.
+    ctx.save(&st);
+    state::set_active(Some((ctx.state_path.clone(), st.clone())));
+    ctx.update_metrics(|m| m.running = true);
+    tracing::info!(started_at = %st.last.started_at, repository = %ctx.repository, "job started");
+    ctx.notifier.ping(Ping::Start, "");
+
+    let mut failed: Option<String> = None;
+    let mut incomplete: Vec<String> = Vec::new();
+    for name in STEPS {
+        if let Some(e) = &failed {
+            tracing::info!(
+                step = name,
+                status = "skipped",
+                "step skipped: an earlier step failed"
+            );
+            st.last.steps.push(StepRecord {
+                name: name.into(),
+                status: "skipped".into(),
+                duration_secs: 0.0,
+                detail: format!("not run: {}", e.split(':').next().unwrap_or(e)),
+            });
+            continue;
+        }
+        st.last.step = Some(name.into());
+        ctx.save(&st);
+        state::set_active(Some((ctx.state_path.clone(), st.clone())));
+        let t = Instant::now();
+        let result = match name {
+            "backup" => steps.backup(),
+            "forget" => steps.forget(),
+            "check" => steps.check(),
+            _ => steps.sync(),
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let (status, detail) = match result {
+            Ok(StepResult::Done(d)) => {
+                st.last.snapshots.extend(d.snapshots);
+                st.last.bytes_added += d.bytes_added;
+                if let Some(w) = d.incomplete {
+                    incomplete.push(w);
+                }
+                ("ok", d.detail)
+            }
+            Ok(StepResult::NotConfigured(why)) => ("not configured", why),
+            Err(e) => {
+                failed = Some(format!("{name}: {e}"));
+                ("failed", e)
+            }
+        };
+        if status == "failed" {
+            tracing::error!(step = name, status, duration_secs = secs, "{detail}");
+        } else {
+            tracing::info!(step = name, status, duration_secs = secs, "{detail}");
+        }
+        st.last.steps.push(StepRecord {
+            name: name.into(),
+            status: status.into(),
+            duration_secs: secs,
+            detail,
+        });
+    }
+    let stats = steps.repository_stats();
+    let r = &mut st.last;
+    r.step = None;
+    r.finished_at = Some(now_rfc3339());
+    r.duration_secs = Some(started.elapsed().as_secs_f64());
+    r.repository_bytes = stats.map(|s| s.0);
+    r.snapshot_count = stats.map(|s| s.1);
+    let error = failed.or_else(|| (!incomplete.is_empty()).then(|| incomplete.join("; ")));
+    r.status = if error.is_some() {
+        JobStatus::Failed
+    } else {
+        JobStatus::Success
+    };
+    r.error = error;
+    if r.status == JobStatus::Success {
+        st.last_success = Some(st.last.clone());
+    }
+    state::set_active(None);
+    ctx.save(&st);
+    let r = &st.last;
+    let ok = r.status == JobStatus::Success;
+    tracing::info!(
+        status = if ok { "success" } else { "failed" },
+        duration_secs = r.duration_secs.unwrap_or(0.0),
+        snapshots = %r.snapshots.join(","),
+        bytes_added = r.bytes_added,
+        error = r.error.as_deref().unwrap_or(""),
+        "job finished"
+    );
+    let finished_ts = Utc::now().timestamp();
+    ctx.update_metrics(|m| {
+        m.running = false;
+        m.last_duration_seconds = r.duration_secs;
+        m.last_bytes_added = Some(r.bytes_added);
+        m.last_success = Some(ok);
+        if ok {
+            m.last_success_timestamp_seconds = Some(finished_ts);
+        } else {
+            m.job_failures_total += 1;
+        }
+        if let Some((bytes, snaps)) = stats {
+            m.repository_bytes = Some(bytes);
+            m.snapshots = Some(snaps);
+        }
+    });
+    ctx.notifier.finished(r);
+    st.last.notified = true;
+    ctx.save(&st);
+    drop(lock);
+    Ok(JobOutcome::Finished(Box::new(st.last)))
+}
+
+/// Scheduled times in `(after, until]`, counted up to [`MAX_SKIPPED_COUNTED`].
+pub fn missed_between(schedule: &Schedule, after: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
+    let mut n = 0;
+    let mut t = after;
+    while let Some(next) = schedule.next_after(t) {
+        if next > until || n >= MAX_SKIPPED_COUNTED {
+            break;
+        }
+        n += 1;
+        t = next;
+    }
+    n
+}
+
+/// Run the job at every scheduled time, forever (a signal ends the process). `steps` makes
+/// the steps of one run.
+pub fn run_forever(
+    ctx: &JobContext,
+    schedule: &Schedule,
+    schedule_text: &str,
+    steps: &mut dyn FnMut() -> Box<dyn JobSteps>,
+) -> Result<(), DaemonError> {
+    let mut cursor = Utc::now();
+    loop {
+        let next = schedule
+            .next_after(cursor)
+            .ok_or_else(|| DaemonError::NeverDue(schedule_text.to_string()))?;
+        tracing::info!(next_run = %next.to_rfc3339(), schedule = schedule_text, "waiting");
+        loop {
+            let wait = (next - Utc::now()).to_std().unwrap_or_default();
+            if wait.is_zero() {
+                break;
+            }
+            // Sleep in slices so that a clock step is noticed.
+            std::thread::sleep(wait.min(std::time::Duration::from_secs(60)));
+        }
+        let mut job = steps();
+        run_job(ctx, job.as_mut())?;
+        let end = Utc::now();
+        let skipped = missed_between(schedule, next, end);
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "the run overran {skipped} scheduled time(s); they are skipped, not queued"
+            );
+            ctx.update_metrics(|m| m.job_skipped_total += skipped);
+        }
+        cursor = end.max(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overruns_are_counted() {
+        let s = Schedule::parse("*/10 * * * * *").unwrap();
+        let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            missed_between(&s, t("2025-01-01T00:00:00Z"), t("2025-01-01T00:00:05Z")),
+            0
+        );
+        assert_eq!(
+            missed_between(&s, t("2025-01-01T00:00:00Z"), t("2025-01-01T00:00:35Z")),
+            3
+        );
+        assert_eq!(
+            missed_between(
+                &Schedule::Every(5),
+                t("2025-01-01T00:00:00Z"),
+                t("2025-01-01T00:00:12Z")
+            ),
+            2
+        );
+    }
+
+    struct Fake {
+        fail_backup: bool,
+        calls: Vec<&'static str>,
+    }
+
+    impl JobSteps for Fake {
+        fn backup(&mut self) -> Result<StepResult, String> {
+            self.calls.push("backup");
+            if self.fail_backup {
+                return Err("repository unreadable".into());
+            }
+            Ok(StepResult::Done(StepDone {
+                detail: "snapshot abc".into(),
+                snapshots: vec!["abc".into()],
+                bytes_added: 42,
+                incomplete: None,
+            }))
+        }
+        fn forget(&mut self) -> Result<StepResult, String> {
+            self.calls.push("forget");
+            Ok(StepResult::NotConfigured("no policy".into()))
+        }
+        fn check(&mut self) -> Result<StepResult, String> {
+            self.calls.push("check");
+            Ok(StepResult::Done(StepDone::default()))
+        }
+        fn sync(&mut self) -> Result<StepResult, String> {
+            self.calls.push("sync");
+            Ok(StepResult::NotConfigured("no [sync]".into()))
+        }
+        fn repository_stats(&mut self) -> Option<(u64, u64)> {
+            Some((1000, 1))
+        }
+    }
+
+    fn context(dir: &std::path::Path) -> JobContext {
+        JobContext {
+            state_path: state::state_path(dir, "/r"),
+            repository: "/r".into(),
+            host: "h".into(),
+            notifier: Notifier::new(config::NotifyConfig::default()),
+            metrics: Default::default(),
+            textfile: Some(dir.join("coffer.prom")),
+        }
+    }
+
+    #[test]
+    fn a_failed_backup_stops_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let mut fake = Fake {
+            fail_backup: true,
+            calls: vec![],
+        };
+        let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
+            panic!("skipped");
+        };
+        assert_eq!(fake.calls, ["backup"]);
+        assert_eq!(r.status, JobStatus::Failed);
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("repository unreadable")
+        );
+        assert_eq!(r.steps[1].status, "skipped");
+        assert_eq!(ctx.metrics.lock().unwrap().job_failures_total, 1);
+        assert!(matches!(
+            state::verdict(&ctx.state_path).unwrap(),
+            state::Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn a_good_run_records_success_and_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let mut fake = Fake {
+            fail_backup: false,
+            calls: vec![],
+        };
+        let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
+            panic!("skipped");
+        };
+        assert_eq!(fake.calls, ["backup", "forget", "check", "sync"]);
+        assert_eq!(r.status, JobStatus::Success);
+        assert_eq!(r.bytes_added, 42);
+        let m = ctx.metrics.lock().unwrap().clone();
+        assert_eq!(m.snapshots, Some(1));
+        assert!(m.last_success_timestamp_seconds.is_some());
+        let text = std::fs::read_to_string(dir.path().join("coffer.prom")).unwrap();
+        assert!(text.contains("coffer_snapshots 1"), "{text}");
+    }
+
+    #[test]
+    fn a_dead_run_is_reported_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let mut dead = JobState {
+            last: JobRecord {
+                status: JobStatus::Running,
+                pid: 999_999,
+                host: "h".into(),
+                repository: "/r".into(),
+                started_at: now_rfc3339(),
+                finished_at: None,
+                duration_secs: None,
+                step: Some("prune".into()),
+                error: None,
+                snapshots: vec![],
+                bytes_added: 0,
+                steps: vec![],
+                notified: false,
+                repository_bytes: None,
+                snapshot_count: None,
+            },
+            last_success: None,
+        };
+        state::save(&ctx.state_path, &dead).unwrap();
+        assert!(matches!(
+            state::verdict(&ctx.state_path).unwrap(),
+            state::Verdict::Died(_)
+        ));
+        ctx.reconcile_at_start().unwrap();
+        assert_eq!(ctx.metrics.lock().unwrap().job_failures_total, 1);
+        dead = state::load(&ctx.state_path).unwrap().unwrap();
+        assert_eq!(dead.last.status, JobStatus::Failed);
+        assert!(dead.last.notified);
+        assert!(dead.last.error.unwrap().contains("died without finishing"));
+        // Reported once only.
+        ctx.reconcile_at_start().unwrap();
+        assert_eq!(ctx.metrics.lock().unwrap().job_failures_total, 1);
+    }
+}

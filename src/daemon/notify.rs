@@ -1,0 +1,234 @@
+//! Telling someone how a run went: webhooks (a JSON POST) and healthchecks-style pings
+//! (`<url>/start`, `<url>`, `<url>/fail`). A notification that cannot be delivered is logged
+//! and never fails the job. HTTP goes through the reqwest (rustls) already in the dependency
+//! tree, on a small current-thread runtime owned by the notifier and used only from the
+//! daemon's own (non-async) thread.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::NotifyConfig;
+use super::state::{JobRecord, JobStatus};
+
+/// Attempts per request (the first and retries), a second apart.
+const ATTEMPTS: u32 = 3;
+
+/// Which ping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ping {
+    /// Work begins.
+    Start,
+    /// The run succeeded.
+    Success,
+    /// The run failed.
+    Fail,
+}
+
+/// The JSON body posted to webhooks.
+#[derive(Clone, Debug, Serialize)]
+pub struct WebhookBody {
+    /// `success` or `failed`.
+    pub status: JobStatus,
+    /// The last snapshot written, if any.
+    pub snapshot: Option<String>,
+    /// Every snapshot written.
+    pub snapshots: Vec<String>,
+    /// Seconds.
+    pub duration_secs: f64,
+    /// Plaintext bytes of new data.
+    pub bytes_added: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The host.
+    pub host: String,
+    /// The repository.
+    pub repository: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+    /// The steps.
+    pub steps: Vec<super::state::StepRecord>,
+}
+
+impl WebhookBody {
+    /// The body that reports `r`.
+    pub fn of(r: &JobRecord) -> Self {
+        Self {
+            status: r.status,
+            snapshot: r.snapshots.last().cloned(),
+            snapshots: r.snapshots.clone(),
+            duration_secs: r.duration_secs.unwrap_or(0.0),
+            bytes_added: r.bytes_added,
+            error: r.error.clone(),
+            host: r.host.clone(),
+            repository: r.repository.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            steps: r.steps.clone(),
+        }
+    }
+}
+
+/// Sends notifications.
+pub struct Notifier {
+    config: NotifyConfig,
+    http: Option<(reqwest::Client, tokio::runtime::Runtime)>,
+}
+
+/// The URL of a ping.
+pub fn ping_url(base: &str, ping: Ping) -> String {
+    let base = base.trim_end_matches('/');
+    match ping {
+        Ping::Start => format!("{base}/start"),
+        Ping::Success => base.to_string(),
+        Ping::Fail => format!("{base}/fail"),
+    }
+}
+
+impl Notifier {
+    /// A notifier for `config`. When the HTTP client cannot be built (no TLS roots, no
+    /// runtime), that is logged and notifications are disabled: they never stop the job.
+    pub fn new(config: NotifyConfig) -> Self {
+        let http = if config.webhooks.is_empty() && config.pings.is_empty() {
+            None
+        } else {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    // The client's connector needs the runtime's context to be built.
+                    let client = {
+                        let _in_runtime = rt.enter();
+                        reqwest::Client::builder()
+                            .timeout(Duration::from_secs(config.timeout_secs))
+                            .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+                            .build()
+                    };
+                    match client {
+                        Ok(c) => Some((c, rt)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "notifications disabled: HTTP client");
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "notifications disabled: runtime");
+                    None
+                }
+            }
+        };
+        Self { config, http }
+    }
+
+    /// Whether webhooks get this outcome.
+    fn wants_webhook(&self, status: JobStatus) -> bool {
+        status == JobStatus::Failed || self.config.on_success
+    }
+
+    /// Send a ping to every ping URL; `body` is sent as text (healthchecks shows it).
+    pub fn ping(&self, ping: Ping, body: &str) {
+        for base in &self.config.pings {
+            let url = ping_url(base, ping);
+            self.post(&url, body.as_bytes().to_vec(), "text/plain; charset=utf-8");
+        }
+    }
+
+    /// Report a finished run: webhooks (on failure, or always with `on_success`) and the
+    /// success or fail ping.
+    pub fn finished(&self, r: &JobRecord) {
+        let ok = r.status == JobStatus::Success;
+        if self.wants_webhook(r.status) {
+            match serde_json::to_vec(&WebhookBody::of(r)) {
+                Ok(body) => {
+                    for url in &self.config.webhooks {
+                        self.post(url, body.clone(), "application/json");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "webhook body"),
+            }
+        }
+        let text = r.error.clone().unwrap_or_else(|| {
+            format!(
+                "snapshots {} added {} bytes in {:.1}s",
+                r.snapshots.join(","),
+                r.bytes_added,
+                r.duration_secs.unwrap_or(0.0)
+            )
+        });
+        self.ping(if ok { Ping::Success } else { Ping::Fail }, &text);
+    }
+
+    fn post(&self, url: &str, body: Vec<u8>, content_type: &str) {
+        let Some((client, rt)) = &self.http else {
+            return;
+        };
+        // reqwest sets up its timers when a request is made, not when it is polled.
+        let _in_runtime = rt.enter();
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let req = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone());
+            match rt.block_on(req.send()) {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(url = %redact(url), status = resp.status().as_u16(), "notified");
+                    return;
+                }
+                Ok(resp) => last = format!("HTTP {}", resp.status()),
+                Err(e) => {
+                    // reqwest's own message is generic; the cause (refused, timed out) is below.
+                    let mut msg = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(c) = src {
+                        msg.push_str(&format!(": {c}"));
+                        src = c.source();
+                    }
+                    last = msg;
+                }
+            }
+            if attempt < ATTEMPTS {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        tracing::error!(url = %redact(url), error = %last, attempts = ATTEMPTS, "notification failed");
+    }
+}
+
+/// A URL without its query and credentials, for logs (ping URLs carry secrets in the path
+/// only by convention of the service; tokens in queries are hidden).
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_urls() {
+        assert_eq!(ping_url("https://hc/x", Ping::Start), "https://hc/x/start");
+        assert_eq!(ping_url("https://hc/x/", Ping::Success), "https://hc/x");
+        assert_eq!(ping_url("https://hc/x", Ping::Fail), "https://hc/x/fail");
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        assert_eq!(
+            redact("https://u:p@h/hook?token=s"),
+            "https://h/hook".to_string()
+        );
+    }
+}
