@@ -1,0 +1,542 @@
+#!/usr/bin/env bash
+# coffer against restic on one corpus, end to end (issue 7). Documented in docs/performance.md.
+#
+#   scripts/bench.sh                                   # small corpus (about 200 MiB)
+#   BENCH_SIZE=full BENCH_DIR=/srv/bench scripts/bench.sh
+#
+# Environment:
+#   BENCH_SIZE        small (about 200 MiB) | full (about 1.5 GiB); default small
+#   BENCH_DIR         work directory: corpus, repositories, restores, logs, results.md;
+#                     default /tmp/coffer-bench-$BENCH_SIZE (wiped at the start of a run).
+#                     On tmpfs (/dev/shm/...) the disk is out of the measurement; that needs
+#                     about 8 x the corpus in free memory.
+#   BENCH_RUNS        runs per step, the median is reported; default 3 (at least 3 for the
+#                     numbers to mean anything)
+#   BENCH_SEED        seed of the generated data and of the next-night changes; default 1
+#   BENCH_SKIP_BUILD  1: use the existing target/release/coffer
+#   COFFER_BIN        coffer binary (default: target/release/coffer of this checkout)
+#   RESTIC            restic binary (default: restic on PATH; installed from Debian if missing)
+#
+# Each step runs under /usr/bin/time (wall, user+sys CPU, max RSS); the "bytes" of a backup
+# step are what the repository grew by (du -sb before and after). coffer and restic runs are
+# interleaved so that other load on the machine hits both alike. Both encrypt; each uses its
+# default compression (coffer: zstd level 3, restic: --compression auto).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_SIZE=${BENCH_SIZE:-small}
+BENCH_DIR=${BENCH_DIR:-/tmp/coffer-bench-$BENCH_SIZE}
+BENCH_RUNS=${BENCH_RUNS:-3}
+BENCH_SEED=${BENCH_SEED:-1}
+COFFER=${COFFER_BIN:-$ROOT/target/release/coffer}
+RESTIC=${RESTIC:-restic}
+W=$BENCH_DIR
+C=$W/corpus
+RAW=$W/raw.tsv
+META=$W/meta.tsv
+SOURCES=(src large db media)
+PASS=bench-passphrase
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+case $BENCH_SIZE in small | full) ;; *) die "BENCH_SIZE must be small or full" ;; esac
+[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+command -v python3 >/dev/null || die "python3 is needed (corpus generator and report)"
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is needed (apt-get install -y time)"
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  log "building coffer (release)"
+  (cd "$ROOT" && cargo build --release --quiet)
+fi
+[[ -x $COFFER ]] || die "no coffer binary at $COFFER"
+
+if ! command -v "$RESTIC" >/dev/null; then
+  log "installing restic from the Debian packages"
+  sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get install -y restic >/dev/null ||
+    { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y restic >/dev/null; } ||
+    die "could not install restic"
+fi
+RESTIC=$(command -v "$RESTIC")
+
+export COFFER_PASSWORD=$PASS RESTIC_PASSWORD=$PASS
+# Output goes to log files, not a terminal: no progress bars; restic's status lines rarely.
+export RESTIC_PROGRESS_FPS=0.1
+
+coffer() { # coffer ID ARGS...: the coffer command line for repository ID
+  local id=$1
+  shift
+  CMD=("$COFFER" --repo "$W/repo/coffer-$id" --cache-dir "$W/cache/coffer-$id" "$@")
+}
+restic() { # restic ID ARGS...: the restic command line for repository ID
+  local id=$1
+  shift
+  CMD=("$RESTIC" --repo "$W/repo/restic-$id" --cache-dir "$W/cache/restic-$id" "$@")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+
+size_of() { # bytes of a file or directory tree (apparent size), 0 when missing
+  if [[ -e $1 ]]; then du -sb "$1" | cut -f1; else echo 0; fi
+}
+
+# measure STEP TOOL RUN BYTES_PATH: run "${CMD[@]}" under /usr/bin/time and append a row to
+# raw.tsv; the bytes column is how much BYTES_PATH grew ("" for none).
+measure() {
+  local step=$1 tool=$2 run=$3 path=$4 before=0 after=0 out="$W/logs/$1.$2.$3"
+  if [[ -n $path ]]; then before=$(size_of "$path"); fi
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$out.time" "${CMD[@]}" >"$out.out" 2>"$out.err"; then
+    tail -n 20 "$out.err" >&2
+    die "$step ($tool, run $run) failed: ${CMD[*]}"
+  fi
+  if [[ -n $path ]]; then after=$(size_of "$path"); fi
+  local wall user sys rss
+  read -r wall user sys rss < <(tail -n 1 "$out.time")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "$tool" "$run" "$wall" \
+    "$(python3 -c "print(round($user + $sys, 2))")" "$rss" "$((after - before))" >>"$RAW"
+  log "$step $tool #$run: ${wall}s wall, ${rss} KiB peak RSS, $((after - before)) bytes"
+}
+
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+warm() { # read the corpus so that every step finds it in the page cache
+  find "$C" -type f -print0 | xargs -0 cat >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Corpus: real small files, real binaries, a database of 8 KiB pages, random media.
+
+gen_corpus() {
+  python3 - "$C" "$BENCH_SIZE" "$BENCH_SEED" <<'PY'
+import os, random, re, shutil, struct, sys
+
+out, size, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+MiB = 1 << 20
+P = {
+    "small": dict(src_files=12_000, src_bytes=96 * MiB, large=[32 * MiB, 16 * MiB],
+                  db_bytes=32 * MiB, db_seg=16 * MiB, media=[8 * MiB] * 4),
+    "full": dict(src_files=60_000, src_bytes=640 * MiB, large=[128 * MiB] * 4,
+                 db_bytes=384 * MiB, db_seg=64 * MiB, media=[32 * MiB] * 8),
+}[size]
+home = os.path.expanduser("~")
+
+def walk(root, min_size=1, max_size=None):
+    """Regular files under root in a stable order, each inode once."""
+    seen = set()
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if not os.path.isfile(p) or os.path.islink(p) or (st.st_dev, st.st_ino) in seen:
+                continue
+            if st.st_size < min_size or (max_size and st.st_size > max_size):
+                continue
+            if not os.access(p, os.R_OK):
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            yield p, st.st_size
+
+# Small files: round-robin over real source and documentation trees.
+roots = [("cargo", f"{home}/.cargo/registry/src"), ("include", "/usr/include"),
+         ("man", "/usr/share/man"), ("doc", "/usr/share/doc"),
+         ("rustup", f"{home}/.rustup/toolchains")]
+gens = [(name, root, walk(root, 1, 64 * 1024)) for name, root in roots if os.path.isdir(root)]
+files = nbytes = 0
+while gens and files < P["src_files"] and nbytes < P["src_bytes"]:
+    for g in list(gens):
+        name, root, it = g
+        try:
+            p, n = next(it)
+        except StopIteration:
+            gens.remove(g)
+            continue
+        dst = os.path.join(out, "src", name, os.path.relpath(p, root))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        try:
+            shutil.copyfile(p, dst)
+        except OSError:
+            continue
+        files += 1
+        nbytes += n
+print(f"src: {files} files, {nbytes / MiB:.1f} MiB", file=sys.stderr)
+
+# Large binaries: real libraries and executables concatenated, each source file used once.
+os.makedirs(os.path.join(out, "large"), exist_ok=True)
+def binaries():
+    while True:
+        for root in ("/usr/lib", "/usr/libexec", "/usr/bin", f"{home}/.rustup/toolchains"):
+            if os.path.isdir(root):
+                yield from walk(root, 64 * 1024)
+        print("large: ran out of distinct binaries, reusing them", file=sys.stderr)
+bins = binaries()
+for i, want in enumerate(P["large"]):
+    with open(os.path.join(out, "large", f"image-{i}.bin"), "wb") as f:
+        left = want
+        while left:
+            p, _ = next(bins)
+            try:
+                with open(p, "rb") as src:
+                    data = src.read(left)
+            except OSError:
+                continue
+            f.write(data)
+            left -= len(data)
+
+# Database: segment files of 8 KiB pages, records of words and numbers, free space zeroed.
+rng = random.Random(seed)
+# A vocabulary from the documentation copied above (deterministic: walk order).
+vocab = set()
+for d, dirs, fs in os.walk(os.path.join(out, "src")):
+    dirs.sort()
+    for f in sorted(fs):
+        with open(os.path.join(d, f), "rb") as fh:
+            vocab.update(re.findall(rb"[A-Za-z]{3,14}", fh.read(65536)))
+    if len(vocab) > 20_000:
+        break
+words = sorted(w.decode() for w in vocab) or ["order", "customer", "invoice", "paid"]
+pool = []
+for _ in range(65536):
+    text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12))).encode()
+    pool.append(struct.pack("<IIdH", rng.getrandbits(32), rng.getrandbits(16),
+                            rng.random() * 1e4, len(text)) + text)
+
+def page(lsn):
+    buf = bytearray(8192)
+    upper, items, fill = 8192, [], rng.uniform(0.55, 0.95)
+    while upper > 8192 * (1 - fill) + 64:
+        rec = struct.pack("<Q", rng.getrandbits(48)) + pool[rng.getrandbits(16)]
+        if upper - len(rec) < 24 + 4 * (len(items) + 1):
+            break
+        upper -= len(rec)
+        buf[upper:upper + len(rec)] = rec
+        items.append(upper)
+    lower = 24 + 4 * len(items)
+    buf[0:24] = struct.pack("<QIHHHHI", lsn, rng.getrandbits(32), lower, upper, 8192, 4, 0)
+    for k, off in enumerate(items):
+        buf[24 + 4 * k:28 + 4 * k] = struct.pack("<I", off)
+    return bytes(buf)
+
+os.makedirs(os.path.join(out, "db"), exist_ok=True)
+pages_per_seg = P["db_seg"] // 8192
+for s in range(P["db_bytes"] // P["db_seg"]):
+    with open(os.path.join(out, "db", f"segment.{s:03}"), "wb") as f:
+        f.write(b"".join(page(1) for _ in range(pages_per_seg)))
+
+# Media: incompressible.
+os.makedirs(os.path.join(out, "media"), exist_ok=True)
+mrng = random.Random(seed + 1)
+for i, n in enumerate(P["media"]):
+    with open(os.path.join(out, "media", f"clip-{i}.mp4"), "wb") as f:
+        for _ in range(n // MiB):
+            f.write(mrng.randbytes(MiB))
+PY
+}
+
+# The next night: 3 % of the database pages rewritten at random and 1 % appended, 0.5 % of the
+# small files edited, one new media file.
+next_night() {
+  python3 - "$C" "$BENCH_SIZE" "$BENCH_SEED" <<'PY'
+import os, random, struct, sys
+
+out, size, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(seed + 100)
+db = os.path.join(out, "db")
+segs = sorted(os.listdir(db))
+pages = [(s, i) for s in segs for i in range(os.path.getsize(os.path.join(db, s)) // 8192)]
+changed = rng.sample(pages, len(pages) * 3 // 100)
+def page():
+    n = rng.randint(4000, 7800)
+    body = " ".join(str(rng.getrandbits(40)) for _ in range(n // 8)).encode()[:n]
+    return (struct.pack("<QI", 2, rng.getrandbits(32)) + body).ljust(8192, b"\0")
+by_seg = {}
+for s, i in changed:
+    by_seg.setdefault(s, []).append(i)
+for s, idx in by_seg.items():
+    with open(os.path.join(db, s), "r+b") as f:
+        for i in sorted(idx):
+            f.seek(i * 8192)
+            f.write(page())
+with open(os.path.join(db, segs[-1]), "ab") as f:
+    for _ in range(len(pages) // 100):
+        f.write(page())
+small = []
+for d, dirs, files in os.walk(os.path.join(out, "src")):
+    dirs.sort()
+    small += [os.path.join(d, f) for f in sorted(files)]
+for p in rng.sample(small, max(1, len(small) // 200)):
+    with open(p, "ab") as f:
+        f.write(b"\n# edited the next night\n")
+n = (4 if size == "small" else 16) << 20
+with open(os.path.join(out, "media", "clip-new.mp4"), "wb") as f:
+    f.write(rng.randbytes(n))
+print(f"next night: {len(changed)} of {len(pages)} pages rewritten, {len(pages) // 100} "
+      f"appended, {max(1, len(small) // 200)} small files edited, {n >> 20} MiB new media",
+      file=sys.stderr)
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# Run
+
+log "work directory $W (BENCH_SIZE=$BENCH_SIZE, BENCH_RUNS=$BENCH_RUNS)"
+rm -rf "$W"
+mkdir -p "$W/logs" "$W/repo" "$W/cache" "$W/restore"
+: >"$RAW"
+: >"$META"
+meta size "$BENCH_SIZE"
+meta runs "$BENCH_RUNS"
+meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+meta cores "$(nproc)"
+meta memory "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+meta kernel "$(uname -r)"
+meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+meta restic "$("$RESTIC" version | head -n1)"
+
+log "generating the corpus"
+gen_corpus
+meta corpus_bytes "$(size_of "$C")"
+meta corpus_files "$(find "$C" -type f | wc -l)"
+for s in "${SOURCES[@]}"; do meta "corpus_$s" "$(size_of "$C/$s")"; done
+
+COFFER_SOURCES=()
+RESTIC_SOURCES=()
+for s in "${SOURCES[@]}"; do
+  COFFER_SOURCES+=("$s=$C/$s")
+  RESTIC_SOURCES+=("$C/$s")
+done
+
+warm
+# shellcheck disable=SC2016 # $1 is bash -c's argument
+CMD=(bash -c 'find "$1" -type f -print0 | xargs -0 cat >/dev/null' _ "$C")
+measure read-corpus cat 1 ""
+
+log "initial backup (a fresh repository per run)"
+for r in $(seq "$BENCH_RUNS"); do
+  coffer "$r" init
+  "${CMD[@]}" >/dev/null
+  coffer "$r" --json backup "${COFFER_SOURCES[@]}"
+  measure initial coffer "$r" "$W/repo/coffer-$r"
+  restic "$r" init
+  "${CMD[@]}" >/dev/null 2>&1
+  restic "$r" backup --compression auto "${RESTIC_SOURCES[@]}"
+  measure initial restic "$r" "$W/repo/restic-$r"
+done
+meta repo_coffer "$(size_of "$W/repo/coffer-1")"
+meta repo_restic "$(size_of "$W/repo/restic-1")"
+
+log "no-change backup"
+for r in $(seq "$BENCH_RUNS"); do
+  coffer "$r" --json backup "${COFFER_SOURCES[@]}"
+  measure no-change coffer "$r" "$W/repo/coffer-$r"
+  restic "$r" backup --compression auto "${RESTIC_SOURCES[@]}"
+  measure no-change restic "$r" "$W/repo/restic-$r"
+done
+
+log "snapshots (key derivation and listing: the floor under every command)"
+for r in $(seq "$BENCH_RUNS"); do
+  coffer "$r" snapshots
+  measure snapshots coffer "$r" ""
+  restic "$r" snapshots
+  measure snapshots restic "$r" ""
+done
+
+log "next night"
+next_night
+meta corpus_bytes_next "$(size_of "$C")"
+warm
+for r in $(seq "$BENCH_RUNS"); do
+  coffer "$r" --json backup "${COFFER_SOURCES[@]}"
+  measure next-night coffer "$r" "$W/repo/coffer-$r"
+  restic "$r" backup --compression auto "${RESTIC_SOURCES[@]}"
+  measure next-night restic "$r" "$W/repo/restic-$r"
+done
+
+log "full restore"
+for r in $(seq "$BENCH_RUNS"); do
+  for tool in coffer restic; do
+    rm -rf "$W/restore/$tool"
+    if [[ $tool == coffer ]]; then
+      coffer 1 --json restore --snapshot latest --target "$W/restore/$tool"
+    else
+      restic 1 restore latest --target "$W/restore/$tool"
+    fi
+    measure restore-full "$tool" "$r" "$W/restore/$tool"
+  done
+done
+# The restores must be the corpus, byte for byte.
+for s in "${SOURCES[@]}"; do
+  diff -r "$C/$s" "$W/restore/coffer/$s" >/dev/null || die "coffer's restore of $s differs"
+  diff -r "$C/$s" "$W/restore/restic$C/$s" >/dev/null || die "restic's restore of $s differs"
+done
+meta restore_verified yes
+
+log "restore of one source (src)"
+for r in $(seq "$BENCH_RUNS"); do
+  for tool in coffer restic; do
+    rm -rf "$W/restore/$tool"
+    if [[ $tool == coffer ]]; then
+      coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" --path src/
+    else
+      restic 1 restore latest --target "$W/restore/$tool" --include "$C/src"
+    fi
+    measure restore-path "$tool" "$r" "$W/restore/$tool"
+  done
+done
+rm -rf "$W/restore"
+
+log "check --read-data"
+for r in $(seq "$BENCH_RUNS"); do
+  coffer 1 --json check --read-data
+  measure check coffer "$r" ""
+  restic 1 check --read-data
+  measure check restic "$r" ""
+done
+
+log "export against tar czf"
+for r in $(seq "$BENCH_RUNS"); do
+  rm -f "$W/export.tar.gz" "$W/tar.tar.gz"
+  coffer 1 export --snapshot latest --output "$W/export.tar.gz"
+  measure export coffer "$r" "$W/export.tar.gz"
+  CMD=(tar czf "$W/tar.tar.gz" -C "$C" "${SOURCES[@]}")
+  measure export tar "$r" "$W/tar.tar.gz"
+done
+rm -f "$W/export.tar.gz" "$W/tar.tar.gz"
+meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+python3 - "$RAW" "$META" "$ROOT/target/criterion" >"$W/results.md" <<'PY'
+import json, os, statistics, sys
+
+raw, meta_path, crit = sys.argv[1:4]
+meta = dict(l.rstrip("\n").split("\t", 1) for l in open(meta_path) if "\t" in l)
+rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
+MiB = 1 << 20
+
+def med(step, tool, col):
+    v = [float(r[col]) for r in rows if r[0] == step and r[1] == tool]
+    return statistics.median(v) if v else None
+
+def fmt_bytes(b):
+    if b is None:
+        return "-"
+    return f"{b / MiB:,.1f} MiB" if abs(b) >= MiB else f"{b / 1024:,.1f} KiB"
+
+def ratio(a, b, digits=2):
+    return f"{a / b:.{digits}f}" if a is not None and b else "-"
+
+out = []
+p = out.append
+size = int(meta["corpus_bytes"])
+p(f"# coffer vs restic, BENCH_SIZE={meta['size']}\n")
+p(f"- machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory']}, Linux {meta['kernel']}")
+p(f"- load average at start / end: {meta['load_start']} / {meta['load_end']}")
+p(f"- coffer {meta['coffer']}; {meta['restic']}; {meta['date']}")
+p(f"- corpus: {meta['corpus_files']} files, {fmt_bytes(size)} ("
+  + ", ".join(f"{s} {fmt_bytes(int(meta['corpus_' + s]))}" for s in ("src", "large", "db", "media"))
+  + f"); after the next night {fmt_bytes(int(meta['corpus_bytes_next']))}")
+p(f"- median of {meta['runs']} runs per step; restores verified byte for byte: "
+  f"{meta.get('restore_verified', 'no')}")
+rd = med("read-corpus", "cat", 3)
+p(f"- reading the corpus from the page cache (`cat`): {rd:.2f} s, "
+  f"{size / MiB / rd:,.0f} MiB/s\n")
+
+STEPS = [
+    ("initial", "initial backup", "repository growth"),
+    ("no-change", "no-change backup", "repository growth"),
+    ("snapshots", "`snapshots` (unlock the key, list): the floor under every command", None),
+    ("next-night", "next-night backup", "repository growth"),
+    ("restore-full", "full restore", "bytes restored"),
+    ("restore-path", "restore of one source (`src`)", "bytes restored"),
+    ("check", "check --read-data", None),
+    ("export", "export vs `tar czf`", "archive size"),
+]
+res = {}
+for step, title, bytes_label in STEPS:
+    other = "tar" if step == "export" else "restic"
+    p(f"## {title}\n")
+    p(f"| | wall s | CPU s (user+sys) | peak RSS MiB | {bytes_label or 'bytes'} |")
+    p("|---|---:|---:|---:|---:|")
+    m = {}
+    for tool in ("coffer", other):
+        w, c, r, b = (med(step, tool, k) for k in (3, 4, 5, 6))
+        m[tool] = (w, c, r / 1024 if r is not None else None, b)
+        p(f"| {tool} | {w:.2f} | {c:.2f} | {m[tool][2]:.0f} | "
+          f"{fmt_bytes(b) if bytes_label else '-'} |")
+    a, o = m["coffer"], m[other]
+    p(f"| **coffer/{other}** | **{ratio(a[0], o[0])}** | {ratio(a[1], o[1])} | "
+      f"**{ratio(a[2], o[2])}** | {ratio(a[3], o[3], 3) if bytes_label else '-'} |\n")
+    res[step] = m
+
+def target(name, value, limit, ok):
+    return f"| {name} | {value} | {limit} | {'met' if ok else '**missed**'} |"
+
+def wall_ratio(step, other="restic"):
+    return res[step]["coffer"][0] / res[step][other][0]
+
+p("## Targets of issue 7\n")
+p("| target | measured | goal | |")
+p("|---|---:|---:|---|")
+for step, goal in (("initial", 0.5), ("no-change", 0.33), ("next-night", 0.5),
+                   ("restore-full", 0.5), ("restore-path", 0.5), ("check", 0.5)):
+    r = wall_ratio(step)
+    p(target(f"{step}: wall coffer/restic", f"{r:.2f}", f"<= {goal}", r <= goal))
+nb = res["next-night"]
+r = nb["coffer"][3] / nb["restic"][3] if nb["restic"][3] else float("inf")
+p(target("next-night: bytes added coffer/restic", f"{r:.3f}", "<= 1", r <= 1))
+for step in ("initial", "no-change", "next-night", "restore-full", "restore-path", "check"):
+    r = res[step]["coffer"][2] / res[step]["restic"][2]
+    p(target(f"{step}: peak RSS coffer/restic", f"{r:.2f}", "<= 0.5", r <= 0.5))
+r = int(meta["repo_coffer"]) / int(meta["repo_restic"])
+p(target("repository size after the initial backup, coffer/restic", f"{r:.3f}", "<= 1", r <= 1))
+r = wall_ratio("export", "tar")
+p(target("export: wall coffer/`tar czf`", f"{r:.2f}", "<= 1", r <= 1))
+
+# Near the limit: the criterion stage benches (cargo bench --bench stages), when present.
+def crit_rate(group, bench):
+    d = os.path.join(crit, group, bench, "new")
+    try:
+        est = json.load(open(os.path.join(d, "estimates.json")))
+        thr = json.load(open(os.path.join(d, "benchmark.json")))["throughput"]["Bytes"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return thr / (est["mean"]["point_estimate"] / 1e9) / MiB
+
+rate = size / MiB / res["initial"]["coffer"][0]
+stages = [(g, b, crit_rate(g, b)) for g in ("chunk", "blob_id", "zstd_l3", "zstd_l1", "seal",
+                                          "pipeline_1thread", "pipeline_rayon")
+          for b in ("text", "random")]
+pipe = crit_rate("pipeline_rayon", "text")
+if pipe:
+    limit = min(pipe, size / MiB / rd)
+    p(target("initial backup rate / min(2-core pipeline rate (text), read rate)",
+             f"{rate:,.0f} MiB/s = {rate / limit:.0%}", ">= 75 %", rate >= 0.75 * limit))
+    p("\n## Per-core stage rates (criterion, `cargo bench --bench stages`, MiB/s of input)\n")
+    p("| stage | text | random |")
+    p("|---|---:|---:|")
+    for g in dict.fromkeys(g for g, _, _ in stages):
+        t, rnd = (next(x for gg, b, x in stages if gg == g and b == k) for k in ("text", "random"))
+        p(f"| {g} | {t or 0:,.0f} | {rnd or 0:,.0f} |")
+else:
+    p(f"| initial backup rate vs 75 % of the 2-core pipeline rate | {rate:,.0f} MiB/s | "
+      "needs `cargo bench --bench stages` first | not measured |")
+print("\n".join(out))
+PY
+cat "$W/results.md"
+log "results in $W/results.md, raw numbers in $RAW, logs in $W/logs"
