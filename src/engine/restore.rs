@@ -214,13 +214,18 @@ pub fn restore(
         for c in &comps {
             dest.push(c);
         }
-        if let Some(parent) = dest.parent()
-            && !comps.is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| EngineError::Io {
-                path: parent.display().to_string(),
-                source: e,
-            })?;
+        if !comps.is_empty() {
+            // Create the ancestors one by one, never through a symlink: a symlink left in the
+            // target (by an earlier restore of a hostile snapshot, say) must not carry this
+            // restore outside the target.
+            let mut at = opts.target.clone();
+            for c in &comps[..comps.len() - 1] {
+                at.push(c);
+                write::create_dir(&at).map_err(|e| EngineError::Io {
+                    path: at.display().to_string(),
+                    source: e,
+                })?;
+            }
         }
         r.plan(&dest, &node, &mut plan, &mut links)?;
     }
