@@ -56,20 +56,47 @@ fn timed(env: &Env, args: &[&str]) -> Duration {
     t.elapsed()
 }
 
-/// Start, wait `after`, SIGKILL (if still running). True when it was killed mid-way.
-fn kill_after(mut c: Command, after: Duration) -> bool {
-    let mut child = c.spawn().unwrap();
-    let deadline = Instant::now() + after;
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            return false;
+/// Kill moments for one command, spread over its duration. The duration is learnt: a run
+/// that finishes before its kill moment tells how long a whole run takes, so the window
+/// shrinks to it on a fast machine and stays wide on a slow one.
+struct Killer {
+    rng: Rng,
+    window: Duration,
+    killed: usize,
+}
+
+impl Killer {
+    fn new(seed: u64, first_guess: Duration) -> Self {
+        Self {
+            rng: Rng(seed),
+            window: first_guess,
+            killed: 0,
         }
-        if Instant::now() >= deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return true;
+    }
+
+    /// Start the command, SIGKILL it at a random moment of the window (if still running).
+    fn run(&mut self, mut c: Command) {
+        let micros = self.window.as_micros() as u64 * 11 / 10;
+        let after = Duration::from_micros(self.rng.below(micros.max(1)));
+        let start = Instant::now();
+        let mut child = c.spawn().unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                // It finished first: a whole run is this long.
+                self.window = start.elapsed();
+                return;
+            }
+            if start.elapsed() >= after {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                self.killed += 1;
+                // Widen a little, so moments late in a run get their turn even when the
+                // first guess was short.
+                self.window = self.window * 21 / 20;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -136,24 +163,20 @@ fn backup_killed_anywhere_loses_nothing() {
     assert_trees_equal(&src, &base);
     fill(&src, 2, 40);
     let d = timed(&env, &["backup", "--force", src.to_str().unwrap()]);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut killed = 0;
+    let mut killer = Killer::new(0x9e37_79b9_7f4a_7c15, d);
     for k in 0..kills() {
         fill(&src, 3 + k as u64, 40);
-        let after = Duration::from_micros(rng.below(d.as_micros() as u64 * 6 / 5));
-        killed += kill_after(
-            coffer(&env, PASSWORD, &["backup", src.to_str().unwrap()]),
-            after,
-        ) as usize;
-        check_ok(&env, &format!("backup kill {k} at {after:?}"));
+        killer.run(coffer(&env, PASSWORD, &["backup", src.to_str().unwrap()]));
+        check_ok(&env, &format!("backup kill {k}"));
         assert!(snapshot_ids(&env).contains(&first));
         if k % 10 == 0 {
             restore_equals(&env, &first, &base, "src");
         }
     }
     assert!(
-        killed >= kills() / 2,
-        "only {killed} runs were killed mid-way"
+        killer.killed >= kills() / 2,
+        "only {} runs were killed mid-way",
+        killer.killed
     );
     env.backup_json(&[src.to_str().unwrap()]);
     let latest = snapshot_ids(&env).last().unwrap().clone();
@@ -165,8 +188,8 @@ fn backup_killed_anywhere_loses_nothing() {
 fn prune_and_forget_killed_anywhere_keep_kept_snapshots() {
     let env = Env::init();
     let src = env.path("src");
-    let mut rng = Rng(0x1234_5678_9abc_def1);
-    let mut killed = 0;
+    let mut forgets = Killer::new(0x1234_5678_9abc_def1, Duration::from_millis(1500));
+    let mut prunes = Killer::new(0x0fed_cba9_8765_4321, Duration::from_millis(1000));
     for k in 0..kills() {
         // Two new nights per round so there is always something to forget and prune.
         for night in 0..2 {
@@ -174,17 +197,13 @@ fn prune_and_forget_killed_anywhere_keep_kept_snapshots() {
             env.backup_json(&[src.to_str().unwrap()]);
         }
         let newest = snapshot_ids(&env).last().unwrap().clone();
-        let (cmd, d): (&[&str], Duration) = if k % 2 == 0 {
-            let args: &[&str] = &["forget", "--keep-last", "1", "--prune"];
-            // Measure on a copy would cost a lot; use a generous bound instead.
-            (args, Duration::from_millis(1500))
+        let (cmd, killer): (&[&str], &mut Killer) = if k % 2 == 0 {
+            (&["forget", "--keep-last", "1", "--prune"], &mut forgets)
         } else {
-            let args: &[&str] = &["prune", "--max-unused", "0"];
-            (args, Duration::from_millis(1000))
+            (&["prune", "--max-unused", "0"], &mut prunes)
         };
-        let after = Duration::from_micros(rng.below(d.as_micros() as u64));
-        killed += kill_after(coffer(&env, PASSWORD, cmd), after) as usize;
-        check_ok(&env, &format!("{cmd:?} kill {k} at {after:?}"));
+        killer.run(coffer(&env, PASSWORD, cmd));
+        check_ok(&env, &format!("{cmd:?} kill {k}"));
         let ids = snapshot_ids(&env);
         assert!(ids.contains(&newest), "the kept snapshot is gone");
         if k % 10 == 0 {
@@ -195,8 +214,9 @@ fn prune_and_forget_killed_anywhere_keep_kept_snapshots() {
         out.success();
     }
     assert!(
-        killed >= kills() / 4,
-        "only {killed} runs were killed mid-way"
+        forgets.killed + prunes.killed >= kills() / 2,
+        "only {} runs were killed mid-way",
+        forgets.killed + prunes.killed
     );
     env.run(["check", "--read-data"]).success();
     let newest = snapshot_ids(&env).last().unwrap().clone();
@@ -218,17 +238,16 @@ fn sync_and_passphrase_change_killed_anywhere() {
         env.repo.to_str().unwrap(),
     ])
     .success();
-    let mut rng = Rng(0xdead_beef_cafe_f00d);
-    let mut killed = 0;
+    let mut syncs = Killer::new(0xdead_beef_cafe_f00d, Duration::from_millis(800));
     for k in 0..kills() {
         fill(&src, 600 + k as u64, 30);
         env.backup_json(&[src.to_str().unwrap()]);
         // Sync, killed somewhere.
-        let after = Duration::from_micros(rng.below(800_000));
-        killed += kill_after(
-            coffer(&env, PASSWORD, &["sync", "--to", target.to_str().unwrap()]),
-            after,
-        ) as usize;
+        syncs.run(coffer(
+            &env,
+            PASSWORD,
+            &["sync", "--to", target.to_str().unwrap()],
+        ));
         // The mirror is consistent and the next sync completes it.
         let mut c = coffer(&env, PASSWORD, &["check"]);
         c.env("COFFER_REPO", &target);
@@ -239,8 +258,9 @@ fn sync_and_passphrase_change_killed_anywhere() {
         assert!(st.success(), "sync after kill {k}");
     }
     assert!(
-        killed >= kills() / 3,
-        "only {killed} syncs were killed mid-way"
+        syncs.killed >= kills() / 2,
+        "only {} syncs were killed mid-way",
+        syncs.killed
     );
     let latest = snapshot_ids(&env).last().unwrap().clone();
     let out = env.path("from-mirror");
@@ -265,13 +285,12 @@ fn sync_and_passphrase_change_killed_anywhere() {
     // snapshots are all there.
     let count = snapshot_ids(&env).len();
     let mut current = PASSWORD.to_string();
-    let mut killed = 0;
+    let mut changes = Killer::new(0x5eed_0fc0_ffee, Duration::from_millis(1500));
     for k in 0..kills() {
         let new = format!("pass-{k}");
         let mut c = coffer(&env, &current, &["key", "passwd"]);
         c.env("COFFER_NEW_PASSWORD", &new);
-        let after = Duration::from_micros(rng.below(1_500_000));
-        killed += kill_after(c, after) as usize;
+        changes.run(c);
         let opens = |pw: &str| {
             coffer(&env, pw, &["key", "list"])
                 .status()
@@ -288,8 +307,9 @@ fn sync_and_passphrase_change_killed_anywhere() {
         }
     }
     assert!(
-        killed >= kills() / 3,
-        "only {killed} passphrase changes were killed mid-way"
+        changes.killed >= kills() / 2,
+        "only {} passphrase changes were killed mid-way",
+        changes.killed
     );
     assert_eq!(snapshot_ids_with(&env, &current).len(), count);
 }
