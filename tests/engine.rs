@@ -1,6 +1,8 @@
 //! Component tests of the engine through the library API: backup/restore identity over
 //! generated trees, and a crash matrix where storage fails after k writes for every k.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use coffer::engine::restore::{RestoreOptions, restore};
 use coffer::format::config::ChunkerParams;
 use coffer::repo::{InitOptions, Repository};
 use coffer::storage::{FaultStore, LocalStore, ObjectStore, OpendalStore};
+use common::copy_dir;
 use proptest::prelude::*;
 
 fn opts() -> InitOptions {
@@ -324,19 +327,6 @@ fn crash_matrix_every_write_of_a_backup() {
     )
     .unwrap();
     assert_same_tree(&src, &out.join("data"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Two backups of the same data dedupe: the second adds no data blobs, even when the file

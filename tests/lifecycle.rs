@@ -14,7 +14,7 @@ use coffer::engine::prune::{PruneOptions, prune};
 use coffer::engine::restore::{RestoreOptions, restore};
 use coffer::repo::{InitOptions, Repository};
 use coffer::storage::{FaultStore, LocalStore, ObjectStore};
-use common::{Env, assert_trees_equal, dir_size, pseudo_random};
+use common::{Env, assert_trees_equal, copy_dir, dir_size, pseudo_random};
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -408,19 +408,6 @@ fn prune_crash_at_every_write_keeps_kept_snapshots() {
         crashes + 2 >= total,
         "only {crashes} of {total} crash points failed"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

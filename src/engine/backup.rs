@@ -577,7 +577,7 @@ pub fn backup_pass(
     let snapshot = Snapshot {
         time_ns: time.timestamp_nanos_opt().unwrap_or(0),
         host: opts.host.clone(),
-        username: username(),
+        username: super::username(),
         tags: opts.tags.clone(),
         parent: parent.as_ref().map(|(id, _)| *id),
         tree: root,
@@ -621,10 +621,4 @@ pub fn backup_pass(
         warnings,
         tree: root.to_hex(),
     })
-}
-
-fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string())
 }
