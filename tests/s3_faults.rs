@@ -128,6 +128,30 @@ fn transient_failures_are_retried_without_data_loss() {
 }
 
 #[test]
+fn stalled_requests_are_cut_by_the_timeout_and_retried() {
+    let s = server();
+    // One request in six fails, and one fault in five is a stall: the server does the work
+    // but the answer is held back far longer than the repository's 2 s timeout allows.
+    let proxy = FaultProxy::start(&s.endpoint, 16, 0x5eed_5a11);
+    proxy.stall_for(std::time::Duration::from_secs(8));
+    let env = Env::new();
+    let url = format!("{}&timeout=2", s.url_at("stalls", &proxy.endpoint()));
+    let src = env.path("src");
+    make_source(&src, 3, 20);
+
+    run(&env, s, ["init", "--repo", &url]).success();
+    json_ok(&env, s, &["backup", "--json", "--repo", &url, "src"]);
+    restore_equals(&env, s, &url, "latest", &src, "restored");
+    check_read_data(&env, s, &url);
+    let c = proxy.counts();
+    eprintln!("fault proxy: {c:?}");
+    assert!(c.stalled > 0, "no request was stalled: {c:?}");
+
+    let url = direct(&url, &proxy, s);
+    check_read_data(&env, s, &url);
+}
+
+#[test]
 fn an_outage_stops_with_one_line_and_leaves_the_repository_consistent() {
     let s = server();
     let proxy = FaultProxy::start(&s.endpoint, 0, 7);

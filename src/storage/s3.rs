@@ -29,10 +29,9 @@ pub const DEFAULT_RETRIES: usize = 8;
 pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// Longest delay between two retries.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
-/// Time limit of one non-streaming request (stat, list page, delete, small write).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time limit of one read or write step of a streaming transfer.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time limit of one read or write step of a streaming transfer (`timeout=`); one
+/// whole non-streaming request (stat, list page, delete, small write) gets twice as long.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Objects of at least this size are uploaded in parts (S3 multipart upload).
 pub const MULTIPART_MIN_BYTES: usize = 16 << 20;
 /// Size of one part of a multipart upload (S3 needs at least 5 MiB).
@@ -69,6 +68,9 @@ pub struct S3Location {
     pub connections: usize,
     /// Retries of a transient failure.
     pub retries: usize,
+    /// Time limit of one streaming read or write step; a whole request gets twice as long.
+    /// A request that stalls longer is cut and retried.
+    pub io_timeout: Duration,
 }
 
 /// Access key pair (and session token) for request signing.
@@ -190,6 +192,7 @@ impl S3Location {
         let mut profile = None;
         let mut connections = None;
         let mut retries = None;
+        let mut timeout = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = percent_decode(v)?;
@@ -202,10 +205,12 @@ impl S3Location {
                 "profile" => profile = Some(v),
                 "connections" => connections = Some(parse_count(k, &v, 1, 256)?),
                 "retries" => retries = Some(parse_count(k, &v, 0, 100)?),
+                "timeout" => timeout = Some(parse_count(k, &v, 1, 3600)?),
                 _ => {
                     return Err(config_err(format!(
                         "unknown setting {k:?} in the repository URL (known: endpoint, region, \
-                         path_style, virtual_host, credentials_file, profile, connections, retries)"
+                         path_style, virtual_host, credentials_file, profile, connections, retries, \
+                         timeout)"
                     )));
                 }
             }
@@ -241,6 +246,15 @@ impl S3Location {
                 None => DEFAULT_RETRIES,
             },
         };
+        let io_timeout = match timeout {
+            Some(n) => Duration::from_secs(n as u64),
+            None => match env("COFFER_S3_TIMEOUT") {
+                Some(v) => {
+                    Duration::from_secs(parse_count("COFFER_S3_TIMEOUT", &v, 1, 3600)? as u64)
+                }
+                None => DEFAULT_IO_TIMEOUT,
+            },
+        };
         Ok(Self {
             bucket: bucket.to_string(),
             prefix,
@@ -254,6 +268,7 @@ impl S3Location {
                 .unwrap_or_else(|| "default".into()),
             connections,
             retries,
+            io_timeout,
         })
     }
 
@@ -452,8 +467,8 @@ impl S3Store {
             // Timeouts inside retries: a request that hangs is cut and tried again.
             .layer(
                 TimeoutLayer::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_io_timeout(IO_TIMEOUT),
+                    .with_timeout(loc.io_timeout * 2)
+                    .with_io_timeout(loc.io_timeout),
             )
             .layer(
                 RetryLayer::new()
@@ -528,6 +543,7 @@ mod tests {
         assert!(!l.path_style);
         assert_eq!(l.connections, 4);
         assert_eq!(l.retries, DEFAULT_RETRIES);
+        assert_eq!(l.io_timeout, DEFAULT_IO_TIMEOUT);
         assert_eq!(
             l.describe(),
             "s3://backups/host-1/repo at https://fsn1.your-objectstorage.com"
@@ -540,8 +556,13 @@ mod tests {
             ("COFFER_S3_ENDPOINT", "http://127.0.0.1:9000/"),
             ("COFFER_S3_REGION", "nbg1"),
             ("COFFER_S3_RETRIES", "0"),
+            ("COFFER_S3_TIMEOUT", "5"),
         ]);
         let l = S3Location::parse("s3://bkt", &e).unwrap();
+        assert_eq!(l.io_timeout, Duration::from_secs(5));
+        let l2 = S3Location::parse("s3://bkt?timeout=2", &e).unwrap();
+        assert_eq!(l2.io_timeout, Duration::from_secs(2));
+        assert!(S3Location::parse("s3://bkt?timeout=0", &e).is_err());
         assert_eq!(l.prefix, "");
         assert_eq!(l.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(l.region, "nbg1");

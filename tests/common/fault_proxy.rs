@@ -3,7 +3,8 @@
 //! Each request is forwarded to the server, or, for a configurable share of requests
 //! (rotating through the kinds of [`Fault`]), answered `503 SlowDown` or `500 InternalError`
 //! by the proxy itself, dropped unanswered, or forwarded and then cut in the middle of the
-//! answer (so the server did the work but the client never learns it). Plain std: a listener
+//! answer (so the server did the work but the client never learns it), or, when stalls are
+//! on, forwarded and then held unanswered until the client's timeout has to cut it. Plain std: a listener
 //! thread and one thread per client connection; each forwarded request uses a fresh
 //! connection to the server (`Connection: close`), while the client side keeps alive
 //! whenever the answer's framing allows it.
@@ -25,13 +26,17 @@ pub enum Fault {
     Drop,
     /// Forwarded, then the answer is cut half-way and the connection closed.
     CutAnswer,
+    /// Forwarded, then nothing is sent back for the stall time (only with
+    /// [`FaultProxy::stall_for`]): a hung server the client must time out.
+    Stall,
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 5] = [
     Fault::SlowDown,
     Fault::Internal,
     Fault::Drop,
     Fault::CutAnswer,
+    Fault::Stall,
 ];
 
 /// What the proxy has done so far.
@@ -49,12 +54,14 @@ pub struct ProxyCounts {
     pub dropped: u64,
     /// Answers cut half-way (the server did the work).
     pub cut: u64,
+    /// Requests held unanswered for the stall time (the server did the work).
+    pub stalled: u64,
 }
 
 impl ProxyCounts {
     /// Every injected fault.
     pub fn faults(&self) -> u64 {
-        self.slow_down + self.internal + self.dropped + self.cut
+        self.slow_down + self.internal + self.dropped + self.cut + self.stalled
     }
 }
 
@@ -74,6 +81,9 @@ struct Shared {
     internal: AtomicU64,
     dropped: AtomicU64,
     cut: AtomicU64,
+    stalled: AtomicU64,
+    /// How long a stalled request is held, in milliseconds (0: no stalls).
+    stall_ms: AtomicU64,
 }
 
 impl Shared {
@@ -113,7 +123,12 @@ impl Shared {
             }
         }
         if self.outage() || self.draw() < share {
-            Some(FAULTS[(n % FAULTS.len() as u64) as usize])
+            let kinds = if self.stall_ms.load(Ordering::SeqCst) > 0 {
+                FAULTS.len()
+            } else {
+                FAULTS.len() - 1
+            } as u64;
+            Some(FAULTS[(n % kinds) as usize])
         } else {
             None
         }
@@ -170,6 +185,14 @@ impl FaultProxy {
             .store(u64::from(percent.min(100)) * 10, Ordering::SeqCst);
     }
 
+    /// Add stalls to the rotation of faults: the request is forwarded, then its answer is
+    /// held back for `d` and the connection closed.
+    pub fn stall_for(&self, d: Duration) {
+        self.shared
+            .stall_ms
+            .store(d.as_millis().max(1) as u64, Ordering::SeqCst);
+    }
+
     /// Forward `n` more `PUT` requests (as the share allows), then fail every request: an
     /// outage in the middle of an upload.
     pub fn outage_after_puts(&self, n: u64) {
@@ -197,6 +220,7 @@ impl FaultProxy {
             internal: s.internal.load(Ordering::SeqCst),
             dropped: s.dropped.load(Ordering::SeqCst),
             cut: s.cut.load(Ordering::SeqCst),
+            stalled: s.stalled.load(Ordering::SeqCst),
         }
     }
 }
@@ -387,7 +411,7 @@ fn serve(client: TcpStream, upstream: &str, shared: &Shared) {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
                 break;
             }
-            Some(Fault::CutAnswer) | None => {
+            Some(Fault::CutAnswer) | Some(Fault::Stall) | None => {
                 if req.first_line().starts_with("PUT ") {
                     let _ = shared.puts_before_outage.fetch_update(
                         Ordering::SeqCst,
@@ -398,6 +422,12 @@ fn serve(client: TcpStream, upstream: &str, shared: &Shared) {
                 let Ok(answer) = forward(upstream, &req) else {
                     break;
                 };
+                if fault == Some(Fault::Stall) {
+                    shared.stalled.fetch_add(1, Ordering::SeqCst);
+                    let ms = shared.stall_ms.load(Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(ms));
+                    break;
+                }
                 if fault == Some(Fault::CutAnswer) {
                     shared.cut.fetch_add(1, Ordering::SeqCst);
                     let mut bytes = answer.head.clone();
