@@ -32,6 +32,11 @@ impl Compressor {
     }
 }
 
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Decompress a payload to exactly `raw_len` bytes.
 pub fn decompress(
     payload: &[u8],
@@ -49,7 +54,19 @@ pub fn decompress(
             if raw_len > crate::format::MAX_BLOB_BYTES as usize {
                 return Err(FormatError::invalid("blob", "too large"));
             }
-            let out = zstd::bulk::decompress(payload, raw_len)
+            // One decompression context per thread: creating one per blob was a visible
+            // share of a restore's CPU time.
+            let out = DECOMPRESSOR
+                .with(|d| -> std::io::Result<Vec<u8>> {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    match d.as_mut() {
+                        Some(d) => d.decompress(payload, raw_len),
+                        None => zstd::bulk::decompress(payload, raw_len),
+                    }
+                })
                 .map_err(|e| FormatError::invalid("blob", format!("zstd: {e}")))?;
             if out.len() != raw_len {
                 return Err(FormatError::invalid("blob", "decompressed length mismatch"));

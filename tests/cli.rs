@@ -837,7 +837,8 @@ fn write_hostile_snapshot(env: &Env, absolute: &Path) -> String {
     let mut add = |pack: &mut PackBuilder, kind: BlobKind, bytes: &[u8]| {
         let id = repo.keys().blob_id(kind, bytes);
         if added.insert(id) {
-            pack.add(repo.seal_blob(id, kind, bytes, &mut comp).unwrap());
+            pack.add(&repo, repo.seal_blob(id, kind, bytes, &mut comp).unwrap())
+                .unwrap();
         }
         id
     };
@@ -905,12 +906,12 @@ fn write_hostile_snapshot(env: &Env, absolute: &Path) -> String {
         ],
     );
     let packed = pack.finish(&repo).unwrap();
-    repo.save_pack(&packed).unwrap();
-    repo.save_index(&[PackIndex {
+    let index = PackIndex {
         pack: packed.id,
         blobs: packed.entries.clone(),
-    }])
-    .unwrap();
+    };
+    repo.save_pack(packed).unwrap();
+    repo.save_index(&[index]).unwrap();
     repo.save_snapshot(&Snapshot {
         time_ns: 1_700_000_000_000_000_000,
         host: "hostile".into(),

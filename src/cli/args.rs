@@ -127,6 +127,33 @@ pub struct InitArgs {
     /// File with the passphrase of the --from repository (default: the new one's).
     #[arg(long, env = "COFFER_FROM_PASSWORD_FILE", requires = "from")]
     pub from_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// Argon2id cost of a new key. The defaults (19 MiB, 2 passes) are OWASP's recommended
+/// minimum; raise them for a passphrase that may face an offline attack.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct KdfArgs {
+    /// Argon2id memory of the new key, in MiB (it is needed again at every unlock).
+    #[arg(long, value_name = "MiB", default_value_t = 19,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub kdf_memory: u32,
+    /// Argon2id passes of the new key.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    /// The parameters stored in the new key file.
+    pub fn params(&self) -> crate::crypto::KdfParams {
+        crate::crypto::KdfParams {
+            memory_kib: self.kdf_memory * 1024,
+            iterations: self.kdf_iterations,
+            parallelism: 1,
+        }
+    }
 }
 
 /// `backup`.
@@ -241,6 +268,8 @@ pub struct NewPassword {
     /// File holding the new passphrase.
     #[arg(long, env = "COFFER_NEW_PASSWORD_FILE")]
     pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
 }
 
 /// `repair`.

@@ -10,7 +10,6 @@ use super::args::{Cli, Command, Global, KeyCommand, RepairCommand};
 use super::output::{ProgressDisplay, bytes, time_ns};
 use super::{Opened, RepoLocation, default_repo_path, exit, open_catalog, password};
 use crate::catalog::Catalog;
-use crate::crypto::KdfParams;
 use crate::engine::backup::{BackupOptions, SourceSpec};
 use crate::engine::check::CheckOptions;
 use crate::engine::restore::RestoreOptions;
@@ -60,12 +59,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             g,
             a.from.as_deref().unwrap_or_default(),
             a.from_password_file.as_deref(),
+            a.kdf.params(),
         ),
         Command::Init(a) => {
             let (loc, _) = location(g)?;
             let pw = password::passphrase(g, true)?;
             let opts = InitOptions {
                 compression_level: a.compression,
+                kdf: a.kdf.params(),
                 ..Default::default()
             };
             let repo = Repository::init(loc.store()?, &pw, opts)?;
@@ -545,7 +546,7 @@ fn key(g: &Global, k: &KeyCommand) -> anyhow::Result<u8> {
     match k {
         KeyCommand::Add(n) => {
             let pw = password::new_passphrase(n.new_password_file.as_deref())?;
-            let id = o.repo.add_key(&pw, KdfParams::DEFAULT)?;
+            let id = o.repo.add_key(&pw, n.kdf.params())?;
             if g.json {
                 print_json(&serde_json::json!({ "added": id.to_hex() }))?;
             } else {
@@ -581,7 +582,7 @@ fn key(g: &Global, k: &KeyCommand) -> anyhow::Result<u8> {
             let pw = password::new_passphrase(n.new_password_file.as_deref())?;
             let id = o
                 .repo
-                .change_passphrase(&pw, KdfParams::DEFAULT)
+                .change_passphrase(&pw, n.kdf.params())
                 .context("changing the passphrase")?;
             if g.json {
                 print_json(&serde_json::json!({ "key": id.to_hex() }))?;

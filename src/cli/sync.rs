@@ -108,7 +108,12 @@ pub fn run(g: &Global, a: &SyncArgs) -> anyhow::Result<u8> {
 /// `coffer init --from SOURCE`: the new repository (`--repo`) shares the source's master key
 /// and chunker parameters. Its passphrase is the global one; the source's comes from
 /// `from_password_file`, else it is the same.
-pub fn init(g: &Global, from: &str, from_password_file: Option<&Path>) -> anyhow::Result<u8> {
+pub fn init(
+    g: &Global,
+    from: &str,
+    from_password_file: Option<&Path>,
+    kdf: KdfParams,
+) -> anyhow::Result<u8> {
     let target_location = g
         .repo
         .clone()
@@ -120,7 +125,7 @@ pub fn init(g: &Global, from: &str, from_password_file: Option<&Path>) -> anyhow
         None => pw.clone(),
     };
     let source = open_at(from, &source_pw).context("opening the --from repository")?;
-    let repo = init_from(&source, store, &pw, KdfParams::DEFAULT)?;
+    let repo = init_from(&source, store, &pw, kdf)?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": repo.store().describe(),

@@ -306,27 +306,35 @@ pub fn prune_locked(
         .total_bytes
         .store(plan.bytes_to_repack, Ordering::Relaxed);
 
+    // Temporary files of killed writers (half-written packs on a local disk): under the
+    // exclusive lock no other process is writing, so every one of them is garbage.
+    let leftovers = repo.store().clean_leftovers().map_err(RepoError::from)?;
+    if leftovers > 0 {
+        tracing::info!("removed {leftovers} temporary files left by interrupted writes");
+    }
+
     // 1. Repack.
     let mut new_index: Vec<PackIndex> = Vec::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
     for loc in plan.live.values() {
         by_pack.entry(loc.pack).or_default().push(*loc);
     }
-    let mut data = PackBuilder::default();
-    let mut trees = PackBuilder::default();
     let data_target = repo.config().pack_bytes as usize;
+    let mut data = PackBuilder::new(data_target);
+    let mut trees = PackBuilder::new(TREE_PACK_BYTES);
     let mut flush =
         |b: &mut PackBuilder, new_index: &mut Vec<PackIndex>| -> Result<(), EngineError> {
             if b.count() == 0 {
                 return Ok(());
             }
             let packed = b.take().finish(repo)?;
-            repo.save_pack(&packed)?;
-            summary.packs_written += 1;
-            new_index.push(PackIndex {
+            let index = PackIndex {
                 pack: packed.id,
-                blobs: packed.entries,
-            });
+                blobs: packed.entries.clone(),
+            };
+            repo.save_pack(packed)?;
+            summary.packs_written += 1;
+            new_index.push(index);
             Ok(())
         };
     for (pack, action) in &plan.actions {
@@ -359,7 +367,7 @@ pub fn prune_locked(
                 BlobKind::Data => (&mut data, data_target),
                 BlobKind::Tree => (&mut trees, TREE_PACK_BYTES),
             };
-            b.add(blob);
+            b.add(repo, blob)?;
             if b.len_bytes() >= target {
                 flush(b, &mut new_index)?;
             }

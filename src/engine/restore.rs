@@ -52,7 +52,7 @@ pub struct RestoreSummary {
 }
 
 /// Blobs of one file fetched at once.
-const BLOBS_IN_FLIGHT: usize = 8;
+const BLOBS_IN_FLIGHT: usize = 4;
 
 #[derive(Default)]
 struct Plan {

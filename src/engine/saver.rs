@@ -76,8 +76,8 @@ impl<'a> Saver<'a> {
             level: repo.config().compression_level,
             pack_bytes: repo.config().pack_bytes as usize,
             seen: Mutex::new(HashSet::new()),
-            data: Mutex::new(PackBuilder::default()),
-            tree: Mutex::new(PackBuilder::default()),
+            data: Mutex::new(PackBuilder::new(repo.config().pack_bytes as usize)),
+            tree: Mutex::new(PackBuilder::new(TREE_PACK_BYTES)),
             tx: Mutex::new(Some(tx)),
             stats: Arc::new(SaverStats::default()),
         };
@@ -142,7 +142,7 @@ impl<'a> Saver<'a> {
         };
         let full = {
             let mut b = builder.lock().unwrap_or_else(|p| p.into_inner());
-            b.add(sealed);
+            b.add(self.repo, sealed)?;
             (b.len_bytes() >= target).then(|| b.take())
         };
         if let Some(full) = full {
@@ -258,11 +258,12 @@ pub fn run_uploader(
 /// Seal a pack's header and store it; what the index will say about it.
 fn upload(repo: &Repository, builder: PackBuilder) -> Result<PackIndex, EngineError> {
     let packed = builder.finish(repo)?;
-    repo.save_pack(&packed)?;
-    Ok(PackIndex {
+    let index = PackIndex {
         pack: packed.id,
-        blobs: packed.entries,
-    })
+        blobs: packed.entries.clone(),
+    };
+    repo.save_pack(packed)?;
+    Ok(index)
 }
 
 /// Write one index file naming the `pending` packs (all stored), then tell the catalog.

@@ -69,13 +69,32 @@ impl Repository {
                 loc.pack
             )
         };
-        let plain = crypto::open(&self.keys.encryption, &blob_aad(e.kind), sealed)
+        let mut plain = crypto::open(&self.keys.encryption, &blob_aad(e.kind), sealed)
             .map_err(|err| RepoError::corrupt(object(), err))?;
-        let payload = plain
-            .get(..e.data_len as usize)
-            .ok_or_else(|| RepoError::corrupt(object(), "payload shorter than its length"))?;
-        let data = compress::decompress(payload, e.compression, e.raw_len as usize)
-            .map_err(|err| RepoError::corrupt(object(), err))?;
+        if plain.len() < e.data_len as usize {
+            return Err(RepoError::corrupt(
+                object(),
+                "payload shorter than its length",
+            ));
+        }
+        let data = if e.compression == Compression::None {
+            // Stored raw: the plaintext is the data once the padding is cut (no copy).
+            plain.truncate(e.data_len as usize);
+            if plain.len() != e.raw_len as usize {
+                return Err(RepoError::corrupt(
+                    object(),
+                    "invalid blob: raw length mismatch",
+                ));
+            }
+            plain
+        } else {
+            compress::decompress(
+                &plain[..e.data_len as usize],
+                e.compression,
+                e.raw_len as usize,
+            )
+            .map_err(|err| RepoError::corrupt(object(), err))?
+        };
         if self.keys.blob_id(e.kind, &data) != e.id {
             return Err(RepoError::corrupt(
                 object(),

@@ -398,11 +398,6 @@ impl Repository {
         }
         Ok(out)
     }
-
-    /// Store a finished pack. Its name is the hash of its bytes.
-    pub fn save_pack(&self, pack: &PackedPack) -> Result<(), RepoError> {
-        Ok(self.store.write(&path::pack(&pack.id), &pack.bytes)?)
-    }
 }
 
 fn list_ids<T>(

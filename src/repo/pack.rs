@@ -1,36 +1,114 @@
 //! Building pack files from sealed blobs, and reading a pack's own header back.
 //!
-//! Blobs are shuffled before a pack is written, so the order inside a pack does not reveal the
-//! order of files or of chunks within a file.
+//! A pack is written as its blobs arrive: into a temporary file of the repository when the
+//! store can spool (a local disk), so no pack is ever held in memory, or else into one buffer
+//! sized for a whole pack. Its name, BLAKE3 of its bytes, is computed on the way. The blob
+//! order inside a pack is the order of sealing; the header that says where each blob is is
+//! encrypted, so without the key a pack shows neither boundaries nor order.
 
 use super::{RepoError, Repository, SealedBlob, path};
 use crate::crypto;
 use crate::format::BlobEntry;
 use crate::format::pack::{self, HEADER_AAD, TRAILER_BYTES};
 use crate::id::PackId;
+use crate::storage::ObjectWriter;
 
-/// Sealed blobs waiting to become a pack.
-#[derive(Default)]
-pub struct PackBuilder {
-    blobs: Vec<SealedBlob>,
-    bytes: usize,
+/// Room for the blob that makes a pack pass its target (a sealed chunk of at most 4 MiB plus
+/// padding), so the in-memory buffer of a pack is allocated once.
+const PACK_SLACK_BYTES: usize = (4 << 20) + (256 << 10);
+
+/// Where a pack's bytes go while it is built.
+enum Sink {
+    /// Nothing written yet.
+    Empty,
+    /// A temporary file of the store.
+    Spool(Box<dyn ObjectWriter>),
+    /// A buffer, for stores that take whole objects.
+    Memory(Vec<u8>),
 }
 
-/// A finished pack: its bytes and what it holds.
+/// A pack being written: blobs appended so far, and what the header will say.
+pub struct PackBuilder {
+    sink: Sink,
+    entries: Vec<BlobEntry>,
+    hasher: blake3::Hasher,
+    bytes: usize,
+    /// The size the pack is filled to (for the in-memory buffer's capacity).
+    target: usize,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new(16 << 20)
+    }
+}
+
+/// A finished pack: its name, what it holds, and its bytes (in memory or spooled).
 pub struct PackedPack {
-    /// BLAKE3 of `bytes`.
+    /// BLAKE3 of the pack's bytes.
     pub id: PackId,
-    /// The whole pack file.
-    pub bytes: Vec<u8>,
     /// Its blobs, in pack order, with offsets.
     pub entries: Vec<BlobEntry>,
+    /// Total length in bytes.
+    pub len: u64,
+    body: Body,
+}
+
+enum Body {
+    Spool(Box<dyn ObjectWriter>),
+    Memory(Vec<u8>),
+}
+
+impl PackedPack {
+    /// The pack's bytes when it was built in memory (`None` when spooled to the store).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Memory(b) => Some(b),
+            Body::Spool(_) => None,
+        }
+    }
 }
 
 impl PackBuilder {
-    /// Append a blob.
-    pub fn add(&mut self, blob: SealedBlob) {
+    /// An empty pack that will be filled to about `target` bytes.
+    pub fn new(target: usize) -> Self {
+        Self {
+            sink: Sink::Empty,
+            entries: Vec::new(),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+            target,
+        }
+    }
+
+    /// Append a sealed blob.
+    pub fn add(&mut self, repo: &Repository, blob: SealedBlob) -> Result<(), RepoError> {
+        if matches!(self.sink, Sink::Empty) {
+            self.sink = match repo.store.spool()? {
+                Some(w) => Sink::Spool(w),
+                None => Sink::Memory(Vec::with_capacity(self.target + PACK_SLACK_BYTES)),
+            };
+        }
+        // Packs are closed once past their target (at most 1 GiB, `Config` checks it) and a
+        // blob is at most `MAX_BLOB_BYTES`, so offsets fit in 32 bits.
+        let offset = self.bytes as u32;
+        match &mut self.sink {
+            Sink::Spool(w) => w.append(&blob.bytes)?,
+            Sink::Memory(v) => v.extend_from_slice(&blob.bytes),
+            Sink::Empty => {}
+        }
+        self.hasher.update(&blob.bytes);
+        self.entries.push(BlobEntry {
+            id: blob.id,
+            kind: blob.kind,
+            compression: blob.compression,
+            offset,
+            packed_len: blob.bytes.len() as u32,
+            data_len: blob.data_len,
+            raw_len: blob.raw_len,
+        });
         self.bytes += blob.bytes.len();
-        self.blobs.push(blob);
+        Ok(())
     }
 
     /// Bytes of sealed blobs so far.
@@ -40,57 +118,70 @@ impl PackBuilder {
 
     /// Number of blobs so far.
     pub fn count(&self) -> usize {
-        self.blobs.len()
+        self.entries.len()
     }
 
-    /// Take the blobs out, leaving an empty builder.
+    /// Take the blobs out, leaving an empty builder with the same target.
     pub fn take(&mut self) -> PackBuilder {
-        std::mem::take(self)
+        let target = self.target;
+        std::mem::replace(self, PackBuilder::new(target))
     }
 
-    /// Shuffle, lay out, seal the header: the finished pack.
-    pub fn finish(mut self, repo: &Repository) -> Result<PackedPack, RepoError> {
-        shuffle(&mut self.blobs)?;
-        let mut bytes = Vec::with_capacity(self.bytes + 64 + self.blobs.len() * 64);
-        let mut entries = Vec::with_capacity(self.blobs.len());
-        for b in self.blobs {
-            entries.push(BlobEntry {
-                id: b.id,
-                kind: b.kind,
-                compression: b.compression,
-                offset: bytes.len() as u32,
-                packed_len: b.bytes.len() as u32,
-                data_len: b.data_len,
-                raw_len: b.raw_len,
-            });
-            bytes.extend_from_slice(&b.bytes);
-        }
+    /// Seal and append the header and trailer: the finished pack, ready for
+    /// [`Repository::save_pack`].
+    pub fn finish(self, repo: &Repository) -> Result<PackedPack, RepoError> {
+        let PackBuilder {
+            sink,
+            entries,
+            mut hasher,
+            bytes,
+            ..
+        } = self;
         let header = crypto::seal(
             &repo.keys.encryption,
             HEADER_AAD,
             &pack::encode_header(&entries),
         )?;
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&pack::encode_trailer(header.len() as u32));
+        let trailer = pack::encode_trailer(header.len() as u32);
+        let len = (bytes + header.len() + TRAILER_BYTES) as u64;
+        hasher.update(&header);
+        hasher.update(&trailer);
+        let body = match sink {
+            Sink::Spool(mut w) => {
+                w.append(&header)?;
+                w.append(&trailer)?;
+                Body::Spool(w)
+            }
+            Sink::Memory(mut v) => {
+                v.extend_from_slice(&header);
+                v.extend_from_slice(&trailer);
+                Body::Memory(v)
+            }
+            Sink::Empty => {
+                let mut v = header;
+                v.extend_from_slice(&trailer);
+                Body::Memory(v)
+            }
+        };
         Ok(PackedPack {
-            id: PackId::of_bytes(&bytes),
-            bytes,
+            id: PackId(*hasher.finalize().as_bytes()),
             entries,
+            len,
+            body,
         })
     }
 }
 
-fn shuffle<T>(items: &mut [T]) -> Result<(), RepoError> {
-    if items.len() < 2 {
-        return Ok(());
+impl Repository {
+    /// Store a finished pack under its name.
+    pub fn save_pack(&self, pack: PackedPack) -> Result<(), RepoError> {
+        let name = path::pack(&pack.id);
+        match pack.body {
+            Body::Spool(w) => w.finish(&name)?,
+            Body::Memory(v) => self.store.write_owned(&name, v)?,
+        }
+        Ok(())
     }
-    let mut rnd = vec![0u8; items.len() * 8];
-    crypto::random_bytes(&mut rnd)?;
-    for i in (1..items.len()).rev() {
-        let r = u64::from_le_bytes(rnd[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        items.swap(i, (r % (i as u64 + 1)) as usize);
-    }
-    Ok(())
 }
 
 /// A pack read whole: its header entries, and the blobs that failed to verify.
@@ -155,6 +246,102 @@ impl Repository {
     }
 }
 
+/// Bytes of a pack read at once by [`Repository::verify_stored_pack`].
+const VERIFY_PIECE_BYTES: u64 = 1 << 20;
+
+impl Repository {
+    /// Verify a stored pack of `size` bytes like [`Repository::verify_pack`], reading it in
+    /// pieces of a few MiB instead of whole: memory stays at a piece and one blob, whatever
+    /// the pack size.
+    pub fn verify_stored_pack(&self, id: &PackId, size: u64) -> Result<VerifiedPack, RepoError> {
+        let name = path::pack(id);
+        if size < TRAILER_BYTES as u64 {
+            return Err(RepoError::corrupt(name, "shorter than a pack trailer"));
+        }
+        let trailer =
+            self.store
+                .read_range(&name, size - TRAILER_BYTES as u64, TRAILER_BYTES as u64)?;
+        let trailer_result = pack::decode_trailer(size, &trailer);
+        let (blobs_len, header_sealed) = match &trailer_result {
+            Ok((start, len)) => (
+                *start,
+                self.store.read_range(&name, *start, u64::from(*len))?,
+            ),
+            // Hash everything before the trailer as body: the name check decides the message.
+            Err(_) => (size - TRAILER_BYTES as u64, Vec::new()),
+        };
+        let header = trailer_result
+            .map_err(|e| RepoError::corrupt(&name, e))
+            .and_then(|_| self.decode_pack_header(id, &header_sealed, blobs_len));
+        let mut entries_by_offset = header.as_ref().map(|e| e.clone()).unwrap_or_default();
+        entries_by_offset.sort_by_key(|e| e.offset);
+
+        // The body in order, hashed as it goes; `buf` holds bytes from `buf_start`.
+        let mut hasher = blake3::Hasher::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let (mut buf_start, mut read_to) = (0u64, 0u64);
+        let mut read_piece = |buf: &mut Vec<u8>, read_to: &mut u64| -> Result<(), RepoError> {
+            let len = VERIFY_PIECE_BYTES.min(blobs_len - *read_to);
+            let piece = self.store.read_range(&name, *read_to, len)?;
+            hasher.update(&piece);
+            if buf.is_empty() {
+                *buf = piece;
+            } else {
+                buf.reserve_exact(piece.len());
+                buf.extend_from_slice(&piece);
+            }
+            *read_to += len;
+            Ok(())
+        };
+        let mut bad = Vec::new();
+        for e in &entries_by_offset {
+            let (start, end) = (
+                u64::from(e.offset),
+                u64::from(e.offset) + u64::from(e.packed_len),
+            );
+            let loc = super::BlobLocation {
+                pack: *id,
+                entry: *e,
+            };
+            if start < buf_start {
+                // Overlapping entries (a hostile header): read that blob on its own.
+                let sealed = self.store.read_range(&name, start, end - start)?;
+                if let Err(err) = self.open_blob(&loc, &sealed) {
+                    bad.push((*e, err));
+                }
+                continue;
+            }
+            if read_to < end.min(blobs_len) {
+                // Drop what lies before this blob (once per piece read, not per blob).
+                let drop = ((start - buf_start) as usize).min(buf.len());
+                buf.drain(..drop);
+                buf_start += drop as u64;
+                while read_to < end.min(blobs_len) {
+                    read_piece(&mut buf, &mut read_to)?;
+                }
+            }
+            let from = (start - buf_start) as usize;
+            let to = ((end - buf_start) as usize).min(buf.len());
+            let sealed = buf.get(from.min(to)..to).unwrap_or_default();
+            if let Err(err) = self.open_blob(&loc, sealed) {
+                bad.push((*e, err));
+            }
+        }
+        buf.clear();
+        buf.shrink_to_fit();
+        while read_to < blobs_len {
+            read_piece(&mut buf, &mut read_to)?;
+            buf.clear();
+        }
+        hasher.update(&header_sealed);
+        hasher.update(&trailer);
+        if PackId(*hasher.finalize().as_bytes()) != *id {
+            return Err(RepoError::corrupt(&name, "content does not match its name"));
+        }
+        Ok((header?, bad))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::memory_repo;
@@ -172,35 +359,97 @@ mod tests {
             .collect();
         for d in &datas {
             let id = r.keys().blob_id(BlobKind::Data, d);
-            b.add(r.seal_blob(id, BlobKind::Data, d, &mut c).unwrap());
+            b.add(&r, r.seal_blob(id, BlobKind::Data, d, &mut c).unwrap())
+                .unwrap();
         }
         let p = b.finish(&r).unwrap();
-        r.save_pack(&p).unwrap();
-        let size = p.bytes.len() as u64;
-        let header = r.load_pack_header(&p.id, size).unwrap();
-        assert_eq!(header, p.entries);
+        let (pid, plen) = (p.id, p.len);
+        let bytes = p.bytes().unwrap().to_vec();
+        assert_eq!(plen, bytes.len() as u64);
+        assert_eq!(pid, PackId::of_bytes(&bytes));
+        let entries = p.entries.clone();
+        r.save_pack(p).unwrap();
+        let p = (pid, entries);
+        let size = plen;
+        let header = r.load_pack_header(&p.0, size).unwrap();
+        assert_eq!(header, p.1);
         for e in &header {
             let data = r
                 .load_blob(&super::super::BlobLocation {
-                    pack: p.id,
+                    pack: p.0,
                     entry: *e,
                 })
                 .unwrap();
             assert_eq!(r.keys().blob_id(BlobKind::Data, &data), e.id);
         }
-        let (entries, bad) = r.verify_pack(&p.id, &p.bytes).unwrap();
+        let (entries, bad) = r.verify_pack(&p.0, &bytes).unwrap();
         assert_eq!(entries.len(), 10);
         assert!(bad.is_empty());
+        let (streamed, bad) = r.verify_stored_pack(&p.0, size).unwrap();
+        assert_eq!(streamed, entries);
+        assert!(bad.is_empty());
         // A flipped bit inside a blob is found, and only that blob is bad.
-        let mut damaged = p.bytes.clone();
+        let mut damaged = bytes.clone();
         let victim = header[3];
         damaged[victim.offset as usize + 30] ^= 4;
-        assert!(r.verify_pack(&p.id, &damaged).is_err()); // name no longer matches
+        assert!(r.verify_pack(&p.0, &damaged).is_err()); // name no longer matches
         let id2 = PackId::of_bytes(&damaged);
         let (_, bad) = r.verify_pack(&id2, &damaged).unwrap();
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].0.id, victim.id);
         // No plaintext in the pack.
-        assert!(!p.bytes.windows(64).any(|w| w == &datas[9][..64]));
+        assert!(!bytes.windows(64).any(|w| w == &datas[9][..64]));
+    }
+
+    #[test]
+    fn streamed_verification_spans_pieces_and_names_the_damaged_blob() {
+        let r = memory_repo();
+        let mut c = Compressor::new(1).unwrap();
+        let mut b = PackBuilder::new(16 << 20);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..11 {
+            // Incompressible blobs of about 0.9 MiB: 10 MiB in all, over three pieces.
+            let d: Vec<u8> = (0..900_000 + i * 1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let id = r.keys().blob_id(BlobKind::Data, &d);
+            b.add(&r, r.seal_blob(id, BlobKind::Data, &d, &mut c).unwrap())
+                .unwrap();
+        }
+        let p = b.finish(&r).unwrap();
+        let mut bytes = p.bytes().unwrap().to_vec();
+        // The blob that straddles the first piece boundary.
+        let victim = *p
+            .entries
+            .iter()
+            .find(|e| {
+                u64::from(e.offset) < VERIFY_PIECE_BYTES
+                    && u64::from(e.offset + e.packed_len) > VERIFY_PIECE_BYTES
+            })
+            .unwrap();
+        let id = p.id;
+        r.save_pack(p).unwrap();
+        let (entries, bad) = r.verify_stored_pack(&id, bytes.len() as u64).unwrap();
+        assert_eq!(entries.len(), 11);
+        assert!(bad.is_empty());
+        // A wrong size is an error, not a panic.
+        assert!(r.verify_stored_pack(&id, bytes.len() as u64 - 1).is_err());
+
+        // Damage that blob; store the pack under its new hash.
+        bytes[victim.offset as usize + victim.packed_len as usize - 100] ^= 1;
+        let id2 = PackId::of_bytes(&bytes);
+        r.store.write(&path::pack(&id2), &bytes).unwrap();
+        let (_, bad) = r.verify_stored_pack(&id2, bytes.len() as u64).unwrap();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0.id, victim.id);
+        // Under its old name the same bytes fail the name check.
+        r.store.write(&path::pack(&id), &bytes).unwrap();
+        let err = r.verify_stored_pack(&id, bytes.len() as u64).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
     }
 }

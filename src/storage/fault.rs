@@ -84,6 +84,14 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         self.check_write(name)?;
         self.inner.delete(name)
     }
+    fn write_owned(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.check_write(name)?;
+        self.inner.write_owned(name, bytes)
+    }
+    fn spool(&self) -> Result<Option<Box<dyn super::ObjectWriter>>, StorageError> {
+        // Spooled writes go through `write_owned`, where the faults are.
+        Ok(None)
+    }
     fn describe(&self) -> String {
         format!("faulty {}", self.inner.describe())
     }

@@ -10,7 +10,7 @@ mod opendal_store;
 pub mod s3;
 
 pub use fault::FaultStore;
-pub use local::LocalStore;
+pub use local::{LocalStore, TempFileWriter};
 pub use opendal_store::OpendalStore;
 pub use s3::{S3Location, S3Store};
 
@@ -93,6 +93,22 @@ pub trait ObjectStore: Send + Sync {
     fn size(&self, name: &str) -> Result<Option<u64>, StorageError>;
     /// Delete an object; deleting a missing object is not an error.
     fn delete(&self, name: &str) -> Result<(), StorageError>;
+    /// Write an object the caller no longer needs (saves a copy on stores that take
+    /// ownership of what they send).
+    fn write_owned(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.write(name, &bytes)
+    }
+    /// A writer that takes a large object piece by piece without holding it in memory, for
+    /// stores that can (a local disk); `None` when the object must be built in memory and
+    /// given to [`ObjectStore::write_owned`].
+    fn spool(&self) -> Result<Option<Box<dyn ObjectWriter>>, StorageError> {
+        Ok(None)
+    }
+    /// Remove the leftovers of writes that never finished (a killed process). Only safe when
+    /// no other process writes (under an exclusive lock). Returns how many were removed.
+    fn clean_leftovers(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
     /// A human description (a path or URL without secrets).
     fn describe(&self) -> String;
     /// Requests and bytes so far, for stores that count them (remote ones).
@@ -104,6 +120,15 @@ pub trait ObjectStore: Send + Sync {
     fn parallel_writes(&self) -> usize {
         DEFAULT_PARALLEL_WRITES
     }
+}
+
+/// An object being written piece by piece. It appears under its name only when
+/// [`ObjectWriter::finish`] returns (all or nothing); dropped unfinished, it leaves nothing.
+pub trait ObjectWriter: Send {
+    /// Append bytes.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Make the bytes durable and publish them under `name` (replacing an existing object).
+    fn finish(self: Box<Self>, name: &str) -> Result<(), StorageError>;
 }
 
 /// Packs written at once to a store that does not say otherwise (a local disk gains little
@@ -151,5 +176,24 @@ pub(crate) mod conformance {
         store.delete("packs/ab/ab01").unwrap();
         store.delete("packs/ab/ab01").unwrap();
         assert_eq!(store.list("packs/").unwrap().len(), 1);
+        store.write_owned("index/ee", b"owned".to_vec()).unwrap();
+        assert_eq!(store.read("index/ee").unwrap(), b"owned");
+    }
+
+    /// For stores that spool: an object appears whole at `finish`, never before, and an
+    /// abandoned writer leaves nothing.
+    pub(crate) fn run_spool(store: &dyn ObjectStore) {
+        let mut w = store.spool().unwrap().expect("this store spools");
+        w.append(b"part one, ").unwrap();
+        w.append(&[7u8; 300_000]).unwrap();
+        assert_eq!(store.size("packs/ff/ff01").unwrap(), None);
+        w.finish("packs/ff/ff01").unwrap();
+        let got = store.read("packs/ff/ff01").unwrap();
+        assert_eq!(got.len(), 10 + 300_000);
+        assert_eq!(&got[..10], b"part one, ");
+        let mut w = store.spool().unwrap().expect("this store spools");
+        w.append(b"never finished").unwrap();
+        drop(w);
+        assert!(store.list("packs/ff/").unwrap().len() == 1);
     }
 }

@@ -163,10 +163,14 @@ impl ObjectStore for OpendalStore {
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.write_owned(name, bytes.to_vec())
+    }
+
+    fn write_owned(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let (opts, requests) = self.write_opts(bytes.len());
         self.count(requests, bytes.len() as u64, 0);
         self.op
-            .write_options(name, bytes.to_vec(), opts)
+            .write_options(name, bytes, opts)
             .map_err(|e| backend("write", name, e))?;
         Ok(())
     }
