@@ -100,6 +100,14 @@ impl Killer {
     }
 }
 
+/// One line per command for the soak script (`scripts/soak.sh` collects them).
+fn figures(command: &str, runs: usize, killed: usize, restores: usize) {
+    eprintln!(
+        "kill-figures: {command}: {runs} runs, {killed} killed mid-way, {runs} checks passed, \
+         {restores} byte-identical restores"
+    );
+}
+
 fn check_ok(env: &Env, what: &str) {
     let out = env.run(["check", "--json"]);
     assert_eq!(
@@ -173,6 +181,7 @@ fn backup_killed_anywhere_loses_nothing() {
             restore_equals(&env, &first, &base, "src");
         }
     }
+    figures("backup", kills(), killer.killed, kills().div_ceil(10));
     assert!(
         killer.killed >= kills() / 2,
         "only {} runs were killed mid-way",
@@ -213,6 +222,8 @@ fn prune_and_forget_killed_anywhere_keep_kept_snapshots() {
         let out = env.run(cmd);
         out.success();
     }
+    figures("forget --prune", kills().div_ceil(2), forgets.killed, 0);
+    figures("prune", kills() / 2, prunes.killed, kills().div_ceil(10));
     assert!(
         forgets.killed + prunes.killed >= kills() / 2,
         "only {} runs were killed mid-way",
@@ -257,6 +268,7 @@ fn sync_and_passphrase_change_killed_anywhere() {
             .unwrap();
         assert!(st.success(), "sync after kill {k}");
     }
+    figures("sync", kills(), syncs.killed, 0);
     assert!(
         syncs.killed >= kills() / 2,
         "only {} syncs were killed mid-way",
@@ -306,6 +318,7 @@ fn sync_and_passphrase_change_killed_anywhere() {
             );
         }
     }
+    figures("key passwd", kills(), changes.killed, 0);
     assert!(
         changes.killed >= kills() / 2,
         "only {} passphrase changes were killed mid-way",
