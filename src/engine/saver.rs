@@ -38,6 +38,9 @@ const TREE_PACK_BYTES: usize = 4 << 20;
 /// An index file is written after this many packs (or [`INDEX_EVERY`]) so that a crash mid
 /// backup leaves the packs written so far indexed and reusable.
 const INDEX_EVERY_PACKS: usize = 32;
+/// ... or after this many blobs, so that the set of blobs stored but not yet indexed (which
+/// dedup within a backup must remember) stays small when files are tiny.
+const INDEX_EVERY_BLOBS: usize = 65_536;
 const INDEX_EVERY: Duration = Duration::from_secs(120);
 
 thread_local! {
@@ -52,6 +55,10 @@ pub struct SaverStats {
     pub stored_bytes_added: AtomicU64,
     pub packs_written: AtomicU64,
     pub index_files_written: AtomicU64,
+    /// Blobs stored by this run whose packs are not indexed yet: the catalog does not know
+    /// them, so dedup within the run looks here. Emptied as index files are written, so it
+    /// does not grow with the number of files backed up.
+    pending: Mutex<HashSet<BlobId>>,
 }
 
 pub struct Saver<'a> {
@@ -59,7 +66,6 @@ pub struct Saver<'a> {
     catalog: &'a Catalog,
     level: i32,
     pack_bytes: usize,
-    seen: Mutex<HashSet<BlobId>>,
     data: Mutex<PackBuilder>,
     tree: Mutex<PackBuilder>,
     tx: Mutex<Option<SyncSender<PackBuilder>>>,
@@ -75,7 +81,6 @@ impl<'a> Saver<'a> {
             catalog,
             level: repo.config().compression_level,
             pack_bytes: repo.config().pack_bytes as usize,
-            seen: Mutex::new(HashSet::new()),
             data: Mutex::new(PackBuilder::new(repo.config().pack_bytes as usize)),
             tree: Mutex::new(PackBuilder::new(TREE_PACK_BYTES)),
             tx: Mutex::new(Some(tx)),
@@ -100,7 +105,8 @@ impl<'a> Saver<'a> {
         }
         let id = self.repo.keys().blob_id(kind, data);
         if !self
-            .seen
+            .stats
+            .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id)
@@ -108,6 +114,11 @@ impl<'a> Saver<'a> {
             return Ok(id);
         }
         if self.catalog.has_blob(&id)? {
+            self.stats
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             return Ok(id);
         }
         if kind == BlobKind::Tree {
@@ -229,6 +240,7 @@ pub fn run_uploader(
         // Only packs whose write returned arrive here, so an index file never names a pack
         // that is not stored.
         let mut pending: Vec<PackIndex> = Vec::new();
+        let mut pending_blobs = 0usize;
         let mut last_index = Instant::now();
         for stored in stored_rx {
             if first_error.is_some() {
@@ -236,8 +248,13 @@ pub fn run_uploader(
             }
             let result = stored.and_then(|p| {
                 stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                pending_blobs += p.blobs.len();
                 pending.push(p);
-                if pending.len() >= INDEX_EVERY_PACKS || last_index.elapsed() >= INDEX_EVERY {
+                if pending.len() >= INDEX_EVERY_PACKS
+                    || pending_blobs >= INDEX_EVERY_BLOBS
+                    || last_index.elapsed() >= INDEX_EVERY
+                {
+                    pending_blobs = 0;
                     last_index = Instant::now();
                     flush_index(repo, catalog, stats, &mut pending)?;
                 }
@@ -279,6 +296,14 @@ fn flush_index(
     let id = repo.save_index(pending)?;
     catalog.add_index(&id, pending)?;
     stats.index_files_written.fetch_add(1, Ordering::Relaxed);
+    // The catalog knows these blobs now: dedup finds them there.
+    let mut in_flight = stats.pending.lock().unwrap_or_else(|p| p.into_inner());
+    for p in pending.iter() {
+        for b in &p.blobs {
+            in_flight.remove(&b.id);
+        }
+    }
+    drop(in_flight);
     pending.clear();
     Ok(())
 }
