@@ -162,9 +162,10 @@ impl Restorer<'_> {
                 node.size
             ));
         }
+        write::apply_file_metadata(&f, path, node).map_err(|e| format!("metadata: {e}"))?;
         drop(f);
         self.bytes.fetch_add(written, Ordering::Relaxed);
-        write::apply_metadata(path, node).map_err(|e| format!("metadata: {e}"))
+        Ok(())
     }
 }
 
