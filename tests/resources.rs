@@ -97,6 +97,9 @@ fn restore_into_a_full_file_system_fails_clearly() {
         "the error does not say the disk is full:\n{}",
         out.stderr
     );
+    // One error, not one per file that no longer fits.
+    let lines = out.stderr.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines <= 2, "more than a short error:\n{}", out.stderr);
 
     // Nothing happened to the repository: it checks, and a restore with room works.
     env.run(["check", "--read-data"]).success();

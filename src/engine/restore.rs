@@ -69,6 +69,36 @@ struct Restorer<'a> {
     warnings: Warnings,
     bytes: AtomicU64,
     progress: &'a Progress,
+    /// The first file that found the file system full: the restore stops there.
+    disk_full: std::sync::Mutex<Option<(String, String)>>,
+}
+
+/// Why one file could not be restored.
+enum FileError {
+    Io(std::io::Error),
+    Other(String),
+}
+
+impl From<std::io::Error> for FileError {
+    fn from(e: std::io::Error) -> Self {
+        FileError::Io(e)
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Io(e) => e.fmt(f),
+            FileError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl Restorer<'_> {
@@ -120,8 +150,22 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Restore one file; on a full file system also raise [`Restorer::disk_full`].
     fn file(&self, path: &Path, node: &Node) -> Result<(), String> {
-        let mut f = write::create_file(path, self.overwrite).map_err(|e| e.to_string())?;
+        let r = self.file_inner(path, node);
+        if let Err(FileError::Io(e)) = &r
+            && is_disk_full(e)
+        {
+            let mut full = self.disk_full.lock().unwrap_or_else(|p| p.into_inner());
+            if full.is_none() {
+                *full = Some((path.display().to_string(), e.to_string()));
+            }
+        }
+        r.map_err(|e| e.to_string())
+    }
+
+    fn file_inner(&self, path: &Path, node: &Node) -> Result<(), FileError> {
+        let mut f = write::create_file(path, self.overwrite)?;
         let mut written: u64 = 0;
         let mut hole = false;
         // Blobs of a window are fetched and verified in parallel, then written in order: a
@@ -139,14 +183,13 @@ impl Restorer<'_> {
                 })
                 .collect();
             for data in loaded {
-                let data = data?;
+                let data = data.map_err(FileError::Other)?;
                 if data.iter().all(|&b| b == 0) {
                     // Leave a hole: the file stays sparse where the original was zeros.
-                    f.seek(SeekFrom::Current(data.len() as i64))
-                        .map_err(|e| e.to_string())?;
+                    f.seek(SeekFrom::Current(data.len() as i64))?;
                     hole = true;
                 } else {
-                    f.write_all(&data).map_err(|e| e.to_string())?;
+                    f.write_all(&data)?;
                     hole = false;
                 }
                 written += data.len() as u64;
@@ -154,15 +197,16 @@ impl Restorer<'_> {
             }
         }
         if hole || written == 0 {
-            f.set_len(written).map_err(|e| e.to_string())?;
+            f.set_len(written)?;
         }
         if written != node.size {
-            return Err(format!(
+            return Err(FileError::Other(format!(
                 "restored {written} bytes, the snapshot says {}",
                 node.size
-            ));
+            )));
         }
-        write::apply_file_metadata(&f, path, node).map_err(|e| format!("metadata: {e}"))?;
+        write::apply_file_metadata(&f, path, node)
+            .map_err(|e| FileError::Other(format!("metadata: {e}")))?;
         drop(f);
         self.bytes.fetch_add(written, Ordering::Relaxed);
         Ok(())
@@ -200,6 +244,7 @@ pub fn restore(
         warnings: Warnings::default(),
         bytes: AtomicU64::new(0),
         progress,
+        disk_full: std::sync::Mutex::new(None),
     };
     let mut plan = Plan::default();
     let mut links = HashMap::new();
@@ -237,11 +282,26 @@ pub fn restore(
         .store(plan.files.len() as u64, Ordering::Relaxed);
 
     plan.files.par_iter().for_each(|(path, node)| {
+        // Once the file system is full every further file would fail the same way: stop
+        // with one error instead of one per file.
+        if r.disk_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
+        }
         if let Err(e) = r.file(path, node) {
             r.warnings.push(path.display().to_string(), e);
         }
         progress.files.fetch_add(1, Ordering::Relaxed);
     });
+    if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(EngineError::Usage(format!(
+            "restore stopped: {source} while writing {path}; free space (or restore to \
+             another target) and run it again with --overwrite"
+        )));
+    }
     let mut special = 0;
     for (first, path, node) in &plan.hardlinks {
         let res =

@@ -85,6 +85,11 @@ pub(super) fn unlock(
             "the repository has no readable key file",
         ));
     }
+    // Newest first: the passphrase most likely to be typed is the latest one, and every
+    // key tried costs a key derivation (a passphrase change killed half-way leaves the old
+    // key beside the new one).
+    let mut files = files;
+    files.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(a.0.cmp(&b.0)));
     for (id, kf) in files {
         let wrapping = crypto::derive_wrapping_key(passphrase, &kf.salt, kf.kdf)?;
         if let Ok(plain) = crypto::open(&wrapping, &kf.aad(), &kf.sealed_master) {
