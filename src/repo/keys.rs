@@ -156,12 +156,13 @@ impl Repository {
         kdf: KdfParams,
     ) -> Result<KeyId, RepoError> {
         let new_id = self.add_key(new_passphrase, kdf)?;
-        // Prove the new key opens before the old one goes.
-        let (opened, _) = unlock(self.store.as_ref(), new_passphrase)?;
-        if opened != new_id {
-            // Another key shares this passphrase; still fine, the new key exists.
-            tracing::debug!("new passphrase also opens key {opened}");
-        }
+        // Prove the new key, read back from the store, opens before the old one goes (one
+        // key derivation: the shorter this window, the rarer a kill leaves both keys).
+        let bytes = self.store.read(&path::key(&new_id))?;
+        let kf = KeyFile::decode(&bytes).map_err(|e| RepoError::corrupt(path::key(&new_id), e))?;
+        let wrapping = crypto::derive_wrapping_key(new_passphrase, &kf.salt, kf.kdf)?;
+        crypto::open(&wrapping, &kf.aad(), &kf.sealed_master)
+            .map_err(|e| RepoError::corrupt(path::key(&new_id), e))?;
         self.store.delete(&path::key(&self.key_id))?;
         self.key_id = new_id;
         Ok(new_id)

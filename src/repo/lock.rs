@@ -46,6 +46,19 @@ pub struct LockInfo {
     pub time: i64,
     /// What the holder is doing.
     pub purpose: String,
+    /// When the holder process started, in clock ticks after boot (`/proc/<pid>/stat`
+    /// field 22): a live process with the same pid but another start is a reused pid, and
+    /// the lock is a dead one's. Absent in locks of coffer before 2026-11-24.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+}
+
+/// Start time of a process on this host, in clock ticks after boot.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl LockInfo {
@@ -57,10 +70,18 @@ impl LockInfo {
     /// True when the holder is a process of this host that no longer exists (killed or
     /// crashed): its lock cannot be refreshed any more and is ignored at once.
     pub fn holder_is_dead(&self) -> bool {
-        self.host == super::keys::hostname()
-            && self.pid != std::process::id()
-            && std::path::Path::new("/proc/self").exists()
-            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        if self.host != super::keys::hostname()
+            || self.pid == std::process::id()
+            || !std::path::Path::new("/proc/self").exists()
+        {
+            return false;
+        }
+        match process_start(self.pid) {
+            None => !std::path::Path::new(&format!("/proc/{}", self.pid)).exists(),
+            // The pid lives, but it is another process: the holder died and its pid was
+            // given to a new one (hundreds of short commands a minute make that common).
+            Some(now) => self.start.is_some_and(|then| then != now),
+        }
     }
 
     fn describe(&self) -> String {
@@ -207,6 +228,7 @@ impl Repository {
             pid: std::process::id(),
             time: chrono::Utc::now().timestamp(),
             purpose: purpose.to_string(),
+            start: process_start(std::process::id()),
         };
         let name = self.write_lock(&info)?;
         // Two processes may have checked at the same time: check again now that ours is
@@ -300,11 +322,42 @@ mod tests {
             pid: 1,
             time: chrono::Utc::now().timestamp() - 3600,
             purpose: "prune".into(),
+            start: None,
         };
         r.write_lock(&old).unwrap();
         let g = r.lock(LockKind::Shared, "backup").unwrap();
         drop(g);
         assert_eq!(r.unlock(false).unwrap(), 1);
         assert!(r.list_locks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reused_pid_does_not_keep_a_dead_holders_lock() {
+        let me = std::process::id();
+        let start = process_start(me).expect("/proc/self/stat");
+        // Another live process of this host: pid 1 (or our parent).
+        let other = std::os::unix::process::parent_id();
+        let other_start = process_start(other).expect("the parent's stat");
+        let lock = |pid, start| LockInfo {
+            kind: LockKind::Exclusive,
+            host: crate::repo::keys::hostname(),
+            pid,
+            time: chrono::Utc::now().timestamp(),
+            purpose: "prune".into(),
+            start,
+        };
+        // The live holder itself: alive, with or without a start time.
+        assert!(!lock(other, Some(other_start)).holder_is_dead());
+        assert!(!lock(other, None).holder_is_dead());
+        // Same pid, another start: the holder died and the pid was reused.
+        assert!(lock(other, Some(other_start + 1)).holder_is_dead());
+        // Our own locks are never dead.
+        assert!(!lock(me, Some(start + 1)).holder_is_dead());
+        // A pid that does not exist.
+        assert!(lock(u32::MAX - 7, Some(1)).holder_is_dead());
+        // Another host: never judged from here.
+        let mut far = lock(other, Some(other_start + 1));
+        far.host = "elsewhere".into();
+        assert!(!far.holder_is_dead());
     }
 }
