@@ -70,11 +70,14 @@ impl LockInfo {
     /// True when the holder is a process of this host that no longer exists (killed or
     /// crashed): its lock cannot be refreshed any more and is ignored at once.
     pub fn holder_is_dead(&self) -> bool {
-        if self.host != super::keys::hostname()
-            || self.pid == std::process::id()
-            || !std::path::Path::new("/proc/self").exists()
-        {
+        if self.host != super::keys::hostname() || !std::path::Path::new("/proc/self").exists() {
             return false;
+        }
+        if self.pid == std::process::id() {
+            // Ours, unless an earlier process had our pid (and died holding this lock).
+            return self
+                .start
+                .is_some_and(|then| process_start(self.pid).is_some_and(|now| now != then));
         }
         match process_start(self.pid) {
             None => !std::path::Path::new(&format!("/proc/{}", self.pid)).exists(),
@@ -351,8 +354,11 @@ mod tests {
         assert!(!lock(other, None).holder_is_dead());
         // Same pid, another start: the holder died and the pid was reused.
         assert!(lock(other, Some(other_start + 1)).holder_is_dead());
-        // Our own locks are never dead.
-        assert!(!lock(me, Some(start + 1)).holder_is_dead());
+        // Our own locks are alive; a lock with our pid but another start time is an
+        // earlier process's that had our pid.
+        assert!(!lock(me, Some(start)).holder_is_dead());
+        assert!(!lock(me, None).holder_is_dead());
+        assert!(lock(me, Some(start + 1)).holder_is_dead());
         // A pid that does not exist.
         assert!(lock(u32::MAX - 7, Some(1)).holder_is_dead());
         // Another host: never judged from here.
