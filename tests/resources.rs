@@ -197,3 +197,58 @@ fn directories_vanishing_during_a_backup_give_a_valid_snapshot() {
     .success();
     assert_trees_equal(&src, &restored.join("src"));
 }
+
+#[test]
+fn a_20_gib_sparse_file_backs_up_small_and_restores_sparse() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    const SIZE: u64 = 20 << 30;
+    const AT: u64 = 10 << 30;
+    let env = Env::init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let huge = src.join("huge.img");
+    {
+        let mut f = fs::File::create(&huge).unwrap();
+        f.set_len(SIZE).unwrap();
+        f.seek(SeekFrom::Start(AT)).unwrap();
+        f.write_all(b"data in the middle").unwrap();
+    }
+    if fs::metadata(&huge).unwrap().blocks() * 512 > 64 << 20 {
+        assert!(
+            !ci(),
+            "the test directory's file system does not keep files sparse"
+        );
+        eprintln!("skipping: the temporary directory does not keep files sparse");
+        return;
+    }
+    let before = common::dir_size(&env.repo);
+    let v = env.backup_json(&[src.to_str().unwrap()]);
+    assert_eq!(v["bytes_read"], SIZE, "{v}");
+    // 20 GiB of zeros are one chunk stored once.
+    let grown = common::dir_size(&env.repo) - before;
+    assert!(grown < 1 << 20, "the repository grew by {grown} bytes");
+
+    let restored = env.path("restored");
+    env.run([
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        restored.to_str().unwrap(),
+    ])
+    .success();
+    let out = restored.join("src/huge.img");
+    let m = fs::metadata(&out).unwrap();
+    assert_eq!(m.len(), SIZE);
+    assert!(
+        m.blocks() * 512 <= 16 << 20,
+        "the restored file is not sparse: {} bytes allocated",
+        m.blocks() * 512
+    );
+    let mut f = fs::File::open(&out).unwrap();
+    f.seek(SeekFrom::Start(AT - 4)).unwrap();
+    let mut got = [0u8; 22];
+    std::io::Read::read_exact(&mut f, &mut got).unwrap();
+    assert_eq!(&got, b"\0\0\0\0data in the middle");
+}
