@@ -60,6 +60,17 @@ impl Drop for Mount {
     }
 }
 
+/// `coffer restore --snapshot latest --target TARGET`.
+fn restore_latest(env: &Env, target: &Path) -> common::Out {
+    env.run([
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn restore_into_a_full_file_system_fails_clearly() {
     let env = Env::init();
@@ -80,13 +91,7 @@ fn restore_into_a_full_file_system_fails_clearly() {
         return;
     };
     let target = mount.0.join("out");
-    let out = env.run([
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_latest(&env, &target);
     assert_no_panic(&out);
     assert_ne!(
         out.code, 0,
@@ -104,14 +109,7 @@ fn restore_into_a_full_file_system_fails_clearly() {
     // Nothing happened to the repository: it checks, and a restore with room works.
     env.run(["check", "--read-data"]).success();
     let roomy = env.path("roomy");
-    env.run([
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        roomy.to_str().unwrap(),
-    ])
-    .success();
+    restore_latest(&env, &roomy).success();
     assert_trees_equal(&src, &roomy.join("src"));
 }
 
@@ -187,14 +185,7 @@ fn directories_vanishing_during_a_backup_give_a_valid_snapshot() {
     write(&src.join("d000/again.txt"), "back\n");
     env.backup_json(&[src.to_str().unwrap()]);
     let restored = env.path("restored");
-    env.run([
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        restored.to_str().unwrap(),
-    ])
-    .success();
+    restore_latest(&env, &restored).success();
     assert_trees_equal(&src, &restored.join("src"));
 }
 
@@ -230,14 +221,7 @@ fn a_20_gib_sparse_file_backs_up_small_and_restores_sparse() {
     assert!(grown < 1 << 20, "the repository grew by {grown} bytes");
 
     let restored = env.path("restored");
-    env.run([
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        restored.to_str().unwrap(),
-    ])
-    .success();
+    restore_latest(&env, &restored).success();
     let out = restored.join("src/huge.img");
     let m = fs::metadata(&out).unwrap();
     assert_eq!(m.len(), SIZE);

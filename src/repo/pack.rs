@@ -191,16 +191,21 @@ impl Repository {
     /// Decode a pack's header from the pack's last bytes, given its size.
     pub fn load_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<BlobEntry>, RepoError> {
         let name = path::pack(id);
-        if size < TRAILER_BYTES as u64 {
-            return Err(RepoError::corrupt(name, "shorter than a pack trailer"));
-        }
-        let trailer =
-            self.store
-                .read_range(&name, size - TRAILER_BYTES as u64, TRAILER_BYTES as u64)?;
+        let trailer = self.read_pack_trailer(&name, size)?;
         let (start, len) =
             pack::decode_trailer(size, &trailer).map_err(|e| RepoError::corrupt(&name, e))?;
         let sealed = self.store.read_range(&name, start, u64::from(len))?;
         self.decode_pack_header(id, &sealed, start)
+    }
+
+    /// The last [`TRAILER_BYTES`] of a stored pack of `size` bytes.
+    fn read_pack_trailer(&self, name: &str, size: u64) -> Result<Vec<u8>, RepoError> {
+        if size < TRAILER_BYTES as u64 {
+            return Err(RepoError::corrupt(name, "shorter than a pack trailer"));
+        }
+        Ok(self
+            .store
+            .read_range(name, size - TRAILER_BYTES as u64, TRAILER_BYTES as u64)?)
     }
 
     /// Open and decode a sealed pack header; `blobs_len` is where the header starts.
@@ -255,12 +260,7 @@ impl Repository {
     /// the pack size.
     pub fn verify_stored_pack(&self, id: &PackId, size: u64) -> Result<VerifiedPack, RepoError> {
         let name = path::pack(id);
-        if size < TRAILER_BYTES as u64 {
-            return Err(RepoError::corrupt(name, "shorter than a pack trailer"));
-        }
-        let trailer =
-            self.store
-                .read_range(&name, size - TRAILER_BYTES as u64, TRAILER_BYTES as u64)?;
+        let trailer = self.read_pack_trailer(&name, size)?;
         let trailer_result = pack::decode_trailer(size, &trailer);
         let (blobs_len, header_sealed) = match &trailer_result {
             Ok((start, len)) => (

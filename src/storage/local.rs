@@ -6,7 +6,7 @@
 //! the name exists (the lock primitive on local disk).
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,9 @@ pub struct LocalStore {
     /// Recently read packs, open, with their sizes; most recent last.
     open_packs: Mutex<Vec<(String, Arc<fs::File>, u64)>>,
 }
+
+/// A temporary file older than this is a killed writer's leftover.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Packs kept open for range reads.
 const OPEN_PACKS: usize = 16;
@@ -200,27 +203,15 @@ impl ObjectStore for LocalStore {
 
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         let p = self.path(name);
-        if name.starts_with("packs/") {
-            // Packs never change under their name: keep a few open for the blob-by-blob
-            // reads of a restore (an open per blob was a tenth of its time).
-            let (f, size) = self.open_pack(name, &p)?;
-            if offset.checked_add(len).is_none_or(|end| end > size) {
-                return Err(StorageError::Io {
-                    op: "read",
-                    path: p.display().to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("range {offset}+{len} beyond size {size}"),
-                    ),
-                });
-            }
-            let mut buf = vec![0u8; len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&*f, &mut buf, offset)
-                .map_err(|e| io("read", &p, e))?;
-            return Ok(buf);
-        }
-        let mut f = fs::File::open(&p).map_err(|e| io("open", &p, e))?;
-        let size = f.metadata().map_err(|e| io("stat", &p, e))?.len();
+        // Packs never change under their name: keep a few open for the blob-by-blob reads of
+        // a restore (an open per blob was a tenth of its time). Anything else is opened anew.
+        let (f, size) = if name.starts_with("packs/") {
+            self.open_pack(name, &p)?
+        } else {
+            let f = fs::File::open(&p).map_err(|e| io("open", &p, e))?;
+            let size = f.metadata().map_err(|e| io("stat", &p, e))?.len();
+            (Arc::new(f), size)
+        };
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(StorageError::Io {
                 op: "read",
@@ -231,10 +222,9 @@ impl ObjectStore for LocalStore {
                 ),
             });
         }
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| io("seek", &p, e))?;
         let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(|e| io("read", &p, e))?;
+        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut buf, offset)
+            .map_err(|e| io("read", &p, e))?;
         Ok(buf)
     }
 
@@ -337,6 +327,17 @@ impl ObjectStore for LocalStore {
         let mut removed = 0;
         for entry in rd {
             let entry = entry.map_err(|e| io("list", &dir, e))?;
+            // Commands that take no repository lock (init, key add, taking a lock itself) also
+            // write through tmp/: leave files young enough to be such a write in progress.
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < LEFTOVER_AGE);
+            if young {
+                continue;
+            }
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -362,9 +363,14 @@ mod tests {
                 .count(),
             0
         );
-        // A killed writer's temporary file is what clean_leftovers removes.
-        std::fs::write(dir.path().join("repo/tmp/123-4-5"), b"half a pack").unwrap();
+        // A killed writer's temporary file is what clean_leftovers removes, once it is old
+        // enough not to be another process's write in progress.
+        let leftover = dir.path().join("repo/tmp/123-4-5");
+        std::fs::write(&leftover, b"half a pack").unwrap();
         use super::super::ObjectStore;
+        assert_eq!(store.clean_leftovers().unwrap(), 0);
+        let old = std::time::SystemTime::now() - super::LEFTOVER_AGE * 2;
+        filetime::set_file_mtime(&leftover, filetime::FileTime::from_system_time(old)).unwrap();
         assert_eq!(store.clean_leftovers().unwrap(), 1);
         assert_eq!(store.clean_leftovers().unwrap(), 0);
     }
