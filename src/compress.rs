@@ -10,6 +10,11 @@ pub struct Compressor {
     buf: Vec<u8>,
 }
 
+/// Largest zstd frame worth storing for `raw_len` bytes of data: it must save more than 1/64.
+pub fn max_frame_bytes(raw_len: usize) -> usize {
+    (raw_len - raw_len / 64).saturating_sub(1)
+}
+
 impl Compressor {
     /// A compressor at `level`.
     pub fn new(level: i32) -> std::io::Result<Self> {
@@ -19,15 +24,28 @@ impl Compressor {
         })
     }
 
+    /// Compress `data` into the start of `dst` if the frame is worth it (no larger than
+    /// [`max_frame_bytes`]) and fits; returns its length, or `None` to store `data` raw. zstd
+    /// gives up as soon as the frame outgrows that room, so `dst` never needs more than
+    /// `max_frame_bytes(data.len())` bytes and incompressible data costs no large buffer.
+    pub fn compress_into(&mut self, data: &[u8], dst: &mut [u8]) -> Option<usize> {
+        let room = max_frame_bytes(data.len()).min(dst.len());
+        match self.inner.compress_to_buffer(data, &mut dst[..room]) {
+            Ok(n) if n <= max_frame_bytes(data.len()) => Some(n),
+            _ => None,
+        }
+    }
+
     /// Compress `data`; returns the payload and how it is encoded. Raw when zstd would not
-    /// save at least 1/64 of the size.
+    /// save more than 1/64 of the size.
     pub fn compress<'a>(&'a mut self, data: &'a [u8]) -> (&'a [u8], Compression) {
-        let bound = zstd::zstd_safe::compress_bound(data.len());
-        self.buf.clear();
-        self.buf.reserve(bound);
-        match self.inner.compress_to_buffer(data, &mut self.buf) {
-            Ok(n) if n + data.len() / 64 < data.len() => (&self.buf[..n], Compression::Zstd),
-            _ => (data, Compression::None),
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(max_frame_bytes(data.len()), 0);
+        let n = self.compress_into(data, &mut buf);
+        self.buf = buf;
+        match n {
+            Some(n) => (&self.buf[..n], Compression::Zstd),
+            None => (data, Compression::None),
         }
     }
 }

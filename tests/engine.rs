@@ -34,6 +34,7 @@ fn opts() -> InitOptions {
             iterations: 1,
             parallelism: 1,
         },
+        ..InitOptions::default()
     }
 }
 

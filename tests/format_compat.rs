@@ -1,13 +1,23 @@
-//! The repository format is a contract: a repository written by format version 1 (the golden
-//! fixture in `tests/fixtures/format-v1/`, written by coffer 0.1.0) must still open, list,
-//! check and restore byte-identically with every later build.
+//! The repository format is a contract: the repositories written by earlier format versions
+//! (the golden fixtures in `tests/fixtures/format-vN/`, written once and never changed) must
+//! still open, list, check and restore byte-identically with every later build, and a
+//! repository of an older version must stay within its version's rules when written to.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use assert_cmd::cargo::CommandCargoExt;
+use coffer::format::config::FORMAT_VERSION;
+use coffer::format::pack::padded_len;
+use coffer::repo::Repository;
+use coffer::storage::{LocalStore, ObjectStore};
 
 const PASSWORD: &str = "coffer-fixture";
+/// What `scripts/make-format-fixture.sh 2` printed when it wrote `tests/fixtures/format-v2/`.
+const V2_SNAPSHOT: &str = "4f29b34f5c7a68fa8366a4b29292d3dccf49fff3e9a897cfb4ddbc20db419faa";
+const V2_BLOB_SHA256: &str = "bd338e528bd045c79819771cfca94f0c7abd9aff00ca6cbf99cd945caf2c5537";
+const V2_TEXT_SHA256: &str = "77de504442355419022286de36ad5b3b6e4e56f513c35190138b2e602e294493";
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -43,15 +53,61 @@ fn sha256(path: &Path) -> String {
         .to_string()
 }
 
+fn fixture(version: u32) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/format-v{version}/repo"))
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every blob of every index file of `repo`: (data_len, packed_len).
+fn blob_lengths(repo: &Path) -> Vec<(u32, u32)> {
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(repo.to_path_buf()));
+    let r = Repository::open(store, PASSWORD.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    for id in r.list_index_files().unwrap() {
+        for pack in r.load_index(&id).unwrap() {
+            out.extend(pack.blobs.iter().map(|b| (b.data_len, b.packed_len)));
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+/// Files of many sizes, compressible and not, so that blobs fall in many padding classes; all
+/// below the default minimum chunk (256 KiB), so each is one blob and the padding is the same
+/// in every run.
+fn assorted_files(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for (i, len) in [0usize, 1, 31, 33, 300, 4097, 9000, 70_000, 200_000, 250_000]
+        .into_iter()
+        .enumerate()
+    {
+        let noise: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(dir.join(format!("noise{i}")), &noise).unwrap();
+        std::fs::write(dir.join(format!("text{i}")), "coffer ".repeat(len / 7)).unwrap();
+    }
+}
+
 #[test]
 fn format_v1_fixture_still_reads() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     // Copy: commands take locks, and the fixture must stay untouched.
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1/repo"),
-        &repo,
-    );
+    copy_dir(&fixture(1), &repo);
     let cache = dir.path().join("cache");
 
     let out = coffer(&repo, &cache, &["snapshots", "--json"]);
@@ -112,4 +168,139 @@ fn format_v1_fixture_still_reads() {
         .unwrap();
     let expected = chrono::DateTime::parse_from_rfc3339("2025-11-16T03:00:00Z").unwrap();
     assert_eq!(chrono::DateTime::<chrono::Utc>::from(mtime), expected);
+}
+
+#[test]
+fn format_v2_fixture_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(&fixture(2), &repo);
+    let cache = dir.path().join("cache");
+
+    let out = coffer(&repo, &cache, &["snapshots", "--json"]);
+    assert_ok(&out);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = list.as_array().unwrap();
+    assert_eq!(snaps.len(), 1);
+    let id = snaps[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, V2_SNAPSHOT);
+    assert_eq!(snaps[0]["host"], "fixture-host");
+    assert_eq!(snaps[0]["tags"][0], "fixture");
+
+    assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
+    let target = dir.path().join("out");
+    assert_ok(&coffer(
+        &repo,
+        &cache,
+        &["restore", "-s", &id[..8], "-t", target.to_str().unwrap()],
+    ));
+    let data = target.join("data");
+    assert_eq!(
+        std::fs::read_to_string(data.join("docs/readme.txt")).unwrap(),
+        "hello coffer format v2\n"
+    );
+    assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
+    assert_eq!(sha256(&data.join("blob.bin")), V2_BLOB_SHA256);
+    assert_eq!(sha256(&data.join("text.txt")), V2_TEXT_SHA256);
+    assert_eq!(
+        std::fs::read_link(data.join("link")).unwrap(),
+        Path::new("docs/readme.txt")
+    );
+    assert!(data.join("empty-dir").is_dir());
+    let mtime = std::fs::metadata(data.join("blob.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let expected = chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z").unwrap();
+    assert_eq!(chrono::DateTime::<chrono::Utc>::from(mtime), expected);
+
+    // The fixture itself was padded by the version 2 rule.
+    for (data_len, packed_len) in blob_lengths(&repo) {
+        assert_eq!(packed_len as usize, padded_len(2, data_len as usize) + 40);
+    }
+}
+
+/// A build that writes version 2 must not write version 2 blobs into a version 1 repository:
+/// another host with an older build may share it.
+#[test]
+fn v1_repository_keeps_v1_rules_when_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(&fixture(1), &repo);
+    let cache = dir.path().join("cache");
+    let src = dir.path().join("data");
+    assorted_files(&src);
+    let before = blob_lengths(&repo).len();
+    assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
+
+    let lengths = blob_lengths(&repo);
+    assert!(lengths.len() > before + 10, "the backup added blobs");
+    for (data_len, packed_len) in lengths {
+        assert_eq!(
+            packed_len as usize,
+            padded_len(1, data_len as usize) + 40,
+            "payload {data_len}"
+        );
+    }
+    let config = std::fs::read_to_string(repo.join("config")).unwrap();
+    assert!(config.contains("\"version\": 1"), "{config}");
+    assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
+    let target = dir.path().join("out");
+    assert_ok(&coffer(
+        &repo,
+        &cache,
+        &["restore", "-s", "latest", "-t", target.to_str().unwrap()],
+    ));
+    assert_eq!(
+        std::fs::read(src.join("noise9")).unwrap(),
+        std::fs::read(target.join("data/noise9")).unwrap()
+    );
+}
+
+/// `init` writes the current version with its finer padding; `--format-version 1` still makes
+/// a version 1 repository, and a version this build does not know is refused.
+#[test]
+fn init_writes_current_version_and_can_write_v1() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("data");
+    assorted_files(&src);
+    let mut paddings = Vec::new();
+    for (version, args) in [
+        (FORMAT_VERSION, &["init"][..]),
+        (1, &["init", "--format-version", "1"][..]),
+    ] {
+        let repo = dir.path().join(format!("repo-{version}"));
+        let cache = dir.path().join(format!("cache-{version}"));
+        assert_ok(&coffer(&repo, &cache, args));
+        assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
+        assert_eq!(config["version"], version);
+        let mut padding = 0u64;
+        for (data_len, packed_len) in blob_lengths(&repo) {
+            assert_eq!(
+                packed_len as usize,
+                padded_len(version, data_len as usize) + 40
+            );
+            padding += u64::from(packed_len - 40 - data_len);
+        }
+        assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
+        paddings.push(padding);
+    }
+    // Same data: the finer rule pads far less (each rule's bound is in src/format/pack.rs).
+    assert!(
+        paddings[0] * 4 < paddings[1],
+        "padding v2, v1: {paddings:?}"
+    );
+    let out = coffer(
+        &dir.path().join("repo-new"),
+        &dir.path().join("cache-new"),
+        &[
+            "init",
+            "--format-version",
+            &(FORMAT_VERSION + 1).to_string(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!dir.path().join("repo-new/config").exists());
 }

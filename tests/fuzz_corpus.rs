@@ -417,9 +417,15 @@ fn config_seeds(s: &mut Seeds) {
         "compact",
         serde_json::to_vec(&c).expect("config to JSON"),
     );
+    let mut v1 = c.clone();
+    v1.version = 1;
+    s.valid("config", "version-1", text(&v1));
     let mut newer = c.clone();
-    newer.version = 2;
-    s.bad("config", "version-2", text(&newer));
+    newer.version = FORMAT_VERSION + 1;
+    s.bad("config", "newer-version", text(&newer));
+    let mut zero = c.clone();
+    zero.version = 0;
+    s.bad("config", "version-0", text(&zero));
     let mut odd = c.clone();
     odd.chunker.min_bytes = 1001;
     s.bad("config", "odd-chunker", text(&odd));

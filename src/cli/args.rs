@@ -127,6 +127,14 @@ pub struct InitArgs {
     /// File with the passphrase of the --from repository (default: the new one's).
     #[arg(long, env = "COFFER_FROM_PASSWORD_FILE", requires = "from")]
     pub from_password_file: Option<PathBuf>,
+    /// Repository format version to write: 2 (the default) pads blobs finely; 1 makes a
+    /// repository that coffer builds older than format 2 can read too (docs/format.md).
+    #[arg(long, value_name = "N", default_value_t = crate::format::config::FORMAT_VERSION,
+          conflicts_with = "from",
+          value_parser = clap::value_parser!(u32).range(
+              crate::format::config::OLDEST_FORMAT_VERSION as i64
+                  ..=crate::format::config::FORMAT_VERSION as i64))]
+    pub format_version: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

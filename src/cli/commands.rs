@@ -67,6 +67,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opts = InitOptions {
                 compression_level: a.compression,
                 kdf: a.kdf.params(),
+                format_version: a.format_version,
                 ..Default::default()
             };
             let repo = Repository::init(loc.store()?, &pw, opts)?;

@@ -23,18 +23,29 @@ pub const SEAL_OVERHEAD: usize = NONCE_BYTES + TAG_BYTES;
 
 /// Encrypt and authenticate `plaintext` under `key`, bound to `aad`.
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut buf = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    buf.resize(NONCE_BYTES, 0);
+    buf.extend_from_slice(plaintext);
+    seal_in_place(key, aad, buf)
+}
+
+/// [`seal`] without a copy: `buf` is [`NONCE_BYTES`] bytes of room for the nonce followed by
+/// the plaintext. The nonce is written into the room, the plaintext is encrypted where it is
+/// and the tag appended, so `buf` becomes the sealed message.
+pub fn seal_in_place(key: &[u8; 32], aad: &[u8], mut buf: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+    if buf.len() < NONCE_BYTES {
+        return Err(CryptoError::Truncated(buf.len()));
+    }
     let mut nonce = [0u8; NONCE_BYTES];
     super::random_bytes(&mut nonce)?;
-    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
+    buf[..NONCE_BYTES].copy_from_slice(&nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
-    let body: &mut [u8] = &mut out[NONCE_BYTES..];
+    let body: &mut [u8] = &mut buf[NONCE_BYTES..];
     let tag = cipher
         .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
         .map_err(|_| CryptoError::Authentication)?;
-    out.extend_from_slice(tag.as_slice());
-    Ok(out)
+    buf.extend_from_slice(tag.as_slice());
+    Ok(buf)
 }
 
 /// Verify and decrypt a message produced by [`seal`] with the same `key` and `aad`.
@@ -74,6 +85,19 @@ mod tests {
         }
 
         #[test]
+        fn seal_in_place_equals_seal(
+            data in proptest::collection::vec(any::<u8>(), 0..2048),
+            room in proptest::collection::vec(any::<u8>(), NONCE_BYTES),
+        ) {
+            let key = [9u8; 32];
+            let mut buf = room;
+            buf.extend_from_slice(&data);
+            let sealed = seal_in_place(&key, b"blob", buf).unwrap();
+            prop_assert_eq!(sealed.len(), data.len() + SEAL_OVERHEAD);
+            prop_assert_eq!(open(&key, b"blob", &sealed).unwrap(), data);
+        }
+
+        #[test]
         fn any_flipped_bit_is_an_error(
             data in proptest::collection::vec(any::<u8>(), 0..512),
             bit in any::<usize>(),
@@ -84,6 +108,11 @@ mod tests {
             sealed[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(open(&key, b"index", &sealed).is_err());
         }
+    }
+
+    #[test]
+    fn seal_in_place_needs_room_for_the_nonce() {
+        assert!(seal_in_place(&[1u8; 32], b"x", vec![0; NONCE_BYTES - 1]).is_err());
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub fn init_from(
         compression_level: c.compression_level,
         pack_bytes: c.pack_bytes,
         kdf,
+        // A mirror keeps its source's version: the packs it receives were written by it.
+        format_version: c.version,
     };
     let master = MasterKey::from_bytes(*source.master_key().as_bytes());
     Ok(Repository::init_with_master(

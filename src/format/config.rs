@@ -3,7 +3,7 @@
 //! the key.
 //!
 //! ```text
-//! {"version":1,"id":"<64 hex>","chunker":{"min_bytes":..,"avg_bytes":..,"max_bytes":..},
+//! {"version":2,"id":"<64 hex>","chunker":{"min_bytes":..,"avg_bytes":..,"max_bytes":..},
 //!  "compression_level":3,"pack_bytes":16777216,"created":"<RFC 3339>","mac":"<64 hex>"}
 //! ```
 //! `mac` = keyed BLAKE3 (config MAC sub-key) of the same JSON serialised with `"mac":""`.
@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::FormatError;
 
-/// Repository format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Repository format version written by `init` in this build.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest repository format version this build reads and writes (in that version's rules).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Largest config accepted.
 pub const MAX_CONFIG_BYTES: usize = 64 << 10;
 
@@ -104,7 +106,13 @@ impl Config {
         }
         let v: VersionOnly =
             serde_json::from_slice(bytes).map_err(|e| FormatError::invalid(WHAT, e.to_string()))?;
-        if v.version != FORMAT_VERSION {
+        if v.version < OLDEST_FORMAT_VERSION {
+            return Err(FormatError::invalid(
+                WHAT,
+                format!("unknown format version {}", v.version),
+            ));
+        }
+        if v.version > FORMAT_VERSION {
             return Err(FormatError::UnsupportedVersion {
                 what: "repository",
                 found: v.version,
@@ -143,12 +151,17 @@ mod tests {
             mac: "b".repeat(64),
         };
         assert_eq!(Config::decode(&c.encode()).unwrap(), c);
+        let mut older = c.clone();
+        older.version = 1;
+        assert_eq!(Config::decode(&older.encode()).unwrap(), older);
         let mut newer = c.clone();
-        newer.version = 2;
+        newer.version = FORMAT_VERSION + 1;
         assert!(matches!(
             Config::decode(&newer.encode()),
-            Err(FormatError::UnsupportedVersion { found: 2, .. })
+            Err(FormatError::UnsupportedVersion { found: 3, .. })
         ));
+        newer.version = 0;
+        assert!(Config::decode(&newer.encode()).is_err());
         let mut odd = c.clone();
         odd.chunker.min_bytes = 1001;
         assert!(Config::decode(&odd.encode()).is_err());

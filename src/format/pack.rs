@@ -35,16 +35,24 @@ pub fn blob_aad(kind: BlobKind) -> [u8; 12] {
     aad
 }
 
-/// Length a payload is padded to before sealing: a multiple of 256 bytes up to 4 KiB, above
-/// that a multiple of 1/32 of the payload's power-of-two range. The sealed length then reveals
-/// the payload's magnitude and 5 bits of its mantissa, not its exact length, for at most about
-/// 3 % of overhead.
-pub fn padded_len(data_len: usize) -> usize {
-    let granule = if data_len <= 4096 {
-        256
+/// Length a payload is padded to before sealing, by the rule of the repository's format
+/// version (docs/format.md, "Padding rule"). Readers never check padding, so the rule binds
+/// writers only: a writer pads by the rule of the repository it writes into.
+///
+/// - version 1: a multiple of 256 bytes up to 4 KiB, above that a multiple of 1/32 of the
+///   payload's power-of-two range (5 bits of mantissa shown, at most about 3 % overhead);
+/// - version 2 and later: a multiple of 32 bytes, or of 1/256 of the payload's power-of-two
+///   range when that is larger (8 bits of mantissa shown, at most 1/256 overhead above 8 KiB).
+pub fn padded_len(format_version: u32, data_len: usize) -> usize {
+    let top_bit = (usize::BITS - 1).saturating_sub(data_len.leading_zeros()) as usize;
+    let granule = if format_version <= 1 {
+        if data_len <= 4096 {
+            256
+        } else {
+            1usize << (top_bit - 5)
+        }
     } else {
-        let top_bit = usize::BITS - 1 - data_len.leading_zeros();
-        1usize << (top_bit - 5)
+        (1usize << top_bit.saturating_sub(8)).max(32)
     };
     data_len.div_ceil(granule).max(1) * granule
 }
@@ -200,11 +208,49 @@ mod tests {
         }
 
         #[test]
-        fn padding_hides_exact_length_with_small_overhead(n in 0usize..(32 << 20)) {
-            let p = padded_len(n);
+        fn v1_padding_hides_exact_length_with_small_overhead(n in 0usize..(32 << 20)) {
+            let p = padded_len(1, n);
             prop_assert!(p >= n);
             prop_assert!(p >= 256);
             prop_assert!(n <= 4096 || (p - n) * 32 <= n, "overhead too large: {} -> {}", n, p);
+        }
+
+        #[test]
+        fn v2_padding_overhead_at_most_one_in_256(n in 0usize..(32 << 20)) {
+            let p = padded_len(2, n);
+            prop_assert!(p >= n && p >= 32 && p.is_multiple_of(32));
+            prop_assert!(p - n <= 32 || (p - n) * 256 <= n, "overhead too large: {} -> {}", n, p);
+            // Same granule for lengths of the same magnitude: lengths hide below it.
+            prop_assert!(padded_len(2, p) == p);
+        }
+    }
+
+    #[test]
+    fn padding_rules_by_version() {
+        // (version, payload, padded): the tables of docs/format.md.
+        let table = [
+            (1, 0, 256),
+            (1, 257, 512),
+            (1, 4096, 4096),
+            (1, 4097, 4224),
+            (1, 8191, 8192),
+            (1, 8193, 8448),
+            (1, 65537, 67584),
+            (1, 1048577, 1081344),
+            (1, 4194305, 4325376),
+            (2, 0, 32),
+            (2, 1, 32),
+            (2, 33, 64),
+            (2, 4097, 4128),
+            (2, 8191, 8192),
+            (2, 8193, 8224),
+            (2, 16385, 16448),
+            (2, 65537, 65792),
+            (2, 1048577, 1052672),
+            (2, 4194305, 4210688),
+        ];
+        for (v, n, p) in table {
+            assert_eq!(padded_len(v, n), p, "version {v}, payload {n}");
         }
     }
 

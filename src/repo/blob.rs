@@ -3,7 +3,7 @@
 
 use super::{RepoError, Repository, path};
 use crate::compress::{self, Compressor};
-use crate::crypto;
+use crate::crypto::{self, NONCE_BYTES, TAG_BYTES};
 use crate::format::pack::{blob_aad, padded_len};
 use crate::format::{BlobEntry, BlobKind, Compression};
 use crate::id::{BlobId, PackId};
@@ -42,12 +42,28 @@ impl Repository {
         plaintext: &[u8],
         compressor: &mut Compressor,
     ) -> Result<SealedBlob, RepoError> {
-        let (payload, compression) = compressor.compress(plaintext);
-        let data_len = payload.len();
-        let mut padded = Vec::with_capacity(padded_len(data_len));
-        padded.extend_from_slice(payload);
-        padded.resize(padded_len(data_len), 0);
-        let bytes = crypto::seal(&self.keys.encryption, &blob_aad(kind), &padded)?;
+        // One buffer from compression to sealed bytes: nonce room, payload, zero padding, and
+        // room for the tag. Padded by the rule of the repository's own version, so a v1
+        // repository shared with older builds stays within what its version specifies.
+        let version = self.config.version;
+        let mut buf = vec![0u8; NONCE_BYTES + padded_len(version, plaintext.len()) + TAG_BYTES];
+        let room = &mut buf[NONCE_BYTES..NONCE_BYTES + plaintext.len()];
+        let (data_len, compression) = match compressor.compress_into(plaintext, room) {
+            Some(n) => (n, Compression::Zstd),
+            None => {
+                room.copy_from_slice(plaintext);
+                (plaintext.len(), Compression::None)
+            }
+        };
+        let end = NONCE_BYTES + padded_len(version, data_len);
+        // zstd may have left bytes past its frame; padding is zeros.
+        buf[NONCE_BYTES + data_len..end].fill(0);
+        buf.truncate(end);
+        if buf.capacity() > 2 * (end + TAG_BYTES) {
+            // Compressed well: give back the room the raw payload would have needed.
+            buf.shrink_to(end + TAG_BYTES);
+        }
+        let bytes = crypto::seal_in_place(&self.keys.encryption, &blob_aad(kind), buf)?;
         Ok(SealedBlob {
             id,
             kind,

@@ -19,7 +19,7 @@ pub use pack::{PackBuilder, PackedPack};
 use crate::chunker::Chunker;
 use crate::crypto::{self, CryptoError, KdfParams, MasterKey, RepoKeys};
 use crate::format::FormatError;
-use crate::format::config::{ChunkerParams, Config, FORMAT_VERSION};
+use crate::format::config::{ChunkerParams, Config, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::format::index::{self, INDEX_AAD, PackIndex};
 use crate::format::snapshot::{SNAPSHOT_AAD, Snapshot};
 use crate::id::{IndexId, KeyId, PackId, SnapshotId};
@@ -122,6 +122,9 @@ pub struct InitOptions {
     pub pack_bytes: u32,
     /// KDF parameters of the first key.
     pub kdf: KdfParams,
+    /// Format version to write (`OLDEST_FORMAT_VERSION..=FORMAT_VERSION`): an older one
+    /// makes a repository that older builds can read too.
+    pub format_version: u32,
 }
 
 impl Default for InitOptions {
@@ -131,6 +134,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_bytes: 16 << 20,
             kdf: KdfParams::DEFAULT,
+            format_version: FORMAT_VERSION,
         }
     }
 }
@@ -173,11 +177,18 @@ impl Repository {
         opts: InitOptions,
         master: MasterKey,
     ) -> Result<Self, RepoError> {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&opts.format_version) {
+            return Err(RepoError::Key(format!(
+                "format version {} is not one this coffer writes ({OLDEST_FORMAT_VERSION} to \
+                 {FORMAT_VERSION})",
+                opts.format_version
+            )));
+        }
         let keys = master.derive();
         let mut repo_id = [0u8; 32];
         crypto::random_bytes(&mut repo_id)?;
         let mut config = Config {
-            version: FORMAT_VERSION,
+            version: opts.format_version,
             id: hex::encode(repo_id),
             chunker: opts.chunker,
             compression_level: opts.compression_level,
@@ -431,6 +442,7 @@ pub(crate) mod tests {
                 iterations: 1,
                 parallelism: 1,
             },
+            format_version: FORMAT_VERSION,
         }
     }
 
