@@ -70,6 +70,36 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Crypto
     Ok(buf)
 }
 
+/// [`open`] in place: the ciphertext inside `sealed` is decrypted where it lies and returned
+/// as a part of it (after the nonce, before the tag). On an error nothing is decrypted.
+pub fn open_in_place<'a>(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &'a mut [u8],
+) -> Result<&'a [u8], CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::Truncated(sealed.len()));
+    }
+    let (nonce, rest) = sealed.split_at_mut(NONCE_BYTES);
+    let body_len = rest.len() - TAG_BYTES;
+    let (body, tag) = rest.split_at_mut(body_len);
+    let nonce: [u8; NONCE_BYTES] = (&*nonce)
+        .try_into()
+        .map_err(|_| CryptoError::Authentication)?;
+    let tag: [u8; TAG_BYTES] = (&*tag)
+        .try_into()
+        .map_err(|_| CryptoError::Authentication)?;
+    XChaCha20Poly1305::new(key.into())
+        .decrypt_inout_detached(
+            &XNonce::from(nonce),
+            aad,
+            (&mut *body).into(),
+            &Tag::from(tag),
+        )
+        .map_err(|_| CryptoError::Authentication)?;
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +138,27 @@ mod tests {
             sealed[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(open(&key, b"index", &sealed).is_err());
         }
+    }
+
+    #[test]
+    fn open_in_place_matches_open() {
+        let key = [3u8; 32];
+        let sealed = seal(&key, b"blob", b"hello in place").unwrap();
+        let mut buf = sealed.clone();
+        assert_eq!(
+            open_in_place(&key, b"blob", &mut buf).unwrap(),
+            b"hello in place"
+        );
+        let mut forged = sealed.clone();
+        forged[30] ^= 1;
+        let before = forged.clone();
+        assert!(open_in_place(&key, b"blob", &mut forged).is_err());
+        assert_eq!(forged, before, "nothing decrypted on failure");
+        assert!(open_in_place(&key, b"other", &mut sealed.clone()).is_err());
+        assert!(matches!(
+            open_in_place(&key, b"blob", &mut [0u8; SEAL_OVERHEAD - 1]),
+            Err(CryptoError::Truncated(39))
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod aead;
 mod keys;
 
-pub use aead::{NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, open, seal, seal_in_place};
+pub use aead::{NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, open, open_in_place, seal, seal_in_place};
 pub use keys::{KdfParams, MasterKey, RepoKeys, derive_wrapping_key};
 
 /// Errors of the crypto layer.

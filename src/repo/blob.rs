@@ -1,6 +1,8 @@
 //! Sealing a blob (compress, pad, encrypt) and opening it again (decrypt, decompress, verify
 //! its id). The CPU stages of the data path; they run on rayon workers.
 
+use std::borrow::Cow;
+
 use super::{RepoError, Repository, path};
 use crate::compress::{self, Compressor};
 use crate::crypto::{self, NONCE_BYTES, TAG_BYTES};
@@ -77,43 +79,62 @@ impl Repository {
     /// Decrypt, decompress and verify sealed blob bytes against their index entry.
     pub fn open_blob(&self, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>, RepoError> {
         let e = &loc.entry;
-        let object = || {
-            format!(
-                "{} (blob {} in pack {})",
-                path::pack(&loc.pack),
-                e.id,
-                loc.pack
-            )
-        };
         let mut plain = crypto::open(&self.keys.encryption, &blob_aad(e.kind), sealed)
-            .map_err(|err| RepoError::corrupt(object(), err))?;
-        if plain.len() < e.data_len as usize {
+            .map_err(|err| RepoError::corrupt(blob_object(loc), err))?;
+        match self.verified_data(loc, &plain)? {
+            Cow::Borrowed(data) => {
+                // Stored raw: the plaintext is the data once the padding is cut (no copy).
+                let n = data.len();
+                plain.truncate(n);
+                Ok(plain)
+            }
+            Cow::Owned(data) => Ok(data),
+        }
+    }
+
+    /// [`Repository::open_blob`] for verification only: `sealed` is decrypted where it lies
+    /// (its bytes are spent), and a blob stored raw is hashed there, so no copy is made.
+    pub fn verify_blob_in_place(
+        &self,
+        loc: &BlobLocation,
+        sealed: &mut [u8],
+    ) -> Result<(), RepoError> {
+        let plain = crypto::open_in_place(&self.keys.encryption, &blob_aad(loc.entry.kind), sealed)
+            .map_err(|err| RepoError::corrupt(blob_object(loc), err))?;
+        self.verified_data(loc, plain).map(|_| ())
+    }
+
+    /// The data of an opened blob, checked against its entry and id: borrowed from `plain`
+    /// when stored raw, decompressed otherwise.
+    fn verified_data<'a>(
+        &self,
+        loc: &BlobLocation,
+        plain: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, RepoError> {
+        let e = &loc.entry;
+        let Some(payload) = plain.get(..e.data_len as usize) else {
             return Err(RepoError::corrupt(
-                object(),
+                blob_object(loc),
                 "payload shorter than its length",
             ));
-        }
+        };
         let data = if e.compression == Compression::None {
-            // Stored raw: the plaintext is the data once the padding is cut (no copy).
-            plain.truncate(e.data_len as usize);
-            if plain.len() != e.raw_len as usize {
+            if payload.len() != e.raw_len as usize {
                 return Err(RepoError::corrupt(
-                    object(),
+                    blob_object(loc),
                     "invalid blob: raw length mismatch",
                 ));
             }
-            plain
+            Cow::Borrowed(payload)
         } else {
-            compress::decompress(
-                &plain[..e.data_len as usize],
-                e.compression,
-                e.raw_len as usize,
+            Cow::Owned(
+                compress::decompress(payload, e.compression, e.raw_len as usize)
+                    .map_err(|err| RepoError::corrupt(blob_object(loc), err))?,
             )
-            .map_err(|err| RepoError::corrupt(object(), err))?
         };
         if self.keys.blob_id(e.kind, &data) != e.id {
             return Err(RepoError::corrupt(
-                object(),
+                blob_object(loc),
                 "content does not match the blob id",
             ));
         }
@@ -130,4 +151,14 @@ impl Repository {
         )?;
         self.open_blob(loc, &sealed)
     }
+}
+
+/// How a blob is named in errors: its pack's object name, the blob and the pack.
+fn blob_object(loc: &BlobLocation) -> String {
+    format!(
+        "{} (blob {} in pack {})",
+        path::pack(&loc.pack),
+        loc.entry.id,
+        loc.pack
+    )
 }
