@@ -372,3 +372,56 @@ fn dedup_within_and_across_backups() {
         s2.bytes_added
     );
 }
+
+/// Restore plans and writes files in batches of a few thousand: files, hardlinks whose first
+/// path is restored in an earlier batch, and directory metadata must come out as in one go.
+#[test]
+fn restore_across_batches_of_files() {
+    let env = Env::new();
+    let src = env.root.join("src");
+    for d in 0..3 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..2000 {
+            fs::write(
+                dir.join(format!("f{i}")),
+                format!("{d}/{i}\n").repeat(i % 7),
+            )
+            .unwrap();
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    // The first name of the inode is in the first batch, the others in the last.
+    fs::hard_link(src.join("d0/f1"), src.join("d2/link-to-d0-f1")).unwrap();
+    fs::hard_link(src.join("d0/f1"), src.join("d2/second-link")).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(OpendalStore::memory().unwrap());
+    let repo = Repository::init(store, b"pw", opts()).unwrap();
+    let catalog = env.catalog("cache");
+    let s = backup(&repo, &catalog, &backup_opts(&src), &Progress::default()).unwrap();
+    assert!(s.warnings.is_empty());
+    let target = env.root.join("out");
+    let progress = Progress::default();
+    let r = restore(
+        &repo,
+        &catalog,
+        &RestoreOptions {
+            snapshot: s.snapshot_id.clone(),
+            target: target.clone(),
+            ..Default::default()
+        },
+        &progress,
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.files, 6000);
+    assert_eq!(r.links_and_special, 2);
+    assert_same_tree(&src, &target.join("data"));
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    let out = target.join("data");
+    assert_eq!(ino(&out.join("d0/f1")), ino(&out.join("d2/link-to-d0-f1")));
+    assert_eq!(ino(&out.join("d0/f1")), ino(&out.join("d2/second-link")));
+    assert_eq!(
+        progress.files.load(std::sync::atomic::Ordering::Relaxed),
+        6000
+    );
+}

@@ -302,23 +302,32 @@ impl Walker<'_> {
             .as_ref()
             .map(|t| t.nodes.iter().map(|n| (&n.name[..], n)).collect())
             .unwrap_or_default();
-        let results: Vec<Result<Option<Node>, EngineError>> = names
+        let mut results: Vec<Result<Option<Node>, EngineError>> = names
             .par_iter()
-            .filter_map(|name| {
+            // `map`, not `filter_map`: an indexed iterator collects straight into one vector
+            // of the final size.
+            .map(|name| {
                 let rel = rel.join(name);
                 if self.excludes.excluded(name.as_bytes(), &rel) {
-                    return None;
+                    return Ok(None);
                 }
                 let parent = old_nodes.get(name.as_bytes()).copied();
-                Some(self.entry(name, &path.join(name), &rel, parent))
+                self.entry(name, &path.join(name), &rel, parent)
             })
             .collect();
-        let mut nodes = Vec::with_capacity(results.len());
-        for r in results {
-            if let Some(n) = r? {
-                nodes.push(n);
-            }
+        // A directory of many thousand entries holds its old tree, the results and the new
+        // nodes at a few hundred bytes an entry: free the old tree before encoding, and take
+        // the nodes out of the results in place (no second vector of them).
+        drop(old_nodes);
+        drop(old);
+        drop(names);
+        if let Some(i) = results.iter().position(Result::is_err) {
+            results.swap_remove(i)?;
         }
+        let mut nodes: Vec<Node> = results
+            .into_iter()
+            .filter_map(|r| r.ok().flatten())
+            .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = Tree { nodes };
         Ok(Some(self.saver.save(BlobKind::Tree, &tree.encode())?))

@@ -1,7 +1,8 @@
 //! Restore: recreate a snapshot, or paths inside it, under a target directory, verifying every
-//! blob. Directories first, then file contents in parallel, then hardlinks, symlinks and
-//! special files, then directory metadata deepest first (so writing into a directory does not
-//! disturb its restored mtime, and no restored symlink is ever followed during the restore).
+//! blob. Directories as the trees are walked, file contents in parallel batches as they are
+//! planned, then hardlinks, symlinks and special files, then directory metadata deepest first
+//! (so writing into a directory does not disturb its restored mtime, and no restored symlink
+//! is ever followed during the restore).
 
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
@@ -53,11 +54,17 @@ pub struct RestoreSummary {
 
 /// Blobs of one file fetched at once.
 const BLOBS_IN_FLIGHT: usize = 4;
+/// Files planned before they are restored (in parallel) and forgotten: the plan of a snapshot
+/// with millions of files is never held whole (about 250 bytes a file).
+const FILES_PER_BATCH: usize = 4096;
 
 #[derive(Default)]
 struct Plan {
     dirs: Vec<(PathBuf, Node)>,
+    /// Files planned and not restored yet (at most [`FILES_PER_BATCH`]).
     files: Vec<(PathBuf, Node)>,
+    /// Regular files planned so far.
+    files_planned: u64,
     hardlinks: Vec<(PathBuf, PathBuf, Node)>,
     special: Vec<(PathBuf, Node)>,
 }
@@ -109,6 +116,9 @@ impl Restorer<'_> {
         plan: &mut Plan,
         links: &mut HashMap<(u64, u64), PathBuf>,
     ) -> Result<(), EngineError> {
+        if self.is_disk_full() {
+            return Ok(()); // the restore stops (see `restore_files`): plan nothing more
+        }
         match node.kind {
             NodeKind::Dir => {
                 if let Err(e) = write::create_dir(path) {
@@ -144,10 +154,37 @@ impl Restorer<'_> {
                     links.insert((node.device, node.inode), path.to_path_buf());
                 }
                 plan.files.push((path.to_path_buf(), node.clone()));
+                plan.files_planned += 1;
+                if plan.files.len() >= FILES_PER_BATCH {
+                    self.restore_files(&mut plan.files);
+                }
             }
             _ => plan.special.push((path.to_path_buf(), node.clone())),
         }
         Ok(())
+    }
+
+    /// Restore the planned files in parallel and forget them. Once the file system is full,
+    /// every further file would fail the same way: none is tried, so the restore stops with
+    /// one error instead of one per file.
+    fn restore_files(&self, files: &mut Vec<(PathBuf, Node)>) {
+        files.par_iter().for_each(|(path, node)| {
+            if self.is_disk_full() {
+                return;
+            }
+            if let Err(e) = self.file(path, node) {
+                self.warnings.push(path.display().to_string(), e);
+            }
+            self.progress.files.fetch_add(1, Ordering::Relaxed);
+        });
+        files.clear();
+    }
+
+    fn is_disk_full(&self) -> bool {
+        self.disk_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Restore one file; on a full file system also raise [`Restorer::disk_full`].
@@ -246,6 +283,16 @@ pub fn restore(
         progress,
         disk_full: std::sync::Mutex::new(None),
     };
+    if opts.paths.is_empty() {
+        // Files are restored in batches as they are planned: the totals of a whole snapshot
+        // come from its summary (a restore of some paths shows counts without totals).
+        progress
+            .total_bytes
+            .store(snap.snapshot.summary.total_bytes, Ordering::Relaxed);
+        progress
+            .total_files
+            .store(snap.snapshot.summary.files, Ordering::Relaxed);
+    }
     let mut plan = Plan::default();
     let mut links = HashMap::new();
     let paths = if opts.paths.is_empty() {
@@ -275,27 +322,7 @@ pub fn restore(
         }
         r.plan(&dest, &node, &mut plan, &mut links)?;
     }
-    let total: u64 = plan.files.iter().map(|(_, n)| n.size).sum();
-    progress.total_bytes.store(total, Ordering::Relaxed);
-    progress
-        .total_files
-        .store(plan.files.len() as u64, Ordering::Relaxed);
-
-    plan.files.par_iter().for_each(|(path, node)| {
-        // Once the file system is full every further file would fail the same way: stop
-        // with one error instead of one per file.
-        if r.disk_full
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        {
-            return;
-        }
-        if let Err(e) = r.file(path, node) {
-            r.warnings.push(path.display().to_string(), e);
-        }
-        progress.files.fetch_add(1, Ordering::Relaxed);
-    });
+    r.restore_files(&mut plan.files);
     if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(EngineError::Usage(format!(
             "restore stopped: {source} while writing {path}; free space (or restore to \
@@ -342,7 +369,7 @@ pub fn restore(
     }
     Ok(RestoreSummary {
         snapshot_id: snap.id.to_hex(),
-        files: plan.files.len() as u64,
+        files: plan.files_planned,
         dirs: plan.dirs.len() as u64,
         links_and_special: special,
         bytes: r.bytes.load(Ordering::Relaxed),
