@@ -425,3 +425,41 @@ fn restore_across_batches_of_files() {
         6000
     );
 }
+
+/// Tiny files make tiny blobs: a pack is closed at 16,384 blobs whatever its size, so the
+/// entries a backup holds for its open packs stay bounded.
+#[test]
+fn packs_of_tiny_blobs_are_closed_by_count() {
+    let env = Env::new();
+    let src = env.root.join("src");
+    for d in 0..17 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..1000 {
+            fs::write(dir.join(format!("f{i}")), format!("{d} {i}")).unwrap();
+        }
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(OpendalStore::memory().unwrap());
+    // Packs of 16 MiB: 17,000 tiny blobs would fit in one by size.
+    let init = InitOptions {
+        pack_bytes: 16 << 20,
+        ..opts()
+    };
+    let repo = Repository::init(store, b"pw", init).unwrap();
+    let catalog = env.catalog("cache");
+    let s = backup(&repo, &catalog, &backup_opts(&src), &Progress::default()).unwrap();
+    assert!(s.warnings.is_empty());
+    let mut counts = Vec::new();
+    for id in repo.list_index_files().unwrap() {
+        for pack in repo.load_index(&id).unwrap() {
+            counts.push(pack.blobs.len());
+        }
+    }
+    assert!(counts.iter().all(|&n| n <= 16_384), "{counts:?}");
+    let blobs: usize = counts.iter().sum();
+    assert!(
+        (17_000..17_100).contains(&blobs),
+        "data blobs and trees: {blobs}"
+    );
+    assert!(counts.len() >= 3, "{counts:?}");
+}

@@ -35,6 +35,10 @@ pub const PACKS_IN_FLIGHT: usize = 2;
 pub const MAX_PACK_UPLOADS: usize = 32;
 /// Target size of a tree pack.
 const TREE_PACK_BYTES: usize = 4 << 20;
+/// Blobs in a pack before it is closed whatever its size. A pack's entries are held until it
+/// is indexed (about 60 bytes a blob): 16 MiB of tiny blobs (72 bytes sealed, format 2) would
+/// be 230,000 entries, and 1,000,000 files of a few bytes peaked at 104-135 MiB.
+const MAX_PACK_BLOBS: usize = 16_384;
 /// An index file is written after this many packs (or [`INDEX_EVERY`]) so that a crash mid
 /// backup leaves the packs written so far indexed and reusable.
 const INDEX_EVERY_PACKS: usize = 32;
@@ -154,7 +158,7 @@ impl<'a> Saver<'a> {
         let full = {
             let mut b = builder.lock().unwrap_or_else(|p| p.into_inner());
             b.add(self.repo, sealed)?;
-            (b.len_bytes() >= target).then(|| b.take())
+            (b.len_bytes() >= target || b.count() >= MAX_PACK_BLOBS).then(|| b.take())
         };
         if let Some(full) = full {
             self.send(full)?;
