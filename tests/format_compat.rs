@@ -304,3 +304,26 @@ fn init_writes_current_version_and_can_write_v1() {
     assert!(!out.status.success());
     assert!(!dir.path().join("repo-new/config").exists());
 }
+
+/// `init --from` makes a mirror for `sync`: it keeps its source's format version, since the
+/// packs it will receive were written by that version's rules.
+#[test]
+fn init_from_keeps_the_source_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    copy_dir(&fixture(1), &source);
+    let mirror = dir.path().join("mirror");
+    let out = coffer(
+        &mirror,
+        &dir.path().join("cache"),
+        &["init", "--from", source.to_str().unwrap()],
+    );
+    assert_ok(&out);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mirror.join("config")).unwrap()).unwrap();
+    assert_eq!(config["version"], 1);
+    let cache = dir.path().join("cache");
+    let out = coffer(&source, &cache, &["sync", "--to", mirror.to_str().unwrap()]);
+    assert_ok(&out);
+    assert_ok(&coffer(&mirror, &cache, &["check", "--read-data"]));
+}
