@@ -102,79 +102,24 @@ fn assorted_files(dir: &Path) {
     }
 }
 
-#[test]
-fn format_v1_fixture_still_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    // Copy: commands take locks, and the fixture must stay untouched.
-    copy_dir(&fixture(1), &repo);
-    let cache = dir.path().join("cache");
-
-    let out = coffer(&repo, &cache, &["snapshots", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let snaps = list.as_array().unwrap();
-    assert_eq!(snaps.len(), 1);
-    assert_eq!(
-        snaps[0]["id"],
-        "9f364a6c8640a6ee47a1b236276e4b34a63d7d33fccf0ddf6ae6db31e5f4a5ca"
-    );
-    assert_eq!(snaps[0]["host"], "fixture-host");
-    assert_eq!(snaps[0]["tags"][0], "fixture");
-
-    let out = coffer(&repo, &cache, &["check", "--read-data"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let target = dir.path().join("out");
-    let out = coffer(
-        &repo,
-        &cache,
-        &["restore", "-s", "9f364a6c", "-t", target.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = target.join("data");
-    assert_eq!(
-        std::fs::read_to_string(data.join("docs/readme.txt")).unwrap(),
-        "hello coffer format v1\n"
-    );
-    assert_eq!(
-        sha256(&data.join("blob.bin")),
-        "ac4660530ca27737632410d5b1840a52389bd6d323d7da526c952123884cbd54"
-    );
-    assert_eq!(
-        sha256(&data.join("text.txt")),
-        "a8a9cf1989367f7118621fa4cf6a457f021bb6b12b771bb69cff768846cc2e96"
-    );
-    assert_eq!(
-        std::fs::read_link(data.join("link")).unwrap(),
-        Path::new("docs/readme.txt")
-    );
-    assert!(data.join("empty-dir").is_dir());
-    let mtime = std::fs::metadata(data.join("blob.bin"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let expected = chrono::DateTime::parse_from_rfc3339("2025-11-16T03:00:00Z").unwrap();
-    assert_eq!(chrono::DateTime::<chrono::Utc>::from(mtime), expected);
+/// What a golden fixture holds (v1 written by coffer 0.1.0, v2 by
+/// `scripts/make-format-fixture.sh`): one snapshot of `data/` with a readme, a binary and a
+/// text file, a symlink and an empty directory, all with one mtime.
+struct Fixture {
+    version: u32,
+    snapshot: &'static str,
+    blob_sha256: &'static str,
+    text_sha256: &'static str,
+    mtime: &'static str,
 }
 
-#[test]
-fn format_v2_fixture_still_reads() {
+/// Open a copy of the fixture (commands take locks; the fixture must stay untouched), list,
+/// check and restore it, and compare what comes out. Returns the work directory, the copy of
+/// the repository and the restored `data/`.
+fn restore_fixture(f: &Fixture) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    copy_dir(&fixture(2), &repo);
+    copy_dir(&fixture(f.version), &repo);
     let cache = dir.path().join("cache");
 
     let out = coffer(&repo, &cache, &["snapshots", "--json"]);
@@ -182,8 +127,7 @@ fn format_v2_fixture_still_reads() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let snaps = list.as_array().unwrap();
     assert_eq!(snaps.len(), 1);
-    let id = snaps[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(id, V2_SNAPSHOT);
+    assert_eq!(snaps[0]["id"], f.snapshot);
     assert_eq!(snaps[0]["host"], "fixture-host");
     assert_eq!(snaps[0]["tags"][0], "fixture");
 
@@ -192,16 +136,21 @@ fn format_v2_fixture_still_reads() {
     assert_ok(&coffer(
         &repo,
         &cache,
-        &["restore", "-s", &id[..8], "-t", target.to_str().unwrap()],
+        &[
+            "restore",
+            "-s",
+            &f.snapshot[..8],
+            "-t",
+            target.to_str().unwrap(),
+        ],
     ));
     let data = target.join("data");
     assert_eq!(
         std::fs::read_to_string(data.join("docs/readme.txt")).unwrap(),
-        "hello coffer format v2\n"
+        format!("hello coffer format v{}\n", f.version)
     );
-    assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
-    assert_eq!(sha256(&data.join("blob.bin")), V2_BLOB_SHA256);
-    assert_eq!(sha256(&data.join("text.txt")), V2_TEXT_SHA256);
+    assert_eq!(sha256(&data.join("blob.bin")), f.blob_sha256);
+    assert_eq!(sha256(&data.join("text.txt")), f.text_sha256);
     assert_eq!(
         std::fs::read_link(data.join("link")).unwrap(),
         Path::new("docs/readme.txt")
@@ -211,9 +160,32 @@ fn format_v2_fixture_still_reads() {
         .unwrap()
         .modified()
         .unwrap();
-    let expected = chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z").unwrap();
+    let expected = chrono::DateTime::parse_from_rfc3339(f.mtime).unwrap();
     assert_eq!(chrono::DateTime::<chrono::Utc>::from(mtime), expected);
+    (dir, repo, data)
+}
 
+#[test]
+fn format_v1_fixture_still_reads() {
+    restore_fixture(&Fixture {
+        version: 1,
+        snapshot: "9f364a6c8640a6ee47a1b236276e4b34a63d7d33fccf0ddf6ae6db31e5f4a5ca",
+        blob_sha256: "ac4660530ca27737632410d5b1840a52389bd6d323d7da526c952123884cbd54",
+        text_sha256: "a8a9cf1989367f7118621fa4cf6a457f021bb6b12b771bb69cff768846cc2e96",
+        mtime: "2025-11-16T03:00:00Z",
+    });
+}
+
+#[test]
+fn format_v2_fixture_still_reads() {
+    let (_dir, repo, data) = restore_fixture(&Fixture {
+        version: 2,
+        snapshot: V2_SNAPSHOT,
+        blob_sha256: V2_BLOB_SHA256,
+        text_sha256: V2_TEXT_SHA256,
+        mtime: "2026-11-23T03:00:00Z",
+    });
+    assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
     // The fixture itself was padded by the version 2 rule.
     for (data_len, packed_len) in blob_lengths(&repo) {
         assert_eq!(packed_len as usize, padded_len(2, data_len as usize) + 40);
