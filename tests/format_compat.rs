@@ -65,18 +65,35 @@ fn assert_ok(out: &std::process::Output) {
     );
 }
 
-/// Every blob of every index file of `repo`: (data_len, packed_len).
-fn blob_lengths(repo: &Path) -> Vec<(u32, u32)> {
+/// Check that every blob of every index file of `repo` is padded by the rule of `version`;
+/// returns how many blobs there are and their padding bytes in all.
+fn assert_padded_by(repo: &Path, version: u32) -> (usize, u64) {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(repo.to_path_buf()));
     let r = Repository::open(store, PASSWORD.as_bytes()).unwrap();
-    let mut out = Vec::new();
+    let (mut blobs, mut padding) = (0, 0u64);
     for id in r.list_index_files().unwrap() {
         for pack in r.load_index(&id).unwrap() {
-            out.extend(pack.blobs.iter().map(|b| (b.data_len, b.packed_len)));
+            for b in &pack.blobs {
+                assert_eq!(
+                    b.packed_len as usize,
+                    padded_len(version, b.data_len as usize) + 40,
+                    "version {version}, payload {}",
+                    b.data_len
+                );
+                blobs += 1;
+                padding += u64::from(b.packed_len - 40 - b.data_len);
+            }
         }
     }
-    assert!(!out.is_empty());
-    out
+    assert!(blobs > 0);
+    (blobs, padding)
+}
+
+/// The format version in `repo`'s config.
+fn config_version(repo: &Path) -> u64 {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
+    config["version"].as_u64().unwrap()
 }
 
 /// Files of many sizes, compressible and not, so that blobs fall in many padding classes; all
@@ -187,9 +204,7 @@ fn format_v2_fixture_still_reads() {
     });
     assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
     // The fixture itself was padded by the version 2 rule.
-    for (data_len, packed_len) in blob_lengths(&repo) {
-        assert_eq!(packed_len as usize, padded_len(2, data_len as usize) + 40);
-    }
+    assert_padded_by(&repo, 2);
 }
 
 /// A build that writes version 2 must not write version 2 blobs into a version 1 repository:
@@ -202,20 +217,12 @@ fn v1_repository_keeps_v1_rules_when_written() {
     let cache = dir.path().join("cache");
     let src = dir.path().join("data");
     assorted_files(&src);
-    let before = blob_lengths(&repo).len();
+    let (before, _) = assert_padded_by(&repo, 1);
     assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
 
-    let lengths = blob_lengths(&repo);
-    assert!(lengths.len() > before + 10, "the backup added blobs");
-    for (data_len, packed_len) in lengths {
-        assert_eq!(
-            packed_len as usize,
-            padded_len(1, data_len as usize) + 40,
-            "payload {data_len}"
-        );
-    }
-    let config = std::fs::read_to_string(repo.join("config")).unwrap();
-    assert!(config.contains("\"version\": 1"), "{config}");
+    let (after, _) = assert_padded_by(&repo, 1);
+    assert!(after > before + 10, "the backup added blobs");
+    assert_eq!(config_version(&repo), 1);
     assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
     let target = dir.path().join("out");
     assert_ok(&coffer(
@@ -245,17 +252,8 @@ fn init_writes_current_version_and_can_write_v1() {
         let cache = dir.path().join(format!("cache-{version}"));
         assert_ok(&coffer(&repo, &cache, args));
         assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
-        let config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
-        assert_eq!(config["version"], version);
-        let mut padding = 0u64;
-        for (data_len, packed_len) in blob_lengths(&repo) {
-            assert_eq!(
-                packed_len as usize,
-                padded_len(version, data_len as usize) + 40
-            );
-            padding += u64::from(packed_len - 40 - data_len);
-        }
+        assert_eq!(config_version(&repo), u64::from(version));
+        let (_, padding) = assert_padded_by(&repo, version);
         assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
         paddings.push(padding);
     }
@@ -291,9 +289,7 @@ fn init_from_keeps_the_source_version() {
         &["init", "--from", source.to_str().unwrap()],
     );
     assert_ok(&out);
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(mirror.join("config")).unwrap()).unwrap();
-    assert_eq!(config["version"], 1);
+    assert_eq!(config_version(&mirror), 1);
     let cache = dir.path().join("cache");
     let out = coffer(&source, &cache, &["sync", "--to", mirror.to_str().unwrap()]);
     assert_ok(&out);
