@@ -106,8 +106,15 @@ struct Conn {
 impl Conn {
     /// End the shared read transaction, so that what follows sees (and may write) the latest.
     fn end_lookups(&mut self) -> rusqlite::Result<()> {
-        if self.lookups.take().is_some() {
-            self.conn.execute_batch("COMMIT")?;
+        if self.lookups.take().is_some()
+            && let Err(e) = self.conn.execute_batch("COMMIT")
+        {
+            // Never leave the transaction open: the next write would run inside it. It only
+            // read, so rolling it back loses nothing; the COMMIT error is the one reported.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
         }
         Ok(())
     }
@@ -625,6 +632,11 @@ mod tests {
             a.has_blob(&theirs).unwrap(),
             "seen once the transaction is old"
         );
+
+        // Every other access ends the shared transaction: a write never runs inside it.
+        assert!(!a.has_blob(&BlobId([9; 32])).unwrap());
+        a.stats().unwrap();
+        assert!(a.conn.lock().unwrap().conn.is_autocommit());
 
         // Many lookups in a row end and restart the transaction on their own.
         for _ in 0..LOOKUPS_PER_TRANSACTION * 2 + 1 {
