@@ -20,7 +20,9 @@ if [[ -e $dest ]]; then
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A run that fails half-way leaves no partial fixture behind (it would refuse the next run).
+done=0
+trap 'rm -rf "$work"; if [[ $done != 1 ]]; then rm -rf "$dest"; fi' EXIT
 data="$work/data"
 mkdir -p "$data/docs" "$data/empty-dir"
 printf 'hello coffer format v%s\n' "$version" >"$data/docs/readme.txt"
@@ -49,3 +51,4 @@ unset COFFER_PASSWORD_FILE COFFER_PASSWORD_COMMAND
 "$coffer" check --read-data
 "$coffer" snapshots --json
 sha256sum "$data/blob.bin" "$data/text.txt"
+done=1
