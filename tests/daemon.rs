@@ -397,7 +397,9 @@ fn invalid_config_fails_at_start_naming_the_key() {
             "notify.webhooks",
         ),
         ("[backup]\nsourcez = [\"/x\"]\n", "sourcez"),
-        ("", "nothing to back up"),
+        // No file, no variables: the old default, every directory under /backup, which is
+        // missing here.
+        ("", "/backup"),
     ];
     for (text, key) in cases {
         let cfg = write_config(&env, text);
@@ -414,7 +416,7 @@ fn invalid_config_fails_at_start_naming_the_key() {
         .expect_code(1)
         .stderr_has("BACKUP_CRON_EXPRESSION");
     let mut c = env.cmd();
-    c.env("BACKUP_EXCLUDE_REGEXP", "^/backup/cache");
+    c.env("BACKUP_EXCLUDE_REGEXP", "(unclosed");
     env.run_cmd(c, ["daemon", "--config", cfg.to_str().unwrap()])
         .expect_code(1)
         .stderr_has("BACKUP_EXCLUDE_REGEXP");

@@ -279,6 +279,7 @@ fn backup_opts(src: &Path) -> BackupOptions {
         tags: vec![],
         host: "test".into(),
         excludes: vec![],
+        exclude_regexes: vec![],
         parent: None,
         force: false,
         time: None,

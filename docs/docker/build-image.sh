@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build the coffer image from a coffer binary built beforehand, without pulling anything:
 #   cargo build --release && docs/docker/build-image.sh [BINARY] [TAG]
-# BINARY defaults to target/release/coffer, TAG to coffer:latest.
+# BINARY defaults to target/release/coffer, TAG to coffer:latest. Needs strip (binutils) and a
+# CA bundle (ca-certificates) on the build host.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${1:-"$here/../../target/release/coffer"}
@@ -10,9 +11,18 @@ tag=${2:-coffer:latest}
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 root="$ctx/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/archive" "$root/cache" "$root/etc"
+mkdir -p "$root/usr/local/bin" "$root/bin" "$root/tmp" "$root/archive" "$root/cache" \
+    "$root/etc/ssl/certs"
 chmod 1777 "$root/tmp"
-cp "$bin" "$root/usr/local/bin/coffer"
+# Stripped: the release binary's line tables are for profiling on the host, not for the image.
+strip -o "$root/usr/local/bin/coffer" "$bin"
+# The old image's manual trigger: `docker exec <c> backup` and `docker exec <c> /bin/backup`.
+ln -s coffer "$root/usr/local/bin/backup"
+ln -s ../usr/local/bin/coffer "$root/bin/backup"
+# TLS roots for https S3 endpoints and notifications (the image has no system store).
+ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+[ -s "$ca" ] || { echo "no CA bundle at $ca: install ca-certificates (apt-get install ca-certificates) or set SSL_CERT_FILE" >&2; exit 1; }
+cp -L "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
 # The shared libraries and the loader the binary needs (glibc, libgcc_s, libm).
 for lib in $(ldd "$bin" | awk '/=> \//{print $3} /^\t\//{print $1}'); do
     mkdir -p "$root$(dirname "$lib")"

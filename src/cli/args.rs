@@ -111,6 +111,10 @@ pub enum Command {
     Daemon(super::daemon::DaemonArgs),
     /// Run the daemon's job once, now; exit non-zero when it fails.
     RunJob(super::daemon::RunJobArgs),
+    /// Ask the running daemon to run its job now and show its log (the old image's
+    /// `docker exec <container> backup`; also invoked as `backup`). Without a running daemon,
+    /// the job runs here.
+    Trigger(super::trigger::TriggerArgs),
 }
 
 /// `init`.

@@ -96,6 +96,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Sync(a) => super::sync::run(g, a),
         Command::Daemon(a) => super::daemon::daemon(g, a),
         Command::RunJob(a) => super::daemon::run_once(g, a),
+        Command::Trigger(a) => super::trigger::trigger(g, a),
         Command::Export(a) => super::archive::export(g, a),
         Command::Import(a) => super::archive::import(g, a),
         Command::Snapshots(a) => {
@@ -435,6 +436,7 @@ fn backup_with_sources(
         tags: a.tags.clone(),
         host: a.host.clone().unwrap_or_else(crate::repo::hostname),
         excludes: a.excludes.clone(),
+        exclude_regexes: Vec::new(),
         parent: a.parent.clone(),
         force: a.force,
         time: a.time,

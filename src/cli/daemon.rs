@@ -66,7 +66,19 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DaemonConfig> {
     for n in &loaded.notes {
         tracing::info!("{n}");
     }
-    Ok(loaded.config)
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let unsupported = crate::daemon::legacy_env::unsupported(&names);
+    if !unsupported.is_empty() {
+        tracing::warn!(
+            "not supported by coffer, ignored: {} (see docs/daemon.md for what to use instead)",
+            unsupported.join(", ")
+        );
+    }
+    let mut cfg = loaded.config;
+    cfg.host = Some(stable_host(&cfg));
+    Ok(cfg)
 }
 
 /// The global options with the configuration's repository and passphrase file applied
@@ -100,6 +112,7 @@ fn context(
         notifier: Notifier::new(cfg.notify.clone()),
         metrics,
         textfile,
+        schedule_file: Some(super::trigger::schedule_path(&cache)),
     }
 }
 
@@ -169,19 +182,144 @@ pub fn daemon(g: &Global, a: &DaemonArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
         tracing::info!(address = %bound, "serving metrics on /metrics");
     }
+    check_tls_roots(&cfg)?;
+    if let Some(dir) = &cfg.backup.sources_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "the sources directory {} does not exist (BACKUP_SOURCES, default /backup): mount \
+             each volume at {}/<name>",
+            dir.display(),
+            dir.display()
+        );
+    }
     let ctx = context(&g2, &cfg, textfile, metrics);
     ctx.load_metrics();
     ctx.reconcile_at_start()?;
     tracing::info!(
-        schedule = %cfg.schedule_text,
         repository = %ctx.repository,
+        host = %ctx.host,
         state = %ctx.state_path.display(),
         "daemon started (times are UTC)"
     );
     let (schedule, text) = (cfg.schedule.clone(), cfg.schedule_text.clone());
-    let mut make = move || -> Box<dyn JobSteps> { Box::new(CliJob::new(g2.clone(), cfg.clone())) };
-    run_forever(&ctx, &schedule, &text, &mut make)?;
+    let cache = g2.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let socket = super::trigger::socket_path(&cache);
+    // One run at a time: the schedule and manual triggers take turns.
+    let gate = std::sync::Mutex::new(());
+    let run_now = || -> u8 {
+        let mut job = CliJob::new(g2.clone(), cfg.clone());
+        match run_job(&ctx, &mut job) {
+            Ok(JobOutcome::Finished(r)) => outcome_code(&r),
+            Ok(JobOutcome::Skipped(_)) => exit::LOCKED,
+            Err(e) => {
+                tracing::error!("Backup failed: {e}");
+                exit::ERROR
+            }
+        }
+    };
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let serving = scope.spawn(|| super::trigger::serve(&socket, &gate, &run_now));
+        // The trigger socket is up (or failed) before the schedule is announced.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if serving.is_finished() {
+            return match serving.join() {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("the manual trigger thread panicked")),
+            };
+        }
+        tracing::info!(
+            socket = %socket.display(),
+            "manual runs: `backup` or `coffer trigger` (docker exec <container> backup)"
+        );
+        let mut make = || -> Box<dyn JobSteps> { Box::new(CliJob::new(g2.clone(), cfg.clone())) };
+        run_forever(&ctx, &schedule, &text, &mut make, &gate)?;
+        Ok(())
+    })?;
     Ok(exit::OK)
+}
+
+/// The exit code of a finished run: 0, 3 when only files were unreadable, else 1.
+fn outcome_code(r: &crate::daemon::state::JobRecord) -> u8 {
+    if r.status == JobStatus::Success {
+        exit::OK
+    } else if r.steps.iter().any(|s| s.status == "failed") {
+        exit::ERROR
+    } else {
+        exit::PARTIAL
+    }
+}
+
+/// Places where a CA bundle for TLS is found (Debian, RHEL, Alpine, the coffer image).
+const CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// With an https target (offsite S3, notifications), a trust store must exist: found at
+/// start, not by a failed TLS handshake at 2 a.m.
+fn check_tls_roots(cfg: &DaemonConfig) -> anyhow::Result<()> {
+    let https = cfg.sync.as_ref().is_some_and(|s| s.to.contains("https://"))
+        || cfg
+            .notify
+            .webhooks
+            .iter()
+            .any(|u| u.starts_with("https://"))
+        || cfg.notify.pings.iter().any(|u| u.starts_with("https://"))
+        || !cfg.notify.targets.is_empty();
+    if !https {
+        return Ok(());
+    }
+    let env_file = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let found = env_file
+        .iter()
+        .chain(
+            CA_BUNDLES
+                .iter()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
+    if !found {
+        anyhow::bail!(
+            "no CA certificates for TLS (looked at SSL_CERT_FILE and {}): use the coffer image \
+             built by docs/docker/build-image.sh, which bundles them, or mount the host's \
+             /etc/ssl/certs",
+            CA_BUNDLES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The Docker engine, when one is configured (`DOCKER_HOST`) or its socket is mounted; `None`
+/// when there is none (then no container is stopped). A socket that is there but cannot be
+/// used is an error: containers that should stop would otherwise be read while running.
+fn docker_if_reachable() -> anyhow::Result<Option<crate::docker::DockerClient>> {
+    let configured = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
+    if !configured && !std::path::Path::new("/var/run/docker.sock").exists() {
+        return Ok(None);
+    }
+    let client = crate::docker::DockerClient::connect(None)
+        .context("the Docker engine (to stop labelled containers during the backup)")?;
+    Ok(Some(client))
+}
+
+/// The host name recorded in snapshots: the configuration's (or `COFFER_HOST`), else the name
+/// of the container coffer runs in (stable across `docker-compose up --force-recreate`, where
+/// the container id, Docker's default host name, is not), else the host name.
+fn stable_host(cfg: &DaemonConfig) -> String {
+    if let Some(h) = &cfg.host {
+        return h.clone();
+    }
+    if std::path::Path::new("/.dockerenv").exists()
+        && let Ok(Some(client)) = docker_if_reachable()
+        && let Some(name) = crate::docker::backup::own_container_name(&client)
+    {
+        return name;
+    }
+    crate::repo::hostname()
 }
 
 /// The steps of one run, with the repository opened once by the first step.
@@ -190,6 +328,8 @@ struct CliJob {
     cfg: DaemonConfig,
     host: String,
     opened: Option<(Repository, Catalog)>,
+    /// The snapshot the backup step wrote (the archive step exports it).
+    snapshot: Option<String>,
 }
 
 fn err(e: anyhow::Error) -> String {
@@ -204,6 +344,7 @@ impl CliJob {
             cfg,
             host,
             opened: None,
+            snapshot: None,
         }
     }
 
@@ -256,30 +397,68 @@ impl CliJob {
     fn backup_inner(&mut self) -> anyhow::Result<StepResult> {
         let sources = self.directory_sources()?;
         let (b, host) = (self.cfg.backup.clone(), self.host.clone());
+        let mut written = None;
         let (repo, catalog) = self.open()?;
         let mut done = StepDone::default();
         let mut parts = Vec::new();
         let mut warnings = 0usize;
         let mut first_warning = None;
+        let stopping = match &b.stop_label_value {
+            Some(v) if !sources.is_empty() => docker_if_reachable()?.map(|c| (c, v.clone())),
+            _ => None,
+        };
         if !sources.is_empty() {
             let opts = BackupOptions {
                 sources,
                 tags: b.tags.clone(),
                 host: host.clone(),
                 excludes: b.excludes.clone(),
+                exclude_regexes: b.exclude_regexes.clone(),
                 parent: None,
                 force: false,
                 time: None,
             };
-            let s = engine::backup::backup(repo, catalog, &opts, &Progress::default())
-                .with_context(|| format!("backup into {}", repo.store().describe()))?;
-            parts.push(format!(
-                "snapshot {}: {} files, {} read, {} added",
-                s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
-                s.files,
-                bytes(s.bytes_read),
-                bytes(s.bytes_added)
-            ));
+            let s = match &stopping {
+                Some((client, value)) => {
+                    let r = crate::docker::backup::backup_sources(
+                        client,
+                        repo,
+                        catalog,
+                        &opts,
+                        value,
+                        std::time::Duration::from_secs(b.stop_timeout_secs),
+                        &Progress::default(),
+                    )
+                    .with_context(|| format!("backup into {}", repo.store().describe()))?;
+                    if !r.containers.is_empty() {
+                        let longest = r
+                            .containers
+                            .iter()
+                            .map(|c| c.downtime_secs)
+                            .fold(0.0, f64::max);
+                        let names: Vec<&str> =
+                            r.containers.iter().map(|c| c.name.as_str()).collect();
+                        parts.push(format!(
+                            "stopped {} for at most {longest:.1}s",
+                            names.join(", ")
+                        ));
+                    }
+                    r.snapshot
+                }
+                None => engine::backup::backup(repo, catalog, &opts, &Progress::default())
+                    .with_context(|| format!("backup into {}", repo.store().describe()))?,
+            };
+            written = Some(s.snapshot_id.clone());
+            parts.insert(
+                0,
+                format!(
+                    "snapshot {}: {} files, {} read, {} added",
+                    s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+                    s.files,
+                    bytes(s.bytes_read),
+                    bytes(s.bytes_added)
+                ),
+            );
             warnings += s.warnings.len();
             if let Some(w) = s.warnings.first() {
                 first_warning = Some(format!("{}: {}", w.path, w.message));
@@ -308,6 +487,7 @@ impl CliJob {
                 tags: b.tags.clone(),
                 host: host.clone(),
                 excludes: b.excludes.clone(),
+                exclude_regexes: b.exclude_regexes.clone(),
                 force: false,
             };
             let s =
@@ -349,7 +529,61 @@ impl CliJob {
             ));
         }
         done.detail = parts.join("; ");
+        self.snapshot = written;
         Ok(StepResult::Done(done))
+    }
+
+    fn archive_inner(&mut self) -> anyhow::Result<StepResult> {
+        let Some(a) = self.cfg.archive.clone() else {
+            return Ok(StepResult::NotConfigured(
+                "no BACKUP_FILENAME: no tar.gz archive is written".into(),
+            ));
+        };
+        let snapshot = self
+            .snapshot
+            .clone()
+            .context("the backup step wrote no directory snapshot to archive")?;
+        let retention_days = self.cfg.retention.policy.retention_days;
+        let (repo, catalog) = self.open()?;
+        let opts = crate::engine::export::ExportOptions {
+            snapshot,
+            level: a.level,
+            ..Default::default()
+        };
+        let s = crate::engine::export::export_archive(
+            repo,
+            catalog,
+            &opts,
+            &a.dir,
+            &a.filename,
+            a.gpg_passphrase.as_deref().map(str::as_bytes),
+            &Progress::default(),
+        )
+        .with_context(|| format!("writing the archive into {}", a.dir.display()))?;
+        let mut detail = format!(
+            "{} ({}, {} files)",
+            s.output.as_deref().unwrap_or("?"),
+            bytes(s.archive_bytes),
+            s.files
+        );
+        if let Some(days) = retention_days {
+            let p = crate::engine::archive_prune::apply(&a.dir, &a.pruning_prefix, days)
+                .with_context(|| format!("pruning old archives in {}", a.dir.display()))?;
+            detail.push_str(&format!(
+                "; {} archives older than {days} days deleted",
+                p.deleted.len()
+            ));
+            for d in &p.deleted {
+                tracing::info!("removed old archive {}", a.dir.join(d).display());
+            }
+            if let Some(why) = p.refused {
+                tracing::warn!("{why}");
+            }
+        }
+        Ok(StepResult::Done(StepDone {
+            detail,
+            ..Default::default()
+        }))
     }
 
     fn forget_inner(&mut self) -> anyhow::Result<StepResult> {
@@ -450,8 +684,25 @@ impl CliJob {
         let store = RepoLocation::parse(&s.to)
             .and_then(|l| l.store())
             .with_context(|| format!("sync.to {}", s.to))?;
-        Repository::load_config(store.as_ref()).with_context(|| format!("sync.to {}", s.to))?;
-        let target = Repository::open(store, &pw).with_context(|| format!("sync.to {}", s.to))?;
+        let target = match Repository::load_config(store.as_ref()) {
+            Ok(_) => Repository::open(store, &pw).with_context(|| format!("sync.to {}", s.to))?,
+            Err(crate::repo::RepoError::NotARepository(_)) if s.create => {
+                let (repo, _) = self.open()?;
+                let t = engine::sync::init_from(
+                    repo,
+                    store,
+                    &pw,
+                    crate::repo::InitOptions::default().kdf,
+                )
+                .with_context(|| format!("creating the offsite repository {}", s.to))?;
+                tracing::info!(
+                    "created the offsite repository {} (same master key as the local one)",
+                    t.store().describe()
+                );
+                t
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("sync.to {}", s.to))),
+        };
         target.set_lock_wait(std::time::Duration::from_secs(self.g.retry_lock_secs()));
         let (repo, catalog) = self.open()?;
         let r = engine::sync::sync(
@@ -477,6 +728,10 @@ impl CliJob {
 impl JobSteps for CliJob {
     fn backup(&mut self) -> Result<StepResult, String> {
         self.backup_inner().map_err(err)
+    }
+
+    fn archive(&mut self) -> Result<StepResult, String> {
+        self.archive_inner().map_err(err)
     }
 
     fn forget(&mut self) -> Result<StepResult, String> {

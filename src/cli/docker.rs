@@ -128,6 +128,7 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
         tags: a.tags.clone(),
         host: a.host.clone().unwrap_or_else(crate::repo::hostname),
         excludes: a.excludes.clone(),
+        exclude_regexes: Vec::new(),
         force: a.force,
     };
     let progress = Arc::new(Progress::default());

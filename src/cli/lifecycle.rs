@@ -97,6 +97,11 @@ pub struct HealthArgs {
     /// Only snapshots with this tag (repeatable: all must match).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// The daemon's health instead (the image's HEALTHCHECK): it answers on its socket, its
+    /// last run did not fail or die, and no scheduled run is more than 10 minutes overdue.
+    /// Reads no repository.
+    #[arg(long, conflicts_with_all = ["max_age", "host", "tags"])]
+    pub daemon: bool,
 }
 
 fn print_prune(g: &Global, p: &PruneSummary) {
@@ -269,6 +274,9 @@ struct Health {
 
 /// `coffer health`: exit 1 with one clear line when the newest snapshot is too old.
 pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
+    if a.daemon {
+        return daemon_health(g);
+    }
     let max_age = parse_duration(&a.max_age).map_err(|e| anyhow::anyhow!("--max-age: {e}"))?;
     let o = open(g)?;
     o.catalog.refresh(&o.repo)?;
@@ -340,6 +348,45 @@ fn last_job(g: &Global) -> anyhow::Result<(&'static str, Option<String>)> {
         Verdict::Failed(m) => ("failed", Some(m)),
         Verdict::Died(m) => ("died", Some(m)),
     })
+}
+
+/// `health --daemon`.
+fn daemon_health(g: &Global) -> anyhow::Result<u8> {
+    use crate::daemon::state::{load, state_path, verdict};
+    let repository = g
+        .repo
+        .clone()
+        .unwrap_or_else(|| super::default_repo_path().display().to_string());
+    let cache = g.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
+    let result = if super::trigger::daemon_alive(&cache) {
+        let path = state_path(&cache, &repository);
+        let v = verdict(&path)?;
+        let last_started = load(&path)?.and_then(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s.last.started_at)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        });
+        let schedule: Option<crate::daemon::ScheduleRecord> =
+            std::fs::read(super::trigger::schedule_path(&cache))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        crate::daemon::daemon_health(&v, last_started, schedule.as_ref(), chrono::Utc::now())
+    } else {
+        Err(format!(
+            "no coffer daemon answers on {}",
+            super::trigger::socket_path(&cache).display()
+        ))
+    };
+    match result {
+        Ok(m) => {
+            say(g, format!("healthy: {m}"));
+            Ok(exit::OK)
+        }
+        Err(m) => {
+            eprintln!("unhealthy: {m}");
+            Ok(exit::ERROR)
+        }
+    }
 }
 
 fn human_age(secs: i64) -> String {

@@ -10,6 +10,7 @@ mod lifecycle;
 mod output;
 mod password;
 mod sync;
+pub(crate) mod trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,10 +46,20 @@ pub mod exit {
 
 /// Parse the command line, run, and map the result to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Called as `backup` (the old image's manual trigger, `docker exec <c> backup`): the
+    // same as `coffer trigger`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "backup")
+    {
+        argv.insert(1, "trigger".into());
+    }
+    let cli = Cli::parse_from(argv);
     if matches!(
         cli.command,
-        args::Command::Daemon(_) | args::Command::RunJob(_)
+        args::Command::Daemon(_) | args::Command::RunJob(_) | args::Command::Trigger(_)
     ) {
         // The daemon logs one line per step by default.
         let mut g = cli.global.clone();

@@ -26,11 +26,51 @@ pub fn init_logging(g: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("coffer={level}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+/// Where log lines go besides stderr: the clients of a manual trigger (`docker exec <c>
+/// backup`) see the lines of the run they asked for, as `docker logs` does.
+static LOG_SINKS: std::sync::Mutex<Vec<(u64, Box<dyn std::io::Write + Send>)>> =
+    std::sync::Mutex::new(Vec::new());
+static NEXT_SINK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Copy every log line to `sink` until [`remove_log_sink`] (a sink that fails is dropped).
+pub fn add_log_sink(sink: Box<dyn std::io::Write + Send>) -> u64 {
+    let id = NEXT_SINK.fetch_add(1, Ordering::Relaxed);
+    LOG_SINKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, sink));
+    id
+}
+
+/// Stop copying log lines to the sink `id`.
+pub fn remove_log_sink(id: u64) {
+    LOG_SINKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(i, _)| *i != id);
+}
+
+/// stderr, plus the log sinks.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = std::io::stderr().write(buf)?;
+        let mut sinks = LOG_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+        sinks.retain_mut(|(_, s)| s.write_all(&buf[..n]).is_ok());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Human-readable byte count.

@@ -1,11 +1,14 @@
 //! Pure cryptography: the master key and its sub-keys, AEAD sealing of every stored object, the
 //! passphrase KDF, and keyed blob ids. No I/O happens here.
+//! The one exception, [`openpgp`], encrypts the nightly archive for GnuPG (an encoder over a
+//! `Write` the caller gives it).
 //!
 //! Invariant: nothing leaves this module unencrypted except ids (keyed hashes) and the random
 //! nonces; every key type is zeroized on drop.
 
 mod aead;
 mod keys;
+pub mod openpgp;
 
 pub use aead::{NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, open, open_in_place, seal, seal_in_place};
 pub use keys::{KdfParams, MasterKey, RepoKeys, derive_wrapping_key};

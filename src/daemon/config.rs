@@ -66,6 +66,9 @@ struct RawBackup {
     sources: Vec<String>,
     sources_dir: Option<PathBuf>,
     exclude: Vec<String>,
+    exclude_regex: Vec<String>,
+    stop_label_value: Option<String>,
+    stop_timeout_secs: Option<u64>,
     tags: Vec<String>,
     docker: Option<RawDocker>,
 }
@@ -113,12 +116,14 @@ struct RawCheck {
 struct RawSync {
     to: String,
     password_file: Option<PathBuf>,
+    create: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawNotify {
     webhooks: Vec<String>,
+    urls: Vec<String>,
     on_success: bool,
     pings: Vec<String>,
     timeout_secs: Option<u64>,
@@ -154,6 +159,8 @@ pub struct DaemonConfig {
     pub check: Option<Subset>,
     /// Offsite copy.
     pub sync: Option<SyncConfig>,
+    /// The nightly archive of the old setup (`BACKUP_FILENAME`), written after the backup.
+    pub archive: Option<ArchiveConfig>,
     /// Who hears about a run.
     pub notify: NotifyConfig,
     /// Where metrics go.
@@ -169,6 +176,14 @@ pub struct BackupConfig {
     pub sources_dir: Option<PathBuf>,
     /// Glob excludes, as for `backup --exclude`.
     pub excludes: Vec<String>,
+    /// Regular expressions on full paths (the old `BACKUP_EXCLUDE_REGEXP`).
+    pub exclude_regexes: Vec<String>,
+    /// For `sources` and `sources_dir`: running containers whose stop label has this value
+    /// and that mount a backed-up volume are stopped for a short second pass (when the Docker
+    /// engine can be reached). `None`: never stop containers.
+    pub stop_label_value: Option<String>,
+    /// Seconds a stopping container gets.
+    pub stop_timeout_secs: u64,
     /// Tags of every snapshot.
     pub tags: Vec<String>,
     /// Docker volumes.
@@ -218,7 +233,12 @@ pub struct SyncConfig {
     pub to: String,
     /// The target's passphrase file (default: the source's passphrase).
     pub password_file: Option<PathBuf>,
+    /// Create the target (as `init --from`) when it does not exist yet.
+    pub create: bool,
 }
+
+/// The nightly archive.
+pub type ArchiveConfig = legacy_env::ArchiveEnv;
 
 /// Notification targets.
 #[derive(Clone, Debug, Default)]
@@ -229,6 +249,10 @@ pub struct NotifyConfig {
     pub on_success: bool,
     /// healthchecks-style URLs: `<url>/start`, `<url>`, `<url>/fail`.
     pub pings: Vec<String>,
+    /// shoutrrr-style targets (`smtp://`, `generic+https://`, `telegram://`, `slack://`,
+    /// `discord://`) and the old `EMAIL_*` recipient: a title and a message on failure (and
+    /// on success with `on_success`).
+    pub targets: Vec<super::shoutrrr::Target>,
     /// Seconds per request.
     pub timeout_secs: u64,
 }
@@ -268,19 +292,41 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     if let Some(d) = old.sources_dir {
         raw.backup.sources_dir = Some(d);
     }
-    raw.backup.exclude.extend(old.excludes);
-    let mut notes = old.notes;
+    raw.backup.exclude_regex.extend(old.exclude_regex);
+    let notes = old.notes;
     if let Some(v) = old.stop_label_value {
         match raw.backup.docker.as_mut() {
             Some(d) => d.stop_label_value = Some(v),
-            None => notes.push(
-                "BACKUP_STOP_DURING_BACKUP_LABEL is ignored: containers are stopped only for \
-                 [backup.docker] volumes"
-                    .into(),
-            ),
+            None => raw.backup.stop_label_value = Some(v),
         }
     }
-    let config = validate(raw)?;
+    if old.host.is_some() {
+        raw.host = old.host;
+    }
+    // With nothing else to back up, the old tool's default: every volume under /backup.
+    if raw.backup.sources.is_empty()
+        && raw.backup.sources_dir.is_none()
+        && raw.backup.docker.is_none()
+    {
+        raw.backup.sources_dir = Some(PathBuf::from(legacy_env::DEFAULT_SOURCES));
+    }
+    if let Some(to) = old.s3_target {
+        raw.sync = Some(RawSync {
+            to,
+            password_file: None,
+            create: true,
+        });
+    }
+    raw.notify.urls.extend(old.notification_urls);
+    raw.notify.on_success |= old.notify_on_success;
+    let mut config = validate(raw)?;
+    config.archive = old.archive;
+    if let Some(mail) = super::mail::from_env(env).map_err(|e| invalid("EMAIL_SMTP", e))? {
+        config
+            .notify
+            .targets
+            .push(super::shoutrrr::Target::Smtp(mail));
+    }
     Ok(Loaded { config, notes })
 }
 
@@ -354,6 +400,24 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
         globset::Glob::new(e.trim_end_matches('/'))
             .map_err(|x| invalid("backup.exclude", format!("{e:?}: {x}")))?;
     }
+    for e in &b.exclude_regex {
+        regex::bytes::Regex::new(e).map_err(|x| {
+            invalid(
+                "backup.exclude_regex",
+                format!(
+                    "{e:?}: {}",
+                    x.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            )
+        })?;
+    }
+    let stop_timeout_secs = b.stop_timeout_secs.unwrap_or(30);
+    if stop_timeout_secs > 500 {
+        return Err(invalid("backup.stop_timeout_secs", "at most 500"));
+    }
 
     let r = raw.retention;
     let keep_within_secs = r
@@ -410,6 +474,7 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
         Some(s) => Some(SyncConfig {
             to: s.to,
             password_file: s.password_file,
+            create: s.create,
         }),
         None => None,
     };
@@ -419,6 +484,10 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
         for u in urls {
             check_url(u).map_err(|e| invalid(key, format!("{u:?}: {e}")))?;
         }
+    }
+    let mut targets = Vec::new();
+    for u in &n.urls {
+        targets.extend(super::shoutrrr::parse_list(u).map_err(|e| invalid("notify.urls", e))?);
     }
     let timeout_secs = n.timeout_secs.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_SECS);
     if !(1..=300).contains(&timeout_secs) {
@@ -443,16 +512,23 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
             sources: b.sources,
             sources_dir: b.sources_dir,
             excludes: b.exclude,
+            exclude_regexes: b.exclude_regex,
+            // The old tool's default: containers labelled `...stop-during-backup=true`.
+            stop_label_value: Some(b.stop_label_value.unwrap_or_else(|| "true".into()))
+                .filter(|v| !v.is_empty()),
+            stop_timeout_secs,
             tags: b.tags,
             docker,
         },
         retention,
         check,
         sync,
+        archive: None,
         notify: NotifyConfig {
             webhooks: n.webhooks,
             on_success: n.on_success,
             pings: n.pings,
+            targets,
             timeout_secs,
         },
         metrics: MetricsConfig {
@@ -588,8 +664,10 @@ textfile = "/var/lib/node_exporter/coffer.prom"
             let e = parse(&text, &no_env).expect_err(&text).to_string();
             assert!(e.contains(key), "{text}: {e:?} does not name {key:?}");
         }
-        let e = parse("", &no_env).unwrap_err().to_string();
-        assert!(e.contains("backup: nothing to back up"), "{e}");
+        // No file and no BACKUP_SOURCES: the old tool's default, every directory under /backup.
+        let c = parse("", &no_env).unwrap().config;
+        assert_eq!(c.backup.sources_dir, Some(PathBuf::from("/backup")));
+        assert_eq!(c.backup.stop_label_value.as_deref(), Some("true"));
         let e = parse("[backup.docker]\n", &no_env).unwrap_err().to_string();
         assert!(e.contains("backup.docker"), "{e}");
         let env = |k: &str| (k == "BACKUP_RETENTION_DAYS").then(|| "seven".to_string());

@@ -15,9 +15,11 @@
 
 pub mod config;
 pub mod legacy_env;
+pub mod mail;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;
+pub mod shoutrrr;
 pub mod state;
 
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ use state::{JobLock, JobRecord, JobState, JobStatus, StepRecord};
 const MAX_SKIPPED_COUNTED: u64 = 100_000;
 
 /// The steps of a run, in order.
-pub const STEPS: [&str; 4] = ["backup", "forget", "check", "sync"];
+pub const STEPS: [&str; 5] = ["backup", "archive", "forget", "check", "sync"];
 
 /// What the daemon itself can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,8 @@ pub enum StepResult {
 pub trait JobSteps {
     /// Back up directories and/or Docker volumes.
     fn backup(&mut self) -> Result<StepResult, String>;
+    /// Write the nightly archive of the old setup and prune old archives.
+    fn archive(&mut self) -> Result<StepResult, String>;
     /// Forget by the retention policy, then prune.
     fn forget(&mut self) -> Result<StepResult, String>;
     /// Check the structure and read a share of the data.
@@ -99,6 +103,55 @@ pub struct JobContext {
     pub metrics: SharedMetrics,
     /// Metrics textfile.
     pub textfile: Option<PathBuf>,
+    /// Where the daemon records its next scheduled run (for `coffer health --daemon`).
+    pub schedule_file: Option<PathBuf>,
+}
+
+/// What the daemon records about its schedule, for `coffer health --daemon`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleRecord {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The schedule as written.
+    pub schedule: String,
+    /// When the next run is due.
+    pub next_run: DateTime<Utc>,
+}
+
+/// How late a scheduled run may start before the daemon counts as unhealthy.
+pub const OVERDUE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The daemon's health from its records: unhealthy when the last run failed or died, or when
+/// a scheduled run is more than [`OVERDUE_GRACE`] late. `Ok` carries the reason it is fine.
+pub fn daemon_health(
+    verdict: &state::Verdict,
+    last_started: Option<DateTime<Utc>>,
+    schedule: Option<&ScheduleRecord>,
+    now: DateTime<Utc>,
+) -> Result<String, String> {
+    match verdict {
+        state::Verdict::Failed(m) | state::Verdict::Died(m) => return Err(m.clone()),
+        state::Verdict::Running => return Ok("a backup is running now".into()),
+        state::Verdict::None | state::Verdict::Success => {}
+    }
+    let Some(s) = schedule else {
+        return Err("the daemon has not recorded its schedule (is it running?)".into());
+    };
+    let grace = chrono::Duration::from_std(OVERDUE_GRACE).unwrap_or_default();
+    let started_since_due = last_started.is_some_and(|t| t >= s.next_run);
+    if now > s.next_run + grace && !started_since_due {
+        return Err(format!(
+            "the backup due at {} has not started ({:?})",
+            s.next_run.to_rfc3339(),
+            s.schedule
+        ));
+    }
+    Ok(match verdict {
+        state::Verdict::Success => {
+            format!("last backup succeeded; next at {}", s.next_run.to_rfc3339())
+        }
+        _ => format!("no backup yet; first at {}", s.next_run.to_rfc3339()),
+    })
 }
 
 /// How a request to run went.
@@ -271,6 +324,7 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         let t = Instant::now();
         let result = match name {
             "backup" => steps.backup(),
+            "archive" => steps.archive(),
             "forget" => steps.forget(),
             "check" => steps.check(),
             _ => steps.sync(),
@@ -332,6 +386,18 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         error = r.error.as_deref().unwrap_or(""),
         "job finished"
     );
+    // One plain line that says how it went (the old tool's words, which runbooks grep for).
+    if ok {
+        tracing::info!(
+            "Backup completed successfully in {:.1}s",
+            r.duration_secs.unwrap_or(0.0)
+        );
+    } else {
+        tracing::error!(
+            "Backup failed: {}",
+            r.error.as_deref().unwrap_or("unknown error")
+        );
+    }
     let finished_ts = Utc::now().timestamp();
     ctx.update_metrics(|m| {
         m.running = false;
@@ -376,13 +442,37 @@ pub fn run_forever(
     schedule: &Schedule,
     schedule_text: &str,
     steps: &mut dyn FnMut() -> Box<dyn JobSteps>,
+    gate: &std::sync::Mutex<()>,
 ) -> Result<(), DaemonError> {
     let mut cursor = Utc::now();
+    let mut first = true;
     loop {
         let next = schedule
             .next_after(cursor)
             .ok_or_else(|| DaemonError::NeverDue(schedule_text.to_string()))?;
-        tracing::info!(next_run = %next.to_rfc3339(), schedule = schedule_text, "waiting");
+        if let Some(path) = &ctx.schedule_file {
+            let rec = ScheduleRecord {
+                pid: std::process::id(),
+                schedule: schedule_text.to_string(),
+                next_run: next,
+            };
+            let written = serde_json::to_vec(&rec)
+                .map_err(std::io::Error::other)
+                .and_then(|b| state::write_private(path, &b));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "recording the schedule");
+            }
+        }
+        if first {
+            // The old tool's words, which runbooks grep for.
+            tracing::info!(
+                "Scheduled backup task registered: {schedule_text:?} (UTC), next run at {}",
+                next.to_rfc3339()
+            );
+            first = false;
+        } else {
+            tracing::info!("Next backup at {}", next.to_rfc3339());
+        }
         loop {
             let wait = (next - Utc::now()).to_std().unwrap_or_default();
             if wait.is_zero() {
@@ -392,7 +482,10 @@ pub fn run_forever(
             std::thread::sleep(wait.min(std::time::Duration::from_secs(60)));
         }
         let mut job = steps();
-        run_job(ctx, job.as_mut())?;
+        {
+            let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
+            run_job(ctx, job.as_mut())?;
+        }
         let end = Utc::now();
         let skipped = missed_between(schedule, next, end);
         if skipped > 0 {
@@ -450,6 +543,10 @@ mod tests {
                 incomplete: None,
             }))
         }
+        fn archive(&mut self) -> Result<StepResult, String> {
+            self.calls.push("archive");
+            Ok(StepResult::NotConfigured("no BACKUP_FILENAME".into()))
+        }
         fn forget(&mut self) -> Result<StepResult, String> {
             self.calls.push("forget");
             Ok(StepResult::NotConfigured("no policy".into()))
@@ -475,7 +572,31 @@ mod tests {
             notifier: Notifier::new(config::NotifyConfig::default()),
             metrics: Default::default(),
             textfile: Some(dir.join("coffer.prom")),
+            schedule_file: None,
         }
+    }
+
+    #[test]
+    fn daemon_health_from_records() {
+        use state::Verdict;
+        let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
+        let rec = ScheduleRecord {
+            pid: 1,
+            schedule: "0 2 * * *".into(),
+            next_run: t("2026-02-04T02:00:00Z"),
+        };
+        let before = t("2026-02-03T12:00:00Z");
+        assert!(daemon_health(&Verdict::None, None, Some(&rec), before).is_ok());
+        // Overdue: the 02:00 run has not started by 02:30.
+        let late = t("2026-02-04T02:30:00Z");
+        let e = daemon_health(&Verdict::Success, Some(before), Some(&rec), late).unwrap_err();
+        assert!(e.contains("has not started"), "{e}");
+        // Started on time: fine (the daemon records the next due time when it is done).
+        assert!(daemon_health(&Verdict::Success, Some(late), Some(&rec), late).is_ok());
+        assert!(daemon_health(&Verdict::Running, None, Some(&rec), late).is_ok());
+        let failed = Verdict::Failed("the job run failed: disk full".into());
+        assert!(daemon_health(&failed, None, Some(&rec), before).is_err());
+        assert!(daemon_health(&Verdict::None, None, None, before).is_err());
     }
 
     #[test]
@@ -516,7 +637,7 @@ mod tests {
         let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
             panic!("skipped");
         };
-        assert_eq!(fake.calls, ["backup", "forget", "check", "sync"]);
+        assert_eq!(fake.calls, ["backup", "archive", "forget", "check", "sync"]);
         assert_eq!(r.status, JobStatus::Success);
         assert_eq!(r.bytes_added, 42);
         let m = ctx.metrics.lock().unwrap().clone();

@@ -91,36 +91,37 @@ impl Notifier {
     /// A notifier for `config`. When the HTTP client cannot be built (no TLS roots, no
     /// runtime), that is logged and notifications are disabled: they never stop the job.
     pub fn new(config: NotifyConfig) -> Self {
-        let http = if config.webhooks.is_empty() && config.pings.is_empty() {
-            None
-        } else {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => {
-                    // The client's connector needs the runtime's context to be built.
-                    let client = {
-                        let _in_runtime = rt.enter();
-                        reqwest::Client::builder()
-                            .timeout(Duration::from_secs(config.timeout_secs))
-                            .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
-                            .build()
-                    };
-                    match client {
-                        Ok(c) => Some((c, rt)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "notifications disabled: HTTP client");
-                            None
+        let http =
+            if config.webhooks.is_empty() && config.pings.is_empty() && config.targets.is_empty() {
+                None
+            } else {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        // The client's connector needs the runtime's context to be built.
+                        let client = {
+                            let _in_runtime = rt.enter();
+                            reqwest::Client::builder()
+                                .timeout(Duration::from_secs(config.timeout_secs))
+                                .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
+                                .build()
+                        };
+                        match client {
+                            Ok(c) => Some((c, rt)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "notifications disabled: HTTP client");
+                                None
+                            }
                         }
                     }
+                    Err(e) => {
+                        tracing::error!(error = %e, "notifications disabled: runtime");
+                        None
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "notifications disabled: runtime");
-                    None
-                }
-            }
-        };
+            };
         Self { config, http }
     }
 
@@ -160,6 +161,31 @@ impl Notifier {
             )
         });
         self.ping(if ok { Ping::Success } else { Ping::Fail }, &text);
+        if self.wants_webhook(r.status) && !self.config.targets.is_empty() {
+            let (title, message) = message_of(r);
+            for t in &self.config.targets {
+                self.send_target(t, &title, &message);
+            }
+        }
+    }
+
+    fn send_target(&self, t: &super::shoutrrr::Target, title: &str, message: &str) {
+        let http = self.http.as_ref().map(|(c, rt)| (c, rt));
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match t.send(title, message, http, timeout) {
+                Ok(()) => {
+                    tracing::info!(target = %t, "notified");
+                    return;
+                }
+                Err(e) => last = e,
+            }
+            if attempt < ATTEMPTS {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        tracing::error!(target = %t, error = %last, attempts = ATTEMPTS, "notification failed");
     }
 
     fn post(&self, url: &str, body: Vec<u8>, content_type: &str) {
@@ -182,6 +208,8 @@ impl Notifier {
                 Ok(resp) => last = format!("HTTP {}", resp.status()),
                 Err(e) => {
                     // reqwest's own message is generic; the cause (refused, timed out) is below.
+                    // Without the URL: it may carry a token.
+                    let e = e.without_url();
                     let mut msg = e.to_string();
                     let mut src = std::error::Error::source(&e);
                     while let Some(c) = src {
@@ -197,6 +225,36 @@ impl Notifier {
         }
         tracing::error!(url = %redact(url), error = %last, attempts = ATTEMPTS, "notification failed");
     }
+}
+
+/// The title and text of a message about a finished run (e-mail, chat).
+pub fn message_of(r: &JobRecord) -> (String, String) {
+    let ok = r.status == JobStatus::Success;
+    let title = if ok {
+        format!("coffer: backup on {} completed successfully", r.host)
+    } else {
+        format!("coffer: backup on {} failed", r.host)
+    };
+    let mut text = match &r.error {
+        Some(e) => format!("The backup failed: {e}\n\n"),
+        None => "The backup completed successfully.\n\n".to_string(),
+    };
+    text.push_str(&format!(
+        "host: {}\nrepository: {}\nstarted: {}\nfinished: {}\nduration: {:.1}s\n",
+        r.host,
+        r.repository,
+        r.started_at,
+        r.finished_at.as_deref().unwrap_or("-"),
+        r.duration_secs.unwrap_or(0.0)
+    ));
+    if !r.snapshots.is_empty() {
+        text.push_str(&format!("snapshots: {}\n", r.snapshots.join(", ")));
+    }
+    text.push('\n');
+    for s in &r.steps {
+        text.push_str(&format!("{:<7} {:<15} {}\n", s.name, s.status, s.detail));
+    }
+    (title, text)
 }
 
 /// A URL without its query and credentials, for logs (ping URLs carry secrets in the path

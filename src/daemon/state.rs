@@ -185,6 +185,25 @@ pub fn save(path: &Path, state: &JobState) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Write `bytes` to `path` atomically (a new owner-only file renamed over it; an existing
+/// symlink at the temporary name is never followed).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The run lock, held while a job runs; released when dropped or when the process dies.
 #[derive(Debug)]
 pub struct JobLock {

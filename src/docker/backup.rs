@@ -12,7 +12,8 @@
 //! in its [`VolumeBackup`] and the others go on; a repository failure or a signal stops the
 //! run. Either way every stopped container is started again ([`super::guard`]).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -48,6 +49,8 @@ pub struct DockerBackupOptions {
     pub host: String,
     /// Exclude patterns, as for a directory backup.
     pub excludes: Vec<String>,
+    /// Exclude regular expressions on full paths, as for a directory backup.
+    pub exclude_regexes: Vec<String>,
     /// Read every file even when its metadata did not change.
     pub force: bool,
 }
@@ -224,6 +227,7 @@ fn one_volume(
         tags: vb.tags.clone(),
         host: opts.host.clone(),
         excludes: opts.excludes.clone(),
+        exclude_regexes: opts.exclude_regexes.clone(),
         parent: None,
         force: opts.force,
         time: None,
@@ -299,6 +303,163 @@ fn one_volume(
         });
     }
     post
+}
+
+/// What a directory backup with stopped containers did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourcesBackup {
+    /// The snapshot written.
+    pub snapshot: BackupSummary,
+    /// Volumes among the sources (by name), found through the engine.
+    pub volumes: Vec<String>,
+    /// The online pass (absent when no container had to stop).
+    pub first_pass: Option<FirstPass>,
+    /// Containers stopped for the read, with their downtime, in start order.
+    pub containers: Vec<ContainerDowntime>,
+    /// Commands run from labels.
+    pub hooks: Vec<HookRun>,
+}
+
+/// Back up directories (the old `/backup/<name>` mounts) into one snapshot, stopping the
+/// running containers whose stop label has `stop_label_value` and that mount a volume among
+/// the sources, only for a short second pass (as [`backup_volumes`] does per volume). A
+/// source is a volume when this process runs in a container that mounts the volume at the
+/// source's path, or when the source is a volume's mountpoint on the engine's host.
+pub fn backup_sources(
+    client: &DockerClient,
+    repo: &Repository,
+    catalog: &Catalog,
+    bopts: &BackupOptions,
+    stop_label_value: &str,
+    stop_timeout: Duration,
+    progress: &Progress,
+) -> Result<SourcesBackup, DockerError> {
+    let own = own_container_id();
+    let mut out = SourcesBackup::default();
+    let paths: Vec<PathBuf> = bopts.sources.iter().map(|s| s.path.clone()).collect();
+    let me = match &own {
+        Some(id) => client.inspect(id)?,
+        None => None,
+    };
+    match &me {
+        Some(me) => {
+            for (dest, name) in &me.volume_mounts {
+                if paths.iter().any(|p| Path::new(dest) == p.as_path()) {
+                    out.volumes.push(name.clone());
+                }
+            }
+        }
+        None => {
+            let canonical: Vec<PathBuf> = paths
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect();
+            for v in client.list_volumes(&HashMap::new())? {
+                if canonical.contains(&v.mountpoint) {
+                    out.volumes.push(v.name.clone());
+                }
+            }
+        }
+    }
+    out.volumes.sort();
+    out.volumes.dedup();
+    let mut users: Vec<ContainerInfo> = Vec::new();
+    for v in &out.volumes {
+        for c in client.containers_using(v)? {
+            let is_me = me.as_ref().is_some_and(|m| m.id == c.id);
+            if !is_me && !users.iter().any(|u| u.id == c.id) {
+                users.push(c);
+            }
+        }
+    }
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    let to_stop: Vec<ContainerInfo> = users
+        .iter()
+        .filter(|c| c.running && c.wants_stop(stop_label_value))
+        .cloned()
+        .collect();
+    let order = start_order(&to_stop);
+    let hooked: Vec<&ContainerInfo> = users.iter().collect();
+    hook::run_phase(client, &hooked, Phase::Pre, &mut out.hooks)?;
+    let read = (|| -> Result<BackupSummary, DockerError> {
+        if to_stop.is_empty() {
+            return Ok(backup_pass(
+                repo,
+                catalog,
+                bopts,
+                PassOptions::default(),
+                progress,
+            )?);
+        }
+        // Held across both passes: the first pass's blobs are referenced by no snapshot until
+        // the second pass writes one, and a prune in between must not remove them.
+        let _hold = repo
+            .lock(LockKind::Shared, "backup with stopped containers")
+            .map_err(EngineError::from)?;
+        let t = Instant::now();
+        let first = backup_pass(
+            repo,
+            catalog,
+            bopts,
+            PassOptions {
+                no_snapshot: true,
+                compare_tree: None,
+            },
+            progress,
+        )?;
+        out.first_pass = Some(FirstPass {
+            files_read: first.files_read,
+            bytes_read: first.bytes_read,
+            bytes_added: first.bytes_added,
+            duration_secs: t.elapsed().as_secs_f64(),
+        });
+        let compare_tree = BlobId::from_hex(&first.tree).ok();
+        let mut guard = StopGuard::new(client, stop_timeout);
+        let stopped_then_read = (|| -> Result<BackupSummary, DockerError> {
+            for i in order.stop() {
+                guard.stop(&to_stop[i])?;
+            }
+            Ok(backup_pass(
+                repo,
+                catalog,
+                bopts,
+                PassOptions {
+                    no_snapshot: false,
+                    compare_tree,
+                },
+                progress,
+            )?)
+        })();
+        out.containers = guard.start_all();
+        stopped_then_read
+    })();
+    let users_now: Vec<ContainerInfo> = users
+        .iter()
+        .filter_map(|c| client.inspect(&c.id).ok().flatten())
+        .collect();
+    let hooked_now: Vec<&ContainerInfo> = users_now.iter().collect();
+    let post = hook::run_phase(client, &hooked_now, Phase::Post, &mut out.hooks);
+    out.snapshot = read?;
+    if let Some(c) = out.containers.iter().find(|c| !c.started) {
+        return Err(DockerError::Api {
+            what: format!("starting container {} again", c.name),
+            message: c.error.clone().unwrap_or_default(),
+        });
+    }
+    post?;
+    Ok(out)
+}
+
+/// The name of the container this process runs in (a stable host name for snapshots: it
+/// survives `docker-compose up --force-recreate`, where the container id does not).
+pub fn own_container_name(client: &DockerClient) -> Option<String> {
+    let id = own_container_id()?;
+    client
+        .inspect(&id)
+        .ok()
+        .flatten()
+        .map(|c| c.name)
+        .filter(|n| !n.is_empty())
 }
 
 /// The tags of a volume's snapshot.

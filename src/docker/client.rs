@@ -265,6 +265,7 @@ fn info_from_inspect(id: &str, r: ContainerInspectResponse) -> ContainerInfo {
     let state = r.state.unwrap_or_default();
     let config = r.config.unwrap_or_default();
     let host_config = r.host_config.unwrap_or_default();
+    let mounts = r.mounts.unwrap_or_default();
     ContainerInfo {
         id: r.id.unwrap_or_else(|| id.to_string()),
         name: r
@@ -277,12 +278,11 @@ fn info_from_inspect(id: &str, r: ContainerInspectResponse) -> ContainerInfo {
         status: state.status.map(|s| s.to_string()).unwrap_or_default(),
         network_mode: host_config.network_mode,
         links: host_config.links.unwrap_or_default(),
-        volumes: r
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| m.name)
+        volume_mounts: mounts
+            .iter()
+            .filter_map(|m| Some((m.destination.clone()?, m.name.clone()?)))
             .collect(),
+        volumes: mounts.into_iter().filter_map(|m| m.name).collect(),
     }
 }
 

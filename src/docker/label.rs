@@ -73,6 +73,8 @@ pub struct ContainerInfo {
     pub links: Vec<String>,
     /// Names of the volumes it mounts.
     pub volumes: Vec<String>,
+    /// Where each of its volumes is mounted inside it: (destination, volume name).
+    pub volume_mounts: Vec<(String, String)>,
 }
 
 /// A reference from one container to one it depends on.

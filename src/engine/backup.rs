@@ -77,6 +77,11 @@ pub struct BackupOptions {
     pub host: String,
     /// Glob patterns of paths to leave out.
     pub excludes: Vec<String>,
+    /// Regular expressions (RE2 syntax, as the old `BACKUP_EXCLUDE_REGEXP`) matched against
+    /// the full path of each file, symlink or special file (as read, e.g.
+    /// `/backup/workspace/app.log`); a match leaves it out. Directories are always walked, as
+    /// the old tool did: `\.cache$` leaves out files named so, not what a `.cache/` holds.
+    pub exclude_regexes: Vec<String>,
     /// Parent snapshot (id, prefix or `latest`); found automatically when absent.
     pub parent: Option<String>,
     /// Read every file even when its metadata did not change.
@@ -168,6 +173,18 @@ impl Excludes {
     }
 }
 
+/// The exclude expressions as one set; `None` when there are none.
+pub fn exclude_regex_set(
+    expressions: &[String],
+) -> Result<Option<regex::bytes::RegexSet>, EngineError> {
+    if expressions.is_empty() {
+        return Ok(None);
+    }
+    regex::bytes::RegexSet::new(expressions)
+        .map(Some)
+        .map_err(|e| EngineError::Usage(format!("bad exclude regular expression: {e}")))
+}
+
 #[derive(Default)]
 struct Counters {
     files: AtomicU64,
@@ -184,6 +201,7 @@ struct Walker<'a> {
     saver: &'a Saver<'a>,
     chunker: Chunker,
     excludes: Excludes,
+    exclude_regexes: Option<regex::bytes::RegexSet>,
     force: bool,
     counters: Counters,
     warnings: Warnings,
@@ -213,6 +231,12 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
+        if node.kind != NodeKind::Dir
+            && let Some(re) = &self.exclude_regexes
+            && re.is_match(path.as_os_str().as_bytes())
+        {
+            return Ok(None);
+        }
         match node.kind {
             NodeKind::Dir => {
                 let parent_tree = parent_node
@@ -511,6 +535,7 @@ pub fn backup_pass(
         saver: &saver,
         chunker: repo.chunker(),
         excludes: Excludes::new(&opts.excludes)?,
+        exclude_regexes: exclude_regex_set(&opts.exclude_regexes)?,
         force: opts.force,
         counters: Counters::default(),
         warnings: Warnings::default(),

@@ -25,7 +25,7 @@ use tar::EntryType;
 
 pub use super::archive_name::{DEFAULT_NAME_PATTERN, LATEST_LINK, output_name};
 use super::blob_reader::BlobReader;
-pub use super::export_file::{export_to_dir, export_to_file};
+pub use super::export_file::{export_archive, export_to_dir, export_to_file};
 pub use super::gzip_pipe::{CHUNK_BYTES, CHUNKS_IN_FLIGHT};
 use super::gzip_pipe::{ChunkWriter, CompressError, compress_pipe};
 use super::tar_writer::{TarWriter, header, io_error};

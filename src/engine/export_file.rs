@@ -7,9 +7,10 @@
 //! new symlink over it, so it is never missing or half made.
 
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::DateTime;
 
@@ -17,6 +18,7 @@ use super::archive_name::{LATEST_LINK, output_name};
 use super::export::{ExportOptions, ExportSummary, export};
 use super::{EngineError, Progress};
 use crate::catalog::Catalog;
+use crate::crypto::openpgp::PgpWriter;
 use crate::repo::Repository;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EngineError + '_ {
@@ -33,6 +35,27 @@ fn sync_dir(dir: &Path) -> Result<(), EngineError> {
         .map_err(io_err(dir))
 }
 
+/// A writer shared between the export (which owns its `Box`) and the caller, who takes the
+/// OpenPGP stream back to finish it once the export is done.
+#[derive(Clone)]
+struct SharedPgp(Arc<Mutex<Option<PgpWriter<fs::File>>>>);
+
+impl Write for SharedPgp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("the OpenPGP stream is already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Export into a new temporary file in `dir`, sync it, and rename it to the path `dest`
 /// chooses from the summary. The temporary file is removed on failure.
 fn export_atomically(
@@ -41,6 +64,20 @@ fn export_atomically(
     opts: &ExportOptions,
     dir: &Path,
     tmp: &Path,
+    progress: &Progress,
+    dest: impl FnOnce(&ExportSummary) -> Result<PathBuf, EngineError>,
+) -> Result<ExportSummary, EngineError> {
+    export_atomically_as(repo, catalog, opts, dir, tmp, None, progress, dest)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_atomically_as(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &ExportOptions,
+    dir: &Path,
+    tmp: &Path,
+    gpg_passphrase: Option<&[u8]>,
     progress: &Progress,
     dest: impl FnOnce(&ExportSummary) -> Result<PathBuf, EngineError>,
 ) -> Result<ExportSummary, EngineError> {
@@ -53,7 +90,19 @@ fn export_atomically(
         .map_err(io_err(tmp))?;
     let result = (|| {
         let writer = file.try_clone().map_err(io_err(tmp))?;
-        let mut summary = export(repo, catalog, opts, Box::new(writer), progress)?;
+        let mut summary = match gpg_passphrase {
+            None => export(repo, catalog, opts, Box::new(writer), progress)?,
+            Some(pass) => {
+                let pgp = PgpWriter::new(writer, pass).map_err(io_err(tmp))?;
+                let shared = SharedPgp(Arc::new(Mutex::new(Some(pgp))));
+                let s = export(repo, catalog, opts, Box::new(shared.clone()), progress)?;
+                let taken = shared.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(w) = taken {
+                    w.finish().map_err(io_err(tmp))?;
+                }
+                s
+            }
+        };
         file.sync_all().map_err(io_err(tmp))?;
         let dest = dest(&summary)?;
         fs::rename(tmp, &dest).map_err(io_err(&dest))?;
@@ -95,6 +144,48 @@ pub fn export_to_file(
     export_atomically(repo, catalog, opts, &dir, &tmp, progress, |_| {
         Ok(path.to_path_buf())
     })
+}
+
+/// The nightly archive of the old setup: export into `dir` under the name the strftime
+/// `pattern` makes of the snapshot's local time (the old `BACKUP_FILENAME`), OpenPGP-encrypted
+/// and named `<name>.gpg` when a passphrase is given (the old `GPG_PASSPHRASE`). No `latest`
+/// link: the old tool made none by default.
+pub fn export_archive(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &ExportOptions,
+    dir: &Path,
+    pattern: &str,
+    gpg_passphrase: Option<&[u8]>,
+    progress: &Progress,
+) -> Result<ExportSummary, EngineError> {
+    output_name(pattern, &chrono::Local::now())?;
+    if !dir.is_dir() {
+        return Err(EngineError::Usage(format!(
+            "the archive directory {} does not exist: mount it (e.g. ./backups:/archive) or \
+             set BACKUP_ARCHIVE",
+            dir.display()
+        )));
+    }
+    let tmp = dir.join(format!(".coffer-archive.tmp-{}", std::process::id()));
+    export_atomically_as(
+        repo,
+        catalog,
+        opts,
+        dir,
+        &tmp,
+        gpg_passphrase,
+        progress,
+        |s| {
+            let local =
+                DateTime::from_timestamp_nanos(s.snapshot_time_ns).with_timezone(&chrono::Local);
+            let mut name = output_name(pattern, &local)?;
+            if gpg_passphrase.is_some() {
+                name.push_str(".gpg");
+            }
+            Ok(dir.join(name))
+        },
+    )
 }
 
 /// Export into `dir` under a name made from the snapshot's local time with the strftime

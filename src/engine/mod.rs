@@ -13,6 +13,7 @@
 //! content, and `import_tree` assembles those nodes and saves the trees bottom-up.
 
 mod archive_name;
+pub mod archive_prune;
 pub mod backup;
 mod blob_reader;
 pub mod check;
