@@ -790,7 +790,7 @@ fn the_compose_example_backs_up_and_restores() {
         project.dir.path().join("docker-compose.yml"),
     )
     .expect("copy the example");
-    let up = project.compose(&["up", "-d", "app"]);
+    let up = project.compose(&["up", "-d"]);
     assert!(
         up.status.success(),
         "{}",
@@ -804,16 +804,28 @@ fn the_compose_example_backs_up_and_restores() {
             .parse::<u64>()
             .is_ok_and(|n| n > 3)
     });
-    let run = project.compose(&["run", "--rm", "backup"]);
+    // The service is the daemon; the old manual trigger runs its job now.
+    let backup = format!("{}_backup_1", project.name);
+    wait_until("the daemon's schedule", Duration::from_secs(30), || {
+        let o = docker(&["logs", &backup]);
+        String::from_utf8_lossy(&o.stderr).contains("Scheduled backup task registered")
+    });
+    let run = docker(&["exec", &backup, "backup"]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
-        "backup service failed:\n{stdout}\n{}",
+        "the manual trigger failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        stdout.contains(&format!("container {app}: down")),
+        stdout.contains(&format!("stopped {app} for at most")),
         "{stdout}"
+    );
+    assert!(stdout.contains("Backup completed successfully"), "{stdout}");
+    let logs = docker(&["logs", &backup]);
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("Backup completed successfully"),
+        "docker logs shows the run"
     );
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]),
@@ -822,7 +834,7 @@ fn the_compose_example_backs_up_and_restores() {
 
     // The repository the service created restores a consistent state with the dump.
     let env = Env::new();
-    let repo = project.dir.path().join("archive/coffer/repository");
+    let repo = project.dir.path().join("backups/coffer/repository");
     let target = env.path("restored");
     env.run([
         "--repo",
@@ -834,11 +846,25 @@ fn the_compose_example_backs_up_and_restores() {
         target.to_str().unwrap(),
     ])
     .success();
-    let vol_dir = target.join(format!("{}_appdata", project.name));
+    // One source per /backup/<name> mount, named as the old archive named it.
+    let vol_dir = target.join("appdata");
     let a = read_counter(&vol_dir.join("a"));
     assert!(a > 3 && a == read_counter(&vol_dir.join("b")), "a={a}");
     let dump = std::fs::read_to_string(vol_dir.join("dump.txt")).expect("the pre command's dump");
     assert!(dump.starts_with("dump-"), "{dump}");
+    // And the nightly archive the old scripts read.
+    let archives: Vec<PathBuf> = std::fs::read_dir(project.dir.path().join("backups"))
+        .expect("./backups")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let listed = Command::new("tar")
+        .arg("-tzf")
+        .arg(&archives[0])
+        .output()
+        .expect("tar");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("backup/appdata/a"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::engine::restore::RestoreOptions;
 use crate::engine::{self, Progress};
 use crate::repo::{InitOptions, LockKind, RepoError, Repository};
 
-fn location(g: &Global) -> anyhow::Result<(RepoLocation, bool)> {
+pub(super) fn location(g: &Global) -> anyhow::Result<(RepoLocation, bool)> {
     match &g.repo {
         Some(r) => Ok((RepoLocation::parse(r)?, false)),
         None => Ok((RepoLocation::Local(default_repo_path()), true)),

@@ -76,6 +76,12 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DaemonConfig> {
             unsupported.join(", ")
         );
     }
+    if let Ok(tz) = std::env::var("TZ")
+        && !tz.is_empty()
+        && !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "UTC0" | "GMT")
+    {
+        tracing::warn!("TZ={tz} is not used: the schedule is read in UTC");
+    }
     let mut cfg = loaded.config;
     cfg.host = Some(stable_host(&cfg));
     Ok(cfg)
@@ -348,9 +354,45 @@ impl CliJob {
         }
     }
 
+    /// When the default local repository is missing but the offsite one exists (a recreated
+    /// container without a volume at /archive, a new server), create the local one with the
+    /// offsite repository's key, so that sync keeps working and dedup starts from it.
+    fn local_from_offsite(&self) -> anyhow::Result<Option<Repository>> {
+        let Some(s) = &self.cfg.sync else {
+            return Ok(None);
+        };
+        let (loc, is_default) = super::commands::location(&self.g)?;
+        let local = loc.store()?;
+        if !is_default || Repository::load_config(local.as_ref()).is_ok() {
+            return Ok(None);
+        }
+        let offsite = RepoLocation::parse(&s.to)
+            .and_then(|l| l.store())
+            .with_context(|| format!("sync.to {}", s.to))?;
+        if Repository::load_config(offsite.as_ref()).is_err() {
+            return Ok(None);
+        }
+        let pw = super::password::passphrase(&self.g, false)?;
+        let source = Repository::open(offsite, &pw)
+            .with_context(|| format!("opening the offsite repository {}", s.to))?;
+        let repo =
+            engine::sync::init_from(&source, local, &pw, crate::repo::InitOptions::default().kdf)?;
+        tracing::warn!(
+            "the local repository was missing: created {} with the key of the offsite \
+             repository {} (mount a volume at its directory to keep it across container \
+             re-creation)",
+            repo.store().describe(),
+            source.store().describe()
+        );
+        Ok(Some(repo))
+    }
+
     fn open(&mut self) -> anyhow::Result<&(Repository, Catalog)> {
         if self.opened.is_none() {
-            let repo = open_for_backup(&self.g)?;
+            let repo = match self.local_from_offsite()? {
+                Some(r) => r,
+                None => open_for_backup(&self.g)?,
+            };
             let catalog = open_catalog(&self.g, &repo)?;
             self.opened = Some((repo, catalog));
         }

@@ -285,6 +285,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     if let Some(v) = old.schedule {
         raw.schedule = Some(v);
         raw.interval = None;
+    } else if text.trim().is_empty() && raw.schedule.is_none() {
+        // No file and no BACKUP_CRON_EXPRESSION: the old tool's default.
+        raw.schedule = Some(legacy_env::DEFAULT_CRON.into());
     }
     if let Some(n) = old.retention_days {
         raw.retention.retention_days = Some(n);
@@ -321,7 +324,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     raw.notify.on_success |= old.notify_on_success;
     let mut config = validate(raw)?;
     config.archive = old.archive;
-    if let Some(mail) = super::mail::from_env(env).map_err(|e| invalid("EMAIL_SMTP", e))? {
+    // The EMAIL_* variables, each also as a _FILE (Docker secrets).
+    let with_files = |k: &str| legacy_env::lookup(env, k).ok().flatten();
+    if let Some(mail) = super::mail::from_env(&with_files).map_err(|e| invalid("EMAIL_SMTP", e))? {
         config
             .notify
             .targets
@@ -668,6 +673,7 @@ textfile = "/var/lib/node_exporter/coffer.prom"
         let c = parse("", &no_env).unwrap().config;
         assert_eq!(c.backup.sources_dir, Some(PathBuf::from("/backup")));
         assert_eq!(c.backup.stop_label_value.as_deref(), Some("true"));
+        assert_eq!(c.schedule_text, "@daily");
         let e = parse("[backup.docker]\n", &no_env).unwrap_err().to_string();
         assert!(e.contains("backup.docker"), "{e}");
         let env = |k: &str| (k == "BACKUP_RETENTION_DAYS").then(|| "seven".to_string());

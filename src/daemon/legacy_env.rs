@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use super::config::ConfigError;
 use super::schedule::Schedule;
 
+/// The old tool's default `BACKUP_CRON_EXPRESSION` (used when there is no configuration file).
+pub const DEFAULT_CRON: &str = "@daily";
 /// The old tool's default `BACKUP_SOURCES`.
 pub const DEFAULT_SOURCES: &str = "/backup";
 /// The old tool's default `BACKUP_ARCHIVE`.

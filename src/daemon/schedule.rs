@@ -75,9 +75,18 @@ impl Schedule {
 }
 
 impl Cron {
-    /// Parse 5 or 6 whitespace-separated fields.
+    /// Parse 5 or 6 whitespace-separated fields. `?` in the day fields means `*`, as in the
+    /// old tool's robfig/cron.
     pub fn parse(s: &str) -> Result<Cron, String> {
-        let fields: Vec<&str> = s.split_whitespace().collect();
+        let mut fields: Vec<&str> = s.split_whitespace().collect();
+        let n = fields.len();
+        if n >= 5 {
+            for i in [n - 3, n - 1] {
+                if fields[i] == "?" {
+                    fields[i] = "*";
+                }
+            }
+        }
         let (sec, rest) = match fields.len() {
             5 => ("0", &fields[..]),
             6 => (fields[0], &fields[1..]),
@@ -219,6 +228,18 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn question_mark_is_any_day() {
+        let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
+        let s = Schedule::parse("0 3 ? * *").unwrap();
+        assert_eq!(
+            s.next_after(t("2026-02-04T04:00:00Z")),
+            Some(t("2026-02-05T03:00:00Z"))
+        );
+        assert!(Schedule::parse("0 0 0 ? * *").is_ok());
+        assert!(Schedule::parse("? 3 * * *").is_err());
     }
 
     #[test]

@@ -67,7 +67,9 @@ fn export_atomically(
     progress: &Progress,
     dest: impl FnOnce(&ExportSummary) -> Result<PathBuf, EngineError>,
 ) -> Result<ExportSummary, EngineError> {
-    export_atomically_as(repo, catalog, opts, dir, tmp, None, progress, dest)
+    // Owner-only: an export holds every file of the snapshot in the clear.
+    let mode = 0o600;
+    export_atomically_as(repo, catalog, opts, dir, tmp, None, mode, progress, dest)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,14 +80,14 @@ fn export_atomically_as(
     dir: &Path,
     tmp: &Path,
     gpg_passphrase: Option<&[u8]>,
+    mode: u32,
     progress: &Progress,
     dest: impl FnOnce(&ExportSummary) -> Result<PathBuf, EngineError>,
 ) -> Result<ExportSummary, EngineError> {
-    // Owner-only: an export holds every file of the snapshot in the clear.
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(tmp)
         .map_err(io_err(tmp))?;
     let result = (|| {
@@ -148,7 +150,8 @@ pub fn export_to_file(
 
 /// The nightly archive of the old setup: export into `dir` under the name the strftime
 /// `pattern` makes of the snapshot's local time (the old `BACKUP_FILENAME`), OpenPGP-encrypted
-/// and named `<name>.gpg` when a passphrase is given (the old `GPG_PASSPHRASE`). No `latest`
+/// and named `<name>.gpg` when a passphrase is given (the old `GPG_PASSPHRASE`), with the
+/// old mode (0666 less the umask). No `latest`
 /// link: the old tool made none by default.
 pub fn export_archive(
     repo: &Repository,
@@ -168,6 +171,9 @@ pub fn export_archive(
         )));
     }
     let tmp = dir.join(format!(".coffer-archive.tmp-{}", std::process::id()));
+    // As the old tool created them (0666 less the umask): the operators' check and restore
+    // scripts read them as the user they run as; the directory's permissions guard them.
+    let mode = 0o666;
     export_atomically_as(
         repo,
         catalog,
@@ -175,6 +181,7 @@ pub fn export_archive(
         dir,
         &tmp,
         gpg_passphrase,
+        mode,
         progress,
         |s| {
             let local =

@@ -41,9 +41,20 @@ pub const MULTIPART_PART_BYTES: usize = 8 << 20;
 /// environment, or a map in tests.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The process environment as an [`EnvLookup`].
+/// The process environment as an [`EnvLookup`]. The credentials may also come from the file
+/// named by `AWS_ACCESS_KEY_ID_FILE` / `AWS_SECRET_ACCESS_KEY_FILE` (Docker secrets, as the
+/// old backup container read them); the file's content is trimmed of a final newline.
 pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        return Some(v);
+    }
+    if matches!(name, "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY") {
+        let path = std::env::var_os(format!("{name}_FILE"))?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        return Some(text.strip_suffix('\r').unwrap_or(text).to_string()).filter(|v| !v.is_empty());
+    }
+    None
 }
 
 /// A parsed `s3://` repository location (no secrets).
