@@ -322,13 +322,23 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         ctx.save(&st);
         state::set_active(Some((ctx.state_path.clone(), st.clone())));
         let t = Instant::now();
-        let result = match name {
+        // A panic in a step (a bug, a library that panics on a missing trust store) fails the
+        // step and is recorded and notified like any failure, never a run left "running".
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match name {
             "backup" => steps.backup(),
             "archive" => steps.archive(),
             "forget" => steps.forget(),
             "check" => steps.check(),
             _ => steps.sync(),
-        };
+        }))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(format!("internal error (please report it): {what}"))
+        });
         let secs = t.elapsed().as_secs_f64();
         let (status, detail) = match result {
             Ok(StepResult::Done(d)) => {
@@ -525,8 +535,10 @@ mod tests {
         );
     }
 
+    #[derive(Default)]
     struct Fake {
         fail_backup: bool,
+        panic_in_archive: bool,
         calls: Vec<&'static str>,
     }
 
@@ -545,6 +557,9 @@ mod tests {
         }
         fn archive(&mut self) -> Result<StepResult, String> {
             self.calls.push("archive");
+            if self.panic_in_archive {
+                panic!("no CA certificates were loaded");
+            }
             Ok(StepResult::NotConfigured("no BACKUP_FILENAME".into()))
         }
         fn forget(&mut self) -> Result<StepResult, String> {
@@ -600,12 +615,36 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_step_fails_the_run_instead_of_leaving_it_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let mut fake = Fake {
+            panic_in_archive: true,
+            ..Default::default()
+        };
+        let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
+            panic!("skipped");
+        };
+        assert_eq!(r.status, JobStatus::Failed);
+        assert!(
+            r.error.as_deref().unwrap().contains("no CA certificates"),
+            "{:?}",
+            r.error
+        );
+        assert_eq!(fake.calls, ["backup", "archive"]);
+        assert!(matches!(
+            state::verdict(&ctx.state_path).unwrap(),
+            state::Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
     fn a_failed_backup_stops_the_run() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context(dir.path());
         let mut fake = Fake {
             fail_backup: true,
-            calls: vec![],
+            ..Default::default()
         };
         let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
             panic!("skipped");
@@ -630,10 +669,7 @@ mod tests {
     fn a_good_run_records_success_and_metrics() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context(dir.path());
-        let mut fake = Fake {
-            fail_backup: false,
-            calls: vec![],
-        };
+        let mut fake = Fake::default();
         let JobOutcome::Finished(r) = run_job(&ctx, &mut fake).unwrap() else {
             panic!("skipped");
         };
