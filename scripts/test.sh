@@ -10,6 +10,10 @@ cargo clippy --all-targets -- -D warnings
 if [ ! -x /bin/busybox ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y busybox-static >/dev/null || echo "warning: could not install busybox-static" >&2
 fi
+# The archive tests decrypt with GnuPG, as the old setup's operators did.
+if ! command -v gpg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y gnupg >/dev/null || echo "warning: could not install gnupg" >&2
+fi
 cargo test --all-targets
 if [ "${CI:-}" = "true" ] || [ "${COFFER_FUZZ_SMOKE:-}" = "1" ]; then
   scripts/fuzz-smoke.sh
