@@ -65,13 +65,94 @@ pub fn resolve(
             }
         };
         let tree = load_tree(repo, catalog, &subtree)?;
-        node = tree
+        let names: Vec<String> = tree
             .nodes
-            .into_iter()
-            .find(|n| n.name[..] == *c.as_bytes())
-            .ok_or_else(|| EngineError::Usage(format!("{path:?} is not in the snapshot")))?;
+            .iter()
+            .map(|n| String::from_utf8_lossy(&n.name).into_owned())
+            .collect();
+        node = match tree.nodes.into_iter().find(|n| n.name[..] == *c.as_bytes()) {
+            Some(n) => n,
+            None => return Err(EngineError::Usage(not_found(path, c, &names))),
+        };
     }
     Ok(node)
+}
+
+/// The message for a path that is not in the snapshot: what is there instead, and the
+/// closest name (`workspace` for a source named `shop_workspace`).
+fn not_found(path: &str, missing: &str, names: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut msg = format!("{path:?} is not in the snapshot");
+    if let Some(best) = closest(missing, names) {
+        msg.push_str(&format!("; did you mean {best:?}?"));
+    }
+    if names.is_empty() {
+        msg.push_str(&format!(" ({missing:?} is in an empty directory)"));
+    } else {
+        let mut shown: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+        if names.len() > SHOWN {
+            shown.push("...");
+        }
+        msg.push_str(&format!(" (there: {})", shown.join(", ")));
+    }
+    msg
+}
+
+/// The name closest to `wanted`: one that ends with it after a `_` or `-` (compose's project
+/// prefix), else one within two edits.
+fn closest<'a>(wanted: &str, names: &'a [String]) -> Option<&'a str> {
+    let suffixed = names.iter().find(|n| {
+        n.strip_suffix(wanted)
+            .is_some_and(|p| p.ends_with('_') || p.ends_with('-'))
+    });
+    if let Some(n) = suffixed {
+        return Some(n);
+    }
+    names
+        .iter()
+        .map(|n| (edit_distance(wanted, n), n))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_path_names_what_is_there() {
+        let names: Vec<String> = ["claude-remote-runner_workspace", "sessions"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let m = not_found("workspace/", "workspace", &names);
+        assert!(
+            m.contains("did you mean \"claude-remote-runner_workspace\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("there: claude-remote-runner_workspace, sessions"),
+            "{m}"
+        );
+        assert_eq!(closest("sesions", &names), Some("sessions"));
+        assert_eq!(closest("database", &names), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }
 
 /// Call `f` for `node` at `path` and every node below it, depth first, parents before
