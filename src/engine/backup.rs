@@ -78,9 +78,10 @@ pub struct BackupOptions {
     /// Glob patterns of paths to leave out.
     pub excludes: Vec<String>,
     /// Regular expressions (RE2 syntax, as the old `BACKUP_EXCLUDE_REGEXP`) matched against
-    /// the full path of each file, symlink or special file (as read, e.g.
-    /// `/backup/workspace/app.log`); a match leaves it out. Directories are always walked, as
-    /// the old tool did: `\.cache$` leaves out files named so, not what a `.cache/` holds.
+    /// the full path of each entry (as read, e.g. `/backup/workspace/app.log`); a match leaves
+    /// it out. A matching directory is still walked, as the old tool did (`\.cache$` leaves
+    /// out what is named so, not what a `.cache/` holds), and left out when nothing in it is
+    /// kept.
     pub exclude_regexes: Vec<String>,
     /// Parent snapshot (id, prefix or `latest`); found automatically when absent.
     pub parent: Option<String>,
@@ -231,10 +232,11 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
-        if node.kind != NodeKind::Dir
-            && let Some(re) = &self.exclude_regexes
-            && re.is_match(path.as_os_str().as_bytes())
-        {
+        let matched = self
+            .exclude_regexes
+            .as_ref()
+            .is_some_and(|re| re.is_match(path.as_os_str().as_bytes()));
+        if matched && node.kind != NodeKind::Dir {
             return Ok(None);
         }
         match node.kind {
@@ -242,7 +244,9 @@ impl Walker<'_> {
                 let parent_tree = parent_node
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
-                match self.dir(path, rel, parent_tree)? {
+                // A matching directory is left out when nothing in it is kept (as the old
+                // tool, which tested every path it walked, left out `node_modules/`).
+                match self.dir(path, rel, parent_tree, matched)? {
                     Some(id) => node.subtree = Some(id),
                     None => return Ok(None),
                 }
@@ -288,12 +292,14 @@ impl Walker<'_> {
         Ok(true)
     }
 
-    /// Back up a directory's entries in parallel; returns its tree id.
+    /// Back up a directory's entries in parallel; returns its tree id (`None` when it is
+    /// unreadable, or `drop_if_empty` and nothing in it was kept).
     fn dir(
         &self,
         path: &Path,
         rel: &Path,
         parent_tree: Option<BlobId>,
+        drop_if_empty: bool,
     ) -> Result<Option<BlobId>, EngineError> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
@@ -352,6 +358,9 @@ impl Walker<'_> {
             .into_iter()
             .filter_map(|r| r.ok().flatten())
             .collect();
+        if drop_if_empty && nodes.is_empty() {
+            return Ok(None);
+        }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = Tree { nodes };
         Ok(Some(self.saver.save(BlobKind::Tree, &tree.encode())?))

@@ -70,8 +70,17 @@ impl<W: Write> TarWriter<W> {
         if records.is_empty() {
             return Ok(());
         }
+        // Named as Go's archive/tar (the old tool) names it: busybox tar, the `tar` of the
+        // alpine containers in the operators' restore scripts, refuses a PAX header without a
+        // name ("invalid tar magic").
+        let data = pax_records(records);
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        let path = pax_header_name(name);
         self.tar
-            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), &v[..])))
+            .append_data(&mut h, Path::new(OsStr::from_bytes(&path)), &data[..])
             .map_err(|e| io_error(name, e))
     }
 
@@ -123,5 +132,78 @@ impl<W: Write> TarWriter<W> {
                 .map_err(|e| io_error(name, e))?;
         }
         self.append(h, name, io::empty())
+    }
+}
+
+/// PAX records, each `LEN KEY=VALUE\n` where LEN counts the whole record with its own digits.
+fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let rest = k.len() + v.len() + 3;
+        let mut len = rest + rest.to_string().len();
+        if len.to_string().len() + rest != len {
+            len = rest + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// `PaxHeaders.0/<last component>`, short enough for a plain ustar name.
+fn pax_header_name(entry: &[u8]) -> Vec<u8> {
+    let trimmed = entry.strip_suffix(b"/").unwrap_or(entry);
+    let base = trimmed.rsplit(|&b| b == b'/').next().unwrap_or(trimmed);
+    let mut base = base.to_vec();
+    // A cut in the middle of a UTF-8 sequence would make a valid name invalid.
+    let mut cut = base.len().min(80);
+    if let Ok(text) = std::str::from_utf8(&base) {
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+    }
+    base.truncate(cut);
+    if base.is_empty() || base == b"." || base == b".." {
+        base = b"entry".to_vec();
+    }
+    let mut name = b"PaxHeaders.0/".to_vec();
+    name.extend_from_slice(&base);
+    name
+}
+
+#[cfg(test)]
+mod pax_tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let r = pax_records(&[("mtime".into(), b"1.5".to_vec())]);
+        assert_eq!(r, b"13 mtime=1.5\n");
+        // 9 + 1 digit would be 10, which has two digits: 11.
+        let r = pax_records(&[("a".into(), b"bcdef".to_vec())]);
+        assert_eq!(r, b"11 a=bcdef\n");
+        for n in 0..300 {
+            let r = pax_records(&[("k".into(), vec![b'v'; n])]);
+            let len: usize = std::str::from_utf8(r.split(|&b| b == b' ').next().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(len, r.len(), "value of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn pax_header_names_are_short_and_named() {
+        assert_eq!(
+            pax_header_name(b"backup/workspace/"),
+            b"PaxHeaders.0/workspace"
+        );
+        assert_eq!(pax_header_name(b"backup/a.txt"), b"PaxHeaders.0/a.txt");
+        assert_eq!(pax_header_name(b"/"), b"PaxHeaders.0/entry");
+        assert!(pax_header_name(&[b'x'; 300]).len() <= 100);
+        let long = "é".repeat(60);
+        let n = pax_header_name(long.as_bytes());
+        assert!(std::str::from_utf8(&n).is_ok() && n.len() <= 100);
     }
 }
