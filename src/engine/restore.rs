@@ -205,32 +205,53 @@ impl Restorer<'_> {
         let mut f = write::create_file(path, self.overwrite)?;
         let mut written: u64 = 0;
         let mut hole = false;
+        // Blobs of zeros already seen in this file, with their length: a sparse region is one
+        // blob id repeated (a 20 GiB hole is thousands of times the same chunk), loaded and
+        // verified once, then only skipped over.
+        let mut zero_blobs: HashMap<crate::id::BlobId, usize> = HashMap::new();
         // Blobs of a window are fetched and verified in parallel, then written in order: a
         // single large file still keeps every core busy, with bounded memory.
         for window in node.content.chunks(BLOBS_IN_FLIGHT) {
-            let loaded: Vec<Result<Vec<u8>, String>> = window
+            let loaded: Vec<Result<Option<Vec<u8>>, String>> = window
                 .par_iter()
                 .map(|id| {
+                    if zero_blobs.contains_key(id) {
+                        return Ok(None);
+                    }
                     let loc = self
                         .catalog
                         .blob_location(id)
                         .map_err(|e| e.to_string())?
                         .ok_or_else(|| format!("blob {id} is missing from the repository index"))?;
-                    self.repo.load_blob(&loc).map_err(|e| e.to_string())
+                    self.repo
+                        .load_blob(&loc)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
                 })
                 .collect();
-            for data in loaded {
-                let data = data.map_err(FileError::Other)?;
-                if data.iter().all(|&b| b == 0) {
-                    // Leave a hole: the file stays sparse where the original was zeros.
-                    f.seek(SeekFrom::Current(data.len() as i64))?;
-                    hole = true;
-                } else {
-                    f.write_all(&data)?;
-                    hole = false;
-                }
-                written += data.len() as u64;
-                self.progress.add_bytes(data.len() as u64);
+            for (id, data) in window.iter().zip(loaded) {
+                let len = match data.map_err(FileError::Other)? {
+                    None => {
+                        let len = zero_blobs.get(id).copied().unwrap_or(0);
+                        f.seek(SeekFrom::Current(len as i64))?;
+                        hole = true;
+                        len
+                    }
+                    Some(data) if is_zeros(&data) => {
+                        // Leave a hole: the file stays sparse where the original was zeros.
+                        f.seek(SeekFrom::Current(data.len() as i64))?;
+                        zero_blobs.insert(*id, data.len());
+                        hole = true;
+                        data.len()
+                    }
+                    Some(data) => {
+                        f.write_all(&data)?;
+                        hole = false;
+                        data.len()
+                    }
+                };
+                written += len as u64;
+                self.progress.add_bytes(len as u64);
             }
         }
         if hole || written == 0 {
@@ -376,4 +397,29 @@ pub fn restore(
         duration_secs: start.elapsed().as_secs_f64(),
         errors: r.warnings.take(),
     })
+}
+
+/// Whether `data` is all zero bytes (eight at a time: this runs over every restored byte).
+fn is_zeros(data: &[u8]) -> bool {
+    let mut words = data.chunks_exact(8);
+    words.all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod zero_tests {
+    use super::is_zeros;
+
+    #[test]
+    fn zeros_are_found_at_any_length_and_offset() {
+        for len in 0..40 {
+            let mut v = vec![0u8; len];
+            assert!(is_zeros(&v), "{len}");
+            for i in 0..len {
+                v[i] = 1;
+                assert!(!is_zeros(&v), "{len} {i}");
+                v[i] = 0;
+            }
+        }
+    }
 }
