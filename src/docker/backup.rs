@@ -232,61 +232,16 @@ fn one_volume(
         force: opts.force,
         time: None,
     };
-    let read = (|| -> Result<BackupSummary, DockerError> {
-        if to_stop.is_empty() {
-            return Ok(backup_pass(
-                repo,
-                catalog,
-                &bopts,
-                PassOptions::default(),
-                progress,
-            )?);
-        }
-        // Held across both passes: the first pass's blobs are referenced by no snapshot until
-        // the second pass writes one, and a prune in between must not remove them.
-        let _hold = repo
-            .lock(LockKind::Shared, "docker backup")
-            .map_err(EngineError::from)?;
-        let mut compare_tree = None;
-        if !opts.single_pass {
-            let t = Instant::now();
-            let first = backup_pass(
-                repo,
-                catalog,
-                &bopts,
-                PassOptions {
-                    no_snapshot: true,
-                    compare_tree: None,
-                },
-                progress,
-            )?;
-            compare_tree = BlobId::from_hex(&first.tree).ok();
-            vb.first_pass = Some(FirstPass {
-                files_read: first.files_read,
-                bytes_read: first.bytes_read,
-                bytes_added: first.bytes_added,
-                duration_secs: t.elapsed().as_secs_f64(),
-            });
-        }
-        let mut guard = StopGuard::new(client, Duration::from_secs(opts.stop_timeout_secs));
-        let stopped_then_read = (|| -> Result<BackupSummary, DockerError> {
-            for i in order.stop() {
-                guard.stop(&to_stop[i])?;
-            }
-            Ok(backup_pass(
-                repo,
-                catalog,
-                &bopts,
-                PassOptions {
-                    no_snapshot: false,
-                    compare_tree,
-                },
-                progress,
-            )?)
-        })();
-        vb.containers = guard.start_all();
-        stopped_then_read
-    })();
+    let stopping = Stopping {
+        containers: &to_stop,
+        order: &order,
+        grace: Duration::from_secs(opts.stop_timeout_secs),
+        single_pass: opts.single_pass,
+    };
+    let read = read_stopping(client, repo, catalog, &bopts, &stopping, progress);
+    vb.first_pass = read.first_pass;
+    vb.containers = read.containers;
+    let read = read.snapshot;
     // Post-commands run once the containers are back, whether the read worked or not (they
     // usually clean up what the pre-commands wrote).
     let users_now: Vec<ContainerInfo> = users
@@ -381,58 +336,16 @@ pub fn backup_sources(
     let order = start_order(&to_stop);
     let hooked: Vec<&ContainerInfo> = users.iter().collect();
     hook::run_phase(client, &hooked, Phase::Pre, &mut out.hooks)?;
-    let read = (|| -> Result<BackupSummary, DockerError> {
-        if to_stop.is_empty() {
-            return Ok(backup_pass(
-                repo,
-                catalog,
-                bopts,
-                PassOptions::default(),
-                progress,
-            )?);
-        }
-        // Held across both passes: the first pass's blobs are referenced by no snapshot until
-        // the second pass writes one, and a prune in between must not remove them.
-        let _hold = repo
-            .lock(LockKind::Shared, "backup with stopped containers")
-            .map_err(EngineError::from)?;
-        let t = Instant::now();
-        let first = backup_pass(
-            repo,
-            catalog,
-            bopts,
-            PassOptions {
-                no_snapshot: true,
-                compare_tree: None,
-            },
-            progress,
-        )?;
-        out.first_pass = Some(FirstPass {
-            files_read: first.files_read,
-            bytes_read: first.bytes_read,
-            bytes_added: first.bytes_added,
-            duration_secs: t.elapsed().as_secs_f64(),
-        });
-        let compare_tree = BlobId::from_hex(&first.tree).ok();
-        let mut guard = StopGuard::new(client, stop_timeout);
-        let stopped_then_read = (|| -> Result<BackupSummary, DockerError> {
-            for i in order.stop() {
-                guard.stop(&to_stop[i])?;
-            }
-            Ok(backup_pass(
-                repo,
-                catalog,
-                bopts,
-                PassOptions {
-                    no_snapshot: false,
-                    compare_tree,
-                },
-                progress,
-            )?)
-        })();
-        out.containers = guard.start_all();
-        stopped_then_read
-    })();
+    let stopping = Stopping {
+        containers: &to_stop,
+        order: &order,
+        grace: stop_timeout,
+        single_pass: false,
+    };
+    let read = read_stopping(client, repo, catalog, bopts, &stopping, progress);
+    out.first_pass = read.first_pass;
+    out.containers = read.containers;
+    let read = read.snapshot;
     let users_now: Vec<ContainerInfo> = users
         .iter()
         .filter_map(|c| client.inspect(&c.id).ok().flatten())
@@ -448,6 +361,90 @@ pub fn backup_sources(
     }
     post?;
     Ok(out)
+}
+
+/// The containers to stop for a read, and how.
+struct Stopping<'a> {
+    containers: &'a [ContainerInfo],
+    order: &'a super::order::Order,
+    grace: Duration,
+    single_pass: bool,
+}
+
+/// What a read with stopped containers did.
+struct StoppedRead {
+    snapshot: Result<BackupSummary, DockerError>,
+    first_pass: Option<FirstPass>,
+    containers: Vec<ContainerDowntime>,
+}
+
+/// Read `bopts` with `stopping.containers` stopped as briefly as possible: a first pass while
+/// they run (unless `single_pass`), then they stop (dependents first), the second pass reads
+/// what changed since and writes the snapshot, and they start again on every way out. Without
+/// containers to stop, one plain pass.
+fn read_stopping(
+    client: &DockerClient,
+    repo: &Repository,
+    catalog: &Catalog,
+    bopts: &BackupOptions,
+    stopping: &Stopping<'_>,
+    progress: &Progress,
+) -> StoppedRead {
+    let mut out = StoppedRead {
+        snapshot: Err(DockerError::Interrupted),
+        first_pass: None,
+        containers: Vec::new(),
+    };
+    if stopping.containers.is_empty() {
+        out.snapshot = backup_pass(repo, catalog, bopts, PassOptions::default(), progress)
+            .map_err(DockerError::from);
+        return out;
+    }
+    // Held across both passes: the first pass's blobs are referenced by no snapshot until
+    // the second pass writes one, and a prune in between must not remove them.
+    let _hold = match repo.lock(LockKind::Shared, "backup with stopped containers") {
+        Ok(l) => l,
+        Err(e) => {
+            out.snapshot = Err(EngineError::from(e).into());
+            return out;
+        }
+    };
+    let mut compare_tree = None;
+    if !stopping.single_pass {
+        let t = Instant::now();
+        let first_opts = PassOptions {
+            no_snapshot: true,
+            compare_tree: None,
+        };
+        match backup_pass(repo, catalog, bopts, first_opts, progress) {
+            Ok(first) => {
+                compare_tree = BlobId::from_hex(&first.tree).ok();
+                out.first_pass = Some(FirstPass {
+                    files_read: first.files_read,
+                    bytes_read: first.bytes_read,
+                    bytes_added: first.bytes_added,
+                    duration_secs: t.elapsed().as_secs_f64(),
+                });
+            }
+            Err(e) => {
+                out.snapshot = Err(e.into());
+                return out;
+            }
+        }
+    }
+    let mut guard = StopGuard::new(client, stopping.grace);
+    out.snapshot = (|| -> Result<BackupSummary, DockerError> {
+        for i in stopping.order.stop() {
+            guard.stop(&stopping.containers[i])?;
+        }
+        let second = PassOptions {
+            no_snapshot: false,
+            compare_tree,
+        };
+        Ok(backup_pass(repo, catalog, bopts, second, progress)?)
+    })();
+    out.containers = guard.start_all();
+    out
 }
 
 /// The name of the container this process runs in (a stable host name for snapshots: it
