@@ -74,12 +74,17 @@ pub fn serve(path: &Path, gate: &Mutex<()>, run: &(dyn Fn() -> u8 + Sync)) -> an
         UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        if let Err(e) = answer(conn, gate, run) {
-            tracing::warn!("manual trigger: {e:#}");
+    // A connection per thread: a health check's ping is answered while a manual run goes on.
+    std::thread::scope(|scope| {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            scope.spawn(move || {
+                if let Err(e) = answer(conn, gate, run) {
+                    tracing::warn!("manual trigger: {e:#}");
+                }
+            });
         }
-    }
+    });
     Ok(())
 }
 
