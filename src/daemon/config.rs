@@ -324,7 +324,18 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     raw.notify.on_success |= old.notify_on_success;
     let mut config = validate(raw)?;
     config.archive = old.archive;
-    // The EMAIL_* variables, each also as a _FILE (Docker secrets).
+    // The EMAIL_* variables, each also as a _FILE (Docker secrets); a secret file that cannot
+    // be read stops the start, naming it, rather than a mail sent without its password.
+    for k in [
+        "EMAIL_NOTIFICATION_RECIPIENT",
+        "EMAIL_NOTIFICATION_SENDER",
+        "EMAIL_SMTP_HOST",
+        "EMAIL_SMTP_PORT",
+        "EMAIL_SMTP_USERNAME",
+        "EMAIL_SMTP_PASSWORD",
+    ] {
+        legacy_env::lookup(env, k).map_err(|e| invalid(k, e))?;
+    }
     let with_files = |k: &str| legacy_env::lookup(env, k).ok().flatten();
     if let Some(mail) = super::mail::from_env(&with_files).map_err(|e| invalid("EMAIL_SMTP", e))? {
         config
@@ -669,6 +680,12 @@ textfile = "/var/lib/node_exporter/coffer.prom"
             let e = parse(&text, &no_env).expect_err(&text).to_string();
             assert!(e.contains(key), "{text}: {e:?} does not name {key:?}");
         }
+        // An e-mail secret file that cannot be read is named at start.
+        let missing = |k: &str| {
+            (k == "EMAIL_SMTP_PASSWORD_FILE").then(|| "/nonexistent/coffer-smtp".to_string())
+        };
+        let e = parse("", &missing).unwrap_err().to_string();
+        assert!(e.contains("EMAIL_SMTP_PASSWORD_FILE"), "{e}");
         // No file and no BACKUP_SOURCES: the old tool's default, every directory under /backup.
         let c = parse("", &no_env).unwrap().config;
         assert_eq!(c.backup.sources_dir, Some(PathBuf::from("/backup")));

@@ -241,17 +241,27 @@ fn one_volume(
     let read = read_stopping(client, repo, catalog, &bopts, &stopping, progress);
     vb.first_pass = read.first_pass;
     vb.containers = read.containers;
-    let read = read.snapshot;
-    // Post-commands run once the containers are back, whether the read worked or not (they
-    // usually clean up what the pre-commands wrote).
+    let post = after_read(client, &users, &vb.containers, &mut vb.hooks);
+    vb.snapshot = Some(read.snapshot?);
+    post
+}
+
+/// After a read: the post-commands of `users`, once their containers are back, whether the
+/// read worked or not (they usually clean up what the pre-commands wrote); then an error when
+/// a stopped container did not start again.
+fn after_read(
+    client: &DockerClient,
+    users: &[ContainerInfo],
+    containers: &[ContainerDowntime],
+    hooks: &mut Vec<HookRun>,
+) -> Result<(), DockerError> {
     let users_now: Vec<ContainerInfo> = users
         .iter()
         .filter_map(|c| client.inspect(&c.id).ok().flatten())
         .collect();
     let hooked_now: Vec<&ContainerInfo> = users_now.iter().collect();
-    let post = hook::run_phase(client, &hooked_now, Phase::Post, &mut vb.hooks);
-    vb.snapshot = Some(read?);
-    if let Some(c) = vb.containers.iter().find(|c| !c.started) {
+    let post = hook::run_phase(client, &hooked_now, Phase::Post, hooks);
+    if let Some(c) = containers.iter().find(|c| !c.started) {
         return Err(DockerError::Api {
             what: format!("starting container {} again", c.name),
             message: c.error.clone().unwrap_or_default(),
@@ -345,20 +355,8 @@ pub fn backup_sources(
     let read = read_stopping(client, repo, catalog, bopts, &stopping, progress);
     out.first_pass = read.first_pass;
     out.containers = read.containers;
-    let read = read.snapshot;
-    let users_now: Vec<ContainerInfo> = users
-        .iter()
-        .filter_map(|c| client.inspect(&c.id).ok().flatten())
-        .collect();
-    let hooked_now: Vec<&ContainerInfo> = users_now.iter().collect();
-    let post = hook::run_phase(client, &hooked_now, Phase::Post, &mut out.hooks);
-    out.snapshot = read?;
-    if let Some(c) = out.containers.iter().find(|c| !c.started) {
-        return Err(DockerError::Api {
-            what: format!("starting container {} again", c.name),
-            message: c.error.clone().unwrap_or_default(),
-        });
-    }
+    let post = after_read(client, &users, &out.containers, &mut out.hooks);
+    out.snapshot = read.snapshot?;
     post?;
     Ok(out)
 }
