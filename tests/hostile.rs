@@ -21,7 +21,8 @@ fn restore_path_does_not_follow_a_symlink_in_the_target() {
     fs::create_dir_all(target.join("src")).unwrap();
     std::os::unix::fs::symlink(&outside, target.join("src/a")).unwrap();
 
-    for path in ["src/a/b/", "src/a/b/file.txt", "src/"] {
+    // An ancestor of the restored path is never created through a symlink: refused.
+    for path in ["src/a/b/", "src/a/b/file.txt"] {
         let out = env.run([
             "restore",
             "-s",
@@ -43,4 +44,28 @@ fn restore_path_does_not_follow_a_symlink_in_the_target() {
             "restore --path {path} wrote outside the target"
         );
     }
+    // Inside the restored tree, the symlink where the snapshot has a directory is replaced
+    // by that directory (restore works in place), never followed.
+    let out = env.run([
+        "restore",
+        "-s",
+        "latest",
+        "-t",
+        target.to_str().unwrap(),
+        "--path",
+        "src/",
+        "--overwrite",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote outside the target"
+    );
+    let a = fs::symlink_metadata(target.join("src/a")).unwrap();
+    assert!(a.is_dir(), "the symlink was not replaced by the directory");
+    assert_eq!(
+        fs::read_to_string(target.join("src/a/b/file.txt")).unwrap(),
+        "inside\n"
+    );
 }

@@ -19,6 +19,8 @@ strip -o "$root/usr/local/bin/coffer" "$bin"
 # The old image's manual trigger: `docker exec <c> backup` and `docker exec <c> /bin/backup`.
 ln -s coffer "$root/usr/local/bin/backup"
 ln -s ../usr/local/bin/coffer "$root/bin/backup"
+# `docker exec <c> restore --snapshot latest --path workspace/ --to-volume <volume>`.
+ln -s coffer "$root/usr/local/bin/restore"
 # TLS roots for https S3 endpoints and notifications (the image has no system store).
 ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$ca" ] || { echo "no CA bundle at $ca: install ca-certificates (apt-get install ca-certificates) or set SSL_CERT_FILE" >&2; exit 1; }

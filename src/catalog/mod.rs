@@ -481,9 +481,16 @@ impl Catalog {
     pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, CatalogError> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .next_back()
+            // The safety copies a restore takes (tag `pre-restore`) are not what "the latest
+            // backup" means: right after a restore, `latest` is still the backup restored.
+            // They are picked by id, or when nothing else exists.
+            let newest_backup = all
+                .iter()
+                .rev()
+                .find(|s| !s.snapshot.tags.iter().any(|t| t == "pre-restore"))
+                .cloned();
+            return newest_backup
+                .or_else(|| all.into_iter().next_back())
                 .ok_or_else(|| CatalogError::Snapshot("the repository has no snapshots".into()));
         }
         let spec_l = spec.to_ascii_lowercase();

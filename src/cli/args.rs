@@ -115,6 +115,10 @@ pub enum Command {
     /// `docker exec <container> backup`; also invoked as `backup`). Without a running daemon,
     /// the job runs here.
     Trigger(super::trigger::TriggerArgs),
+    /// Inside a helper container: restore into the volume mounted at /coffer-target, as
+    /// asked on stdin by `restore --to-volume` (not for direct use).
+    #[command(hide = true)]
+    VolumeHelper,
 }
 
 /// `init`.
@@ -232,14 +236,32 @@ pub struct RestoreArgs {
     #[arg(long, short = 's')]
     pub snapshot: String,
     /// Directory to restore into.
-    #[arg(long, short = 't', required_unless_present = "to_volume")]
+    #[arg(long, short = 't', required_unless_present_any = ["to_volume", "all_volumes"])]
     pub target: Option<PathBuf>,
     /// Restore only this path inside the snapshot (repeatable), e.g. `workspace/`.
     #[arg(long = "path")]
     pub paths: Vec<String>,
-    /// Replace files that exist in the target.
+    /// When a file that exists in the target is replaced: `always`, `if-changed` (size and
+    /// mtime, then content), `if-newer`, `never`. A bare `--overwrite` means `always`.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1,
+          default_value = "if-changed", default_missing_value = "always")]
+    pub overwrite: crate::engine::restore::Overwrite,
+    /// Remove entries of the target that are not in the snapshot (inside what is restored).
     #[arg(long)]
-    pub overwrite: bool,
+    pub delete: bool,
+    /// Change nothing: list what would be written and deleted.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Restore only entries matching this glob (repeatable): a name (`*.conf`) at any depth,
+    /// or a path from the snapshot's root (`workspace/src/**`).
+    #[arg(long = "include", short = 'i', value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Leave out entries matching this glob (repeatable), as `--include` reads them.
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read the restored files back and compare them with the snapshot.
+    #[arg(long)]
+    pub verify: bool,
     /// Restore into a Docker volume instead (`--to-volume`).
     #[command(flatten)]
     pub docker: super::docker::DockerRestoreArgs,

@@ -45,6 +45,64 @@ pub(crate) fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> anyhow::Res
     Ok(())
 }
 
+/// Print a restore's summary (or its JSON) and pick the exit code.
+pub(crate) fn report_restore(
+    g: &Global,
+    s: &engine::restore::RestoreSummary,
+    target: &str,
+) -> anyhow::Result<u8> {
+    if g.json {
+        print_json(s)?;
+    } else {
+        for c in &s.changes {
+            println!("would {} {}", c.action, c.path);
+        }
+        for e in &s.errors {
+            eprintln!("error: {}: {}", e.path, e.message);
+        }
+        let verb = if s.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
+        say(
+            g,
+            format!(
+                "{verb} snapshot {} to {target}: {} files ({} written, {} unchanged), {} dirs, \
+                 {} other, {} written{}{} in {:.1}s ({} reads, {} fetched)",
+                s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+                s.files,
+                s.files_written,
+                s.files_unchanged,
+                s.dirs,
+                s.links_and_special,
+                bytes(s.bytes),
+                if s.deleted > 0 {
+                    format!(", {} deleted", s.deleted)
+                } else {
+                    String::new()
+                },
+                if s.verified > 0 {
+                    format!(", {} verified", s.verified)
+                } else {
+                    String::new()
+                },
+                s.duration_secs,
+                s.requests,
+                bytes(s.bytes_fetched),
+            ),
+        );
+    }
+    if s.errors.is_empty() {
+        Ok(exit::OK)
+    } else {
+        if !g.json {
+            eprintln!("error: {} entries could not be restored", s.errors.len());
+        }
+        Ok(exit::ERROR)
+    }
+}
+
 pub(crate) fn say(g: &Global, msg: impl AsRef<str>) {
     if !g.quiet && !g.json {
         println!("{}", msg.as_ref());
@@ -97,6 +155,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Daemon(a) => super::daemon::daemon(g, a),
         Command::RunJob(a) => super::daemon::run_once(g, a),
         Command::Trigger(a) => super::trigger::trigger(g, a),
+        Command::VolumeHelper => super::docker::volume_helper(g),
         Command::Export(a) => super::archive::export(g, a),
         Command::Import(a) => super::archive::import(g, a),
         Command::Snapshots(a) => {
@@ -171,11 +230,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Restore(a) => {
-            if a.docker.to_volume.is_some() {
+            if a.docker.to_volume.is_some() || a.docker.all_volumes {
                 return super::docker::restore(g, a);
             }
             let Some(target) = a.target.clone() else {
-                anyhow::bail!("say where to restore: --target DIR or --to-volume NAME");
+                anyhow::bail!(
+                    "say where to restore: --target DIR, --to-volume NAME or --all-volumes"
+                );
             };
             let o = open(g)?;
             let progress = Arc::new(Progress::default());
@@ -185,39 +246,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
                 target: target.clone(),
                 paths: a.paths.clone(),
                 overwrite: a.overwrite,
+                delete: a.delete,
+                dry_run: a.dry_run,
+                includes: a.includes.clone(),
+                excludes: a.excludes.clone(),
+                verify: a.verify,
+                flatten: false,
             };
             let s = engine::restore::restore(&o.repo, &o.catalog, &opts, &progress)?;
             drop(display);
-            if g.json {
-                print_json(&s)?;
-            } else {
-                for e in &s.errors {
-                    eprintln!("error: {}: {}", e.path, e.message);
-                }
-                say(
-                    g,
-                    format!(
-                        "restored snapshot {} to {}: {} files, {} dirs, {} other, {} in {:.1}s",
-                        &s.snapshot_id[..8],
-                        target.display(),
-                        s.files,
-                        s.dirs,
-                        s.links_and_special,
-                        bytes(s.bytes),
-                        s.duration_secs
-                    ),
-                );
-            }
-            if s.errors.is_empty() {
-                Ok(exit::OK)
-            } else {
-                if !g.json {
-                    eprintln!("error: {} entries could not be restored", s.errors.len());
-                }
-                Ok(exit::ERROR)
-            }
+            report_restore(g, &s, &target.display().to_string())
         }
         Command::Check(a) => {
+            super::docker::report_leftover_helpers();
             let o = open(g)?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(g, progress.clone(), "check");

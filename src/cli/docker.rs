@@ -16,6 +16,7 @@ use crate::docker::{
     restore_volume,
 };
 use crate::engine::Progress;
+use std::io::Read as _;
 
 /// Docker options of `backup`.
 #[derive(Args, Debug, Clone)]
@@ -68,14 +69,22 @@ pub struct DockerBackupArgs {
 /// Docker options of `restore`.
 #[derive(Args, Debug, Clone)]
 pub struct DockerRestoreArgs {
-    /// Restore into this Docker volume (its running containers stop for the swap).
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["target", "overwrite"])]
+    /// Restore into this Docker volume, in place: its containers stop for the restore and
+    /// start again, and its current content is saved first as a `pre-restore` snapshot.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["target", "all_volumes"])]
     pub to_volume: Option<String>,
-    /// Create the volume when it does not exist.
-    #[arg(long, requires = "to_volume")]
+    /// Restore every source of the snapshot into the volume (or bind-mounted directory) it
+    /// was backed up from, as recorded at backup time.
+    #[arg(long, conflicts_with = "target")]
+    pub all_volumes: bool,
+    /// Create a missing volume (or bind-mounted directory).
+    #[arg(long)]
     pub create: bool,
+    /// Do not save the volume's current content before replacing it.
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
     /// Docker engine address (default: DOCKER_HOST, else unix:///var/run/docker.sock).
-    #[arg(long, value_name = "ADDR", requires = "to_volume")]
+    #[arg(long, value_name = "ADDR")]
     pub docker_host: Option<String>,
     /// Where volumes are mounted when coffer runs in a container (the old `/backup/<name>`).
     #[arg(
@@ -89,6 +98,10 @@ pub struct DockerRestoreArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=500))]
     pub stop_timeout: u64,
+    /// Image of coffer for the helper container when coffer does not run in a container of
+    /// its own image and cannot write the volume itself.
+    #[arg(long, value_name = "IMAGE", env = "COFFER_HELPER_IMAGE")]
+    pub helper_image: Option<String>,
 }
 
 fn connect(host: Option<&str>) -> anyhow::Result<DockerClient> {
@@ -233,50 +246,291 @@ fn report_volume(g: &Global, v: &crate::docker::VolumeBackup) {
     }
 }
 
-/// `restore --to-volume`.
-pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
-    let Some(volume) = a.docker.to_volume.clone() else {
-        anyhow::bail!("--to-volume is missing");
-    };
-    if a.paths.len() > 1 {
-        anyhow::bail!("--to-volume restores one directory: give at most one --path");
+/// Environment a helper container may need: how to reach the repository and the catalog,
+/// never the passphrase (it goes to the helper's stdin).
+fn helper_env() -> Vec<String> {
+    const KEEP: [&str; 6] = [
+        "AWS_",
+        "COFFER_S3_",
+        "SSL_CERT_",
+        "XDG_CACHE_HOME",
+        "HOME",
+        "TZ",
+    ];
+    std::env::vars()
+        .filter(|(k, _)| KEEP.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// The default name of the snapshot directory restored into `volume`: the snapshot's only
+/// source, else the source named like the volume, or like it without its compose project.
+fn default_path(sources: &[crate::format::snapshot::SourceInfo], volume: &str) -> Option<String> {
+    if let [only] = sources {
+        return Some(only.name.clone());
     }
-    let client = connect(a.docker.docker_host.as_deref())?;
-    let o = open(g)?;
-    let opts = VolumeRestoreOptions {
-        snapshot: a.snapshot.clone(),
-        path: a.paths.first().cloned(),
-        volume,
-        create: a.docker.create,
-        mount_dir: a.docker.volume_dir.clone(),
-        stop_timeout_secs: a.docker.stop_timeout,
-    };
-    let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(g, progress.clone(), "restore");
-    let s = restore_volume(&client, &o.repo, &o.catalog, &opts, &progress)
-        .with_context(|| format!("restore into volume {}", opts.volume))?;
-    drop(display);
-    if g.json {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &s)?;
-        std::io::Write::write_all(&mut out, b"\n")?;
-    } else if !g.quiet {
-        println!(
-            "restored {} of snapshot {} into volume {}{}: {} files, {} in {:.1}s",
-            s.path,
-            s.restore
-                .snapshot_id
-                .get(..8)
-                .unwrap_or(&s.restore.snapshot_id),
-            s.volume,
-            if s.created { " (created)" } else { "" },
-            s.restore.files,
-            bytes(s.restore.bytes),
-            s.duration_secs
+    let short = volume.split_once('_').map(|(_, s)| s);
+    sources
+        .iter()
+        .find(|s| s.name == volume || Some(s.name.as_str()) == short)
+        .map(|s| s.name.clone())
+}
+
+/// `restore --to-volume NAME` and `restore --all-volumes`.
+pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
+    use crate::docker::{HelperAccess, RestoreTarget, VolumeJob};
+    let d = &a.docker;
+    if !a.includes.is_empty() || !a.excludes.is_empty() || a.delete {
+        anyhow::bail!(
+            "--include, --exclude and --delete apply to --target: a volume restore always \
+             makes the volume's content equal to the snapshot's directory"
         );
-        for c in &s.containers {
-            println!("  container {}: down {:.2}s", c.name, c.downtime_secs);
+    }
+    let client = connect(d.docker_host.as_deref())?;
+    let o = open(g)?;
+    o.catalog.refresh(&o.repo)?;
+    let snap = o.catalog.resolve_snapshot(&a.snapshot)?;
+    let sources = &snap.snapshot.sources;
+    let names = || {
+        sources
+            .iter()
+            .map(|s| format!("{}/", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // (snapshot directory, target)
+    let mut plan: Vec<(String, RestoreTarget)> = Vec::new();
+    if let Some(volume) = &d.to_volume {
+        if a.paths.len() > 1 {
+            anyhow::bail!("--to-volume restores one directory: give at most one --path");
+        }
+        let path = match a.paths.first() {
+            Some(p) => p.trim_matches('/').to_string(),
+            None => default_path(sources, volume).with_context(|| {
+                format!(
+                    "say which directory of snapshot {} goes into volume {volume}: --path NAME/ \
+                     (the snapshot has {})",
+                    &snap.id.to_hex()[..8],
+                    names()
+                )
+            })?,
+        };
+        plan.push((path, RestoreTarget::Volume(volume.clone())));
+    } else {
+        let recorded = crate::docker::backup::recorded_targets(&snap.snapshot);
+        let mut missing = Vec::new();
+        for s in sources {
+            match recorded.iter().find(|(n, _)| *n == s.name) {
+                Some((_, t)) => plan.push((s.name.clone(), t.clone())),
+                None => missing.push(format!("{}/", s.name)),
+            }
+        }
+        if !a.paths.is_empty() {
+            let wanted: Vec<String> = a
+                .paths
+                .iter()
+                .map(|p| p.trim_matches('/').to_string())
+                .collect();
+            plan.retain(|(p, _)| wanted.contains(p));
+            missing.retain(|m| wanted.contains(&m.trim_end_matches('/').to_string()));
+        }
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "snapshot {} does not record which volume {} came from (only snapshots taken \
+                 by the daemon or `backup --docker` do); restore them one by one with \
+                 --to-volume NAME --path DIR/",
+                &snap.id.to_hex()[..8],
+                missing.join(", ")
+            );
+        }
+        if plan.is_empty() {
+            anyhow::bail!("nothing to restore: the snapshot has {}", names());
         }
     }
-    Ok(exit::OK)
+    let (loc, _) = super::commands::location(g)?;
+    let repo_str = match (&g.repo, &loc) {
+        (Some(r), super::RepoLocation::Local(p)) if !r.contains("://") => std::fs::canonicalize(p)
+            .unwrap_or(p.clone())
+            .display()
+            .to_string(),
+        (Some(r), _) => r.clone(),
+        (None, super::RepoLocation::Local(p)) => p.display().to_string(),
+        (None, _) => anyhow::bail!("no repository location"),
+    };
+    let cache_dir = g.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
+    let mut binds = vec![format!("{}:{}", cache_dir.display(), cache_dir.display())];
+    if let super::RepoLocation::Local(p) = &loc {
+        let p = std::fs::canonicalize(p).unwrap_or(p.clone());
+        binds.push(format!("{}:{}", p.display(), p.display()));
+    }
+    let access = HelperAccess {
+        repo: repo_str,
+        cache_dir: Some(cache_dir),
+        password: super::password::passphrase(g, false)?.to_vec(),
+        image: d.helper_image.clone(),
+        binds,
+        env: helper_env(),
+    };
+    let host =
+        crate::docker::backup::own_container_name(&client).unwrap_or_else(crate::repo::hostname);
+    let mut code = exit::OK;
+    for (path, target) in plan {
+        let opts = VolumeRestoreOptions {
+            snapshot: snap.id.to_hex(),
+            path: path.clone(),
+            target: target.clone(),
+            create: d.create,
+            mount_dir: d.volume_dir.clone(),
+            stop_timeout_secs: d.stop_timeout,
+            job: VolumeJob {
+                snapshot: snap.id.to_hex(),
+                path: path.clone(),
+                target_name: match &target {
+                    RestoreTarget::Volume(v) => v.clone(),
+                    RestoreTarget::Bind(p) => p.clone(),
+                },
+                safety_snapshot: !d.no_safety_snapshot,
+                host: host.clone(),
+                overwrite: a.overwrite,
+                verify: a.verify,
+                dry_run: a.dry_run,
+            },
+        };
+        let progress = Arc::new(Progress::default());
+        let display = ProgressDisplay::start(g, progress.clone(), "restore");
+        let s = restore_volume(&client, &o.repo, &o.catalog, &opts, &access, &progress)
+            .with_context(|| format!("restore {path}/ into {}", target.describe()))?;
+        drop(display);
+        if !s.restore.errors.is_empty() {
+            code = exit::ERROR;
+        }
+        if g.json {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, &s)?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+            continue;
+        }
+        for e in &s.restore.errors {
+            eprintln!("error: {}: {}", e.path, e.message);
+        }
+        for c in &s.restore.changes {
+            println!("would {} {}", c.action, c.path);
+        }
+        if g.quiet {
+            continue;
+        }
+        let r = &s.restore;
+        println!(
+            "{} {}/ of snapshot {} into {}{}: {} files written, {} unchanged, {} deleted, {} in {:.1}s{}",
+            if r.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
+            s.path,
+            &snap.id.to_hex()[..8],
+            s.target,
+            if s.created { " (created)" } else { "" },
+            r.files_written,
+            r.files_unchanged,
+            r.deleted,
+            bytes(r.bytes),
+            s.duration_secs,
+            if s.helper {
+                " (through a helper container)"
+            } else {
+                ""
+            },
+        );
+        if let Some(id) = &s.safety_snapshot {
+            println!(
+                "  the content before was saved as snapshot {} (tag pre-restore); to undo: \
+                 coffer restore --snapshot {} --path {}/ --to-volume ...",
+                &id[..8.min(id.len())],
+                &id[..8.min(id.len())],
+                s.path
+            );
+        }
+        for c in &s.containers {
+            println!(
+                "  container {}: down {:.2}s{}",
+                c.name,
+                c.downtime_secs,
+                if c.started {
+                    ""
+                } else {
+                    " (NOT started again)"
+                }
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Name the helper containers a killed restore left behind (when a Docker engine answers).
+pub fn report_leftover_helpers() {
+    let configured = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
+    if !configured && !std::path::Path::new("/var/run/docker.sock").exists() {
+        return;
+    }
+    let Ok(client) = DockerClient::connect(None) else {
+        return;
+    };
+    if let Ok(list) = client.leftover_helpers() {
+        for (_, name, owner) in list {
+            eprintln!(
+                "warning: helper container {name} was left by a restore that did not finish \
+                 ({owner}); the next restore removes it, or: docker rm -f {name}"
+            );
+        }
+    }
+}
+
+/// `coffer volume-helper`: the helper container's side of [`restore`]. Reads its job from
+/// stdin, exits when stdin closes (the caller is gone), prints the result as JSON.
+pub fn volume_helper(g: &Global) -> anyhow::Result<u8> {
+    use crate::docker::restore::{HELPER_TARGET, HelperRequest, run_volume_job};
+    use std::io::BufRead;
+    let mut line = String::new();
+    let mut stdin = std::io::stdin().lock();
+    (&mut stdin)
+        .take(1 << 20)
+        .read_line(&mut line)
+        .context("reading the job from stdin")?;
+    let req: HelperRequest = serde_json::from_str(&line)
+        .context("the job on stdin is not valid (this command is run by `restore --to-volume`)")?;
+    drop(stdin);
+    // The lifeline: the caller holds stdin open while it waits; EOF means it is gone.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        eprintln!("the restore's caller is gone: stopping (the next run finishes the job)");
+        crate::repo::release_all_locks();
+        std::process::exit(exit::INTERRUPTED.into());
+    });
+    let mut g2 = g.clone();
+    g2.repo = Some(req.repo.clone());
+    if req.cache_dir.is_some() {
+        g2.cache_dir = req.cache_dir.clone();
+    }
+    let (loc, _) = super::commands::location(&g2)?;
+    let store = loc.store()?;
+    let repo = crate::repo::Repository::open(store, &req.password)?;
+    let catalog = open_catalog(&g2, &repo)?;
+    let progress = Arc::new(Progress::default());
+    let result = run_volume_job(
+        &repo,
+        &catalog,
+        std::path::Path::new(HELPER_TARGET),
+        &req.job,
+        &progress,
+    )?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &result)?;
+    std::io::Write::write_all(&mut out, b"\n")?;
+    Ok(if result.restore.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
 }

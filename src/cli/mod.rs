@@ -48,13 +48,16 @@ pub mod exit {
 pub fn main() -> ExitCode {
     // Called as `backup` (the old image's manual trigger, `docker exec <c> backup`): the
     // same as `coffer trigger`.
+    // Called as `restore`: `coffer restore` (`docker exec <c> restore --snapshot latest ...`).
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv
+    let called_as = argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == "backup")
-    {
+        .map(|n| n.to_os_string());
+    if called_as.as_deref().is_some_and(|n| n == "backup") {
         argv.insert(1, "trigger".into());
+    } else if called_as.as_deref().is_some_and(|n| n == "restore") {
+        argv.insert(1, "restore".into());
     }
     let cli = Cli::parse_from(argv);
     if matches!(
@@ -102,6 +105,10 @@ fn handle_signals() {
             // Containers this run stopped run again before the process ends.
             for name in crate::docker::restart_stopped_containers() {
                 eprintln!("interrupted: started container {name} again");
+            }
+            let helpers = crate::docker::helper::remove_helpers();
+            if helpers > 0 {
+                eprintln!("interrupted: removed {helpers} helper container(s)");
             }
             std::process::exit(if sig == SIGINT {
                 exit::INTERRUPTED.into()

@@ -301,31 +301,55 @@ pub fn backup_sources(
 ) -> Result<SourcesBackup, DockerError> {
     let own = own_container_id();
     let mut out = SourcesBackup::default();
-    let paths: Vec<PathBuf> = bopts.sources.iter().map(|s| s.path.clone()).collect();
     let me = match &own {
         Some(id) => client.inspect(id)?,
         None => None,
     };
+    // Which volume (or host directory) each source is, recorded as tags so that
+    // `restore --all-volumes` puts each back where it came from.
+    let mut recorded = Vec::new();
+    let source_named = |p: &Path| {
+        bopts
+            .sources
+            .iter()
+            .find(|s| s.path == p)
+            .map(|s| s.name.clone())
+    };
     match &me {
         Some(me) => {
             for (dest, name) in &me.volume_mounts {
-                if paths.iter().any(|p| Path::new(dest) == p.as_path()) {
+                if let Some(src) = source_named(Path::new(dest)) {
                     out.volumes.push(name.clone());
+                    recorded.push(format!("{VOLUME_TAG}{src}={name}"));
+                }
+            }
+            for (dest, host_path) in &me.bind_mounts {
+                if let Some(src) = source_named(Path::new(dest)) {
+                    recorded.push(format!("{BIND_TAG}{src}={host_path}"));
                 }
             }
         }
         None => {
-            let canonical: Vec<PathBuf> = paths
-                .iter()
-                .filter_map(|p| std::fs::canonicalize(p).ok())
-                .collect();
-            for v in client.list_volumes(&HashMap::new())? {
-                if canonical.contains(&v.mountpoint) {
+            let volumes = client.list_volumes(&HashMap::new())?;
+            for s in &bopts.sources {
+                let Ok(c) = std::fs::canonicalize(&s.path) else {
+                    continue;
+                };
+                if let Some(v) = volumes.iter().find(|v| v.mountpoint == c) {
                     out.volumes.push(v.name.clone());
+                    recorded.push(format!("{VOLUME_TAG}{}={}", s.name, v.name));
                 }
             }
         }
     }
+    let mut tagged;
+    let bopts = if recorded.is_empty() {
+        bopts
+    } else {
+        tagged = bopts.clone();
+        tagged.tags.extend(recorded);
+        &tagged
+    };
     out.volumes.sort();
     out.volumes.dedup();
     let mut users: Vec<ContainerInfo> = Vec::new();
@@ -457,6 +481,44 @@ pub fn own_container_name(client: &DockerClient) -> Option<String> {
         .filter(|n| !n.is_empty())
 }
 
+/// Tag prefix recording which volume a source of a snapshot is: `volume:<source>=<volume>`.
+pub const VOLUME_TAG: &str = "volume:";
+/// Tag prefix recording which host directory a source is: `bind:<source>=<path>`.
+pub const BIND_TAG: &str = "bind:";
+
+/// Where each source of a snapshot came from, as its tags record: (source name, target).
+/// A snapshot of one volume (`backup --docker`) has one source and a `volume=<name>` tag.
+pub fn recorded_targets(
+    snap: &crate::format::snapshot::Snapshot,
+) -> Vec<(String, super::restore::RestoreTarget)> {
+    use super::restore::RestoreTarget;
+    let mut out = Vec::new();
+    for t in &snap.tags {
+        let (prefix_len, bind) = if t.starts_with(VOLUME_TAG) {
+            (VOLUME_TAG.len(), false)
+        } else if t.starts_with(BIND_TAG) {
+            (BIND_TAG.len(), true)
+        } else {
+            continue;
+        };
+        if let Some((src, what)) = t[prefix_len..].split_once('=') {
+            let target = if bind {
+                RestoreTarget::Bind(what.to_string())
+            } else {
+                RestoreTarget::Volume(what.to_string())
+            };
+            out.push((src.to_string(), target));
+        }
+    }
+    if out.is_empty()
+        && let [only] = snap.sources.as_slice()
+        && let Some(v) = snap.tags.iter().find_map(|t| t.strip_prefix("volume="))
+    {
+        out.push((only.name.clone(), RestoreTarget::Volume(v.to_string())));
+    }
+    out
+}
+
 /// The tags of a volume's snapshot.
 pub fn volume_tags(
     extra: &[String],
@@ -480,7 +542,7 @@ pub fn volume_tags(
 /// This process's container id, when coffer itself runs in a container (so it never stops
 /// itself). Read from the cgroup/mount paths the engine sets up, else the host name, which
 /// Docker sets to the short id.
-fn own_container_id() -> Option<String> {
+pub(crate) fn own_container_id() -> Option<String> {
     if !std::path::Path::new("/.dockerenv").exists() {
         return None;
     }

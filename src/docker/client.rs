@@ -32,8 +32,8 @@ pub const MAX_EXEC_OUTPUT_BYTES: usize = 64 << 10;
 
 /// A connected Docker engine.
 pub struct DockerClient {
-    rt: tokio::runtime::Runtime,
-    docker: Docker,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) docker: Docker,
     host: String,
 }
 
@@ -88,7 +88,7 @@ impl DockerClient {
         format!("{}.{}", v.major_version, v.minor_version)
     }
 
-    fn err(&self, what: impl Into<String>, e: bollard::errors::Error) -> DockerError {
+    pub(super) fn err(&self, what: impl Into<String>, e: bollard::errors::Error) -> DockerError {
         api_error(&self.host, what.into(), e)
     }
 
@@ -282,7 +282,13 @@ fn info_from_inspect(id: &str, r: ContainerInspectResponse) -> ContainerInfo {
             .iter()
             .filter_map(|m| Some((m.destination.clone()?, m.name.clone()?)))
             .collect(),
+        bind_mounts: mounts
+            .iter()
+            .filter(|m| m.name.is_none())
+            .filter_map(|m| Some((m.destination.clone()?, m.source.clone()?)))
+            .collect(),
         volumes: mounts.into_iter().filter_map(|m| m.name).collect(),
+        image: r.image.unwrap_or_default(),
     }
 }
 

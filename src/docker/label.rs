@@ -75,6 +75,10 @@ pub struct ContainerInfo {
     pub volumes: Vec<String>,
     /// Where each of its volumes is mounted inside it: (destination, volume name).
     pub volume_mounts: Vec<(String, String)>,
+    /// Where each of its bind mounts is mounted inside it: (destination, host path).
+    pub bind_mounts: Vec<(String, String)>,
+    /// The id of its image.
+    pub image: String,
 }
 
 /// A reference from one container to one it depends on.

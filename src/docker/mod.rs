@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod client;
 pub mod guard;
+pub mod helper;
 pub mod hook;
 pub mod label;
 pub mod order;
@@ -22,7 +23,10 @@ pub mod volume;
 pub use backup::{DockerBackupOptions, DockerBackupSummary, VolumeBackup, backup_volumes};
 pub use client::DockerClient;
 pub use guard::{ContainerDowntime, restart_stopped_containers};
-pub use restore::{VolumeRestoreOptions, VolumeRestoreSummary, restore_volume};
+pub use restore::{
+    HelperAccess, RestoreTarget, VolumeJob, VolumeRestoreOptions, VolumeRestoreSummary,
+    restore_volume,
+};
 pub use volume::{DockerVolume, VolumeSelection};
 
 use crate::engine::EngineError;

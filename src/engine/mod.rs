@@ -68,7 +68,7 @@ pub enum EngineError {
 }
 
 /// A problem with one file that did not stop the operation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Warning {
     /// The path concerned.
     pub path: String,

@@ -141,6 +141,17 @@ impl Repository {
         Ok(data)
     }
 
+    /// Read `len` bytes of a pack at `offset` (several blobs at once, opened with
+    /// [`Repository::open_blob`]).
+    pub fn read_pack_range(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, RepoError> {
+        Ok(self.store.read_range(&path::pack(pack), offset, len)?)
+    }
+
     /// Read one blob from its pack and verify it.
     pub fn load_blob(&self, loc: &BlobLocation) -> Result<Vec<u8>, RepoError> {
         let name = path::pack(&loc.pack);

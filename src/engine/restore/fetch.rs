@@ -1,0 +1,555 @@
+//! The content of a batch of restored files, read pack by pack.
+//!
+//! Every blob the batch needs is looked up once; the blobs are grouped by pack, sorted by
+//! offset and coalesced into ranged reads (nearby blobs in one read, a whole pack when most of
+//! it is needed, each read at most [`MAX_READ`]), so an S3 restore makes a request per region
+//! of a pack, not one per blob. Reads run in parallel (more of them for a remote store, whose
+//! requests wait on the network); each blob is verified once and written at its offset into
+//! every file that holds it. A file is written under a temporary name next to its real one
+//! and renamed when its last blob is in: an interrupted restore never leaves a truncated file
+//! under a real name, and the next run removes the temporary files it finds.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use super::super::{EngineError, Progress, Warnings};
+use crate::catalog::Catalog;
+use crate::format::BlobKind;
+use crate::format::tree::Node;
+use crate::id::{BlobId, PackId};
+use crate::repo::{BlobLocation, Repository};
+use crate::source::write;
+
+/// The most bytes one ranged read fetches (a blob larger than this is read alone): the bound
+/// on memory is this times the reads in flight.
+pub(super) const MAX_READ: u64 = 8 << 20;
+/// Gap between two needed blobs of a pack that is read through rather than split into two
+/// requests: on a remote store a request costs more than a megabyte of transfer.
+const REMOTE_GAP: u64 = 1 << 20;
+/// The same on a local disk, where a read costs a system call.
+const LOCAL_GAP: u64 = 64 << 10;
+/// Reads in flight on a remote store.
+const REMOTE_READS: usize = 16;
+/// Temporary files kept open between writes; beyond this a file is closed after each write
+/// and opened again for the next.
+const MAX_OPEN_FILES: usize = 256;
+/// What names a temporary file of a restore: `.coffer-tmp-<pid>-<n>`.
+pub(super) const TEMP_MARK: &str = ".coffer-tmp-";
+
+/// A regular file to write.
+pub(super) struct FileJob {
+    /// Its real name.
+    pub dest: PathBuf,
+    /// Its entry in the snapshot.
+    pub node: Node,
+}
+
+/// One ranged read of a pack and the blobs it brings.
+#[derive(Debug, PartialEq)]
+pub(super) struct PackRead {
+    pub pack: PackId,
+    pub start: u64,
+    pub end: u64,
+    pub blobs: Vec<BlobLocation>,
+}
+
+/// Group `blobs` (distinct) into reads: by pack, by offset, a gap of at most `max_gap` bytes
+/// read through, no read longer than `max_len` unless one blob is.
+pub(super) fn plan_reads(
+    mut blobs: Vec<BlobLocation>,
+    max_gap: u64,
+    max_len: u64,
+) -> Vec<PackRead> {
+    blobs.sort_by_key(|b| (b.pack, b.entry.offset));
+    let mut out: Vec<PackRead> = Vec::new();
+    for b in blobs {
+        let start = u64::from(b.entry.offset);
+        let end = start + u64::from(b.entry.packed_len);
+        if let Some(last) = out.last_mut()
+            && last.pack == b.pack
+            && start >= last.end
+            && start - last.end <= max_gap
+            && end - last.start <= max_len
+        {
+            last.end = end;
+            last.blobs.push(b);
+            continue;
+        }
+        out.push(PackRead {
+            pack: b.pack,
+            start,
+            end,
+            blobs: vec![b],
+        });
+    }
+    out
+}
+
+/// What the fetcher counts.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub requests: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+/// Writes batches of files (see the module docs).
+pub(super) struct Fetcher<'a> {
+    pub repo: &'a Repository,
+    pub catalog: &'a Catalog,
+    pub progress: &'a Progress,
+    pub warnings: &'a Warnings,
+    pub counters: &'a Counters,
+    /// The first write that found the file system full: the restore stops there.
+    pub disk_full: &'a Mutex<Option<(String, String)>>,
+    pool: Option<rayon::ThreadPool>,
+    max_gap: u64,
+    seq: AtomicU64,
+    open_files: AtomicUsize,
+}
+
+/// A file being written.
+struct Slot<'j> {
+    job: &'j FileJob,
+    temp: PathBuf,
+    file: Mutex<SlotFile>,
+    /// Blob placements still to write.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    finished: AtomicBool,
+    /// A region of zeros was skipped (the file is extended to its size at the end).
+    hole: AtomicBool,
+}
+
+#[derive(Default)]
+struct SlotFile {
+    handle: Option<File>,
+    created: bool,
+}
+
+impl<'a> Fetcher<'a> {
+    pub(super) fn new(
+        repo: &'a Repository,
+        catalog: &'a Catalog,
+        progress: &'a Progress,
+        warnings: &'a Warnings,
+        counters: &'a Counters,
+        disk_full: &'a Mutex<Option<(String, String)>>,
+    ) -> Self {
+        let remote = repo.store().io_stats().is_some();
+        let pool = if remote {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(REMOTE_READS)
+                .thread_name(|i| format!("coffer-restore-read-{i}"))
+                .build()
+                .ok()
+        } else {
+            None
+        };
+        Self {
+            repo,
+            catalog,
+            progress,
+            warnings,
+            counters,
+            disk_full,
+            pool,
+            max_gap: if remote { REMOTE_GAP } else { LOCAL_GAP },
+            seq: AtomicU64::new(0),
+            open_files: AtomicUsize::new(0),
+        }
+    }
+
+    fn is_disk_full(&self) -> bool {
+        self.disk_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Write the files of `jobs`. Problems with single files become warnings.
+    pub(super) fn write_files(&self, jobs: &[FileJob]) -> Result<(), EngineError> {
+        // Where every needed blob is, looked up once.
+        let mut locations: HashMap<BlobId, Option<BlobLocation>> = HashMap::new();
+        for j in jobs {
+            for id in &j.node.content {
+                if !locations.contains_key(id) {
+                    locations.insert(*id, self.catalog.blob_location(id)?);
+                }
+            }
+        }
+        let slots: Vec<Slot<'_>> = jobs
+            .iter()
+            .map(|job| Slot {
+                job,
+                temp: self.temp_name(&job.dest),
+                file: Mutex::new(SlotFile::default()),
+                remaining: AtomicUsize::new(0),
+                failed: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+                hole: AtomicBool::new(false),
+            })
+            .collect();
+        // Which file needs which blob where.
+        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let node = &slot.job.node;
+            let mut offset = 0u64;
+            let mut missing = None;
+            for id in &node.content {
+                match locations.get(id).copied().flatten() {
+                    Some(loc) => offset += u64::from(loc.entry.raw_len),
+                    None => {
+                        missing = Some(*id);
+                        break;
+                    }
+                }
+            }
+            if let Some(id) = missing {
+                self.fail(
+                    slot,
+                    format!("blob {id} is missing from the repository index (run `coffer check`)"),
+                );
+                continue;
+            }
+            if offset != node.size {
+                self.fail(
+                    slot,
+                    format!(
+                        "the snapshot's blobs add up to {offset} bytes, its size is {} \
+                         (run `coffer check`)",
+                        node.size
+                    ),
+                );
+                continue;
+            }
+            let mut at = 0u64;
+            for id in &node.content {
+                let len = locations[id].map_or(0, |l| u64::from(l.entry.raw_len));
+                placements.entry(*id).or_default().push((i, at));
+                at += len;
+            }
+            slot.remaining.store(node.content.len(), Ordering::Relaxed);
+        }
+        let reads = plan_reads(
+            placements
+                .keys()
+                .filter_map(|id| locations.get(id).copied().flatten())
+                .collect(),
+            self.max_gap,
+            MAX_READ,
+        );
+        let work = || {
+            // Files without content (empty, or failed above) are finished first.
+            slots
+                .par_iter()
+                .filter(|s| s.remaining.load(Ordering::Relaxed) == 0)
+                .for_each(|s| self.finish(s));
+            reads
+                .par_iter()
+                .for_each(|r| self.read(r, &slots, &placements));
+        };
+        match &self.pool {
+            Some(p) => p.install(work),
+            None => work(),
+        }
+        // Files left unfinished (the disk filled up and reads stopped): no temporary file
+        // stays behind.
+        for s in &slots {
+            if !s.finished.swap(true, Ordering::AcqRel) {
+                self.discard(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn temp_name(&self, dest: &Path) -> PathBuf {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{TEMP_MARK}{}-{n}", std::process::id());
+        match dest.parent() {
+            Some(p) => p.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// Read one region of a pack and place its blobs.
+    fn read(
+        &self,
+        r: &PackRead,
+        slots: &[Slot<'_>],
+        placements: &HashMap<BlobId, Vec<(usize, u64)>>,
+    ) {
+        if self.is_disk_full() {
+            return;
+        }
+        let fail_all = |msg: &str| {
+            for b in &r.blobs {
+                for &(i, _) in &placements[&b.entry.id] {
+                    self.fail(&slots[i], msg);
+                    self.placed(&slots[i]);
+                }
+            }
+        };
+        let buf = match self.repo.read_pack_range(&r.pack, r.start, r.end - r.start) {
+            Ok(b) => b,
+            Err(e) => return fail_all(&e.to_string()),
+        };
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        for b in &r.blobs {
+            let at = (u64::from(b.entry.offset) - r.start) as usize;
+            let sealed = buf.get(at..at + b.entry.packed_len as usize);
+            let data = match sealed {
+                Some(s) => self.repo.open_blob(b, s).map_err(|e| e.to_string()),
+                None => Err(format!("pack {} is shorter than its index says", b.pack)),
+            };
+            let targets = &placements[&b.entry.id];
+            match data {
+                Err(msg) => {
+                    for &(i, _) in targets {
+                        self.fail(&slots[i], &msg);
+                        self.placed(&slots[i]);
+                    }
+                }
+                Ok(data) => {
+                    let zeros = super::is_zeros(&data);
+                    for &(i, off) in targets {
+                        self.place(&slots[i], off, &data, zeros);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write one blob's data into a file at `offset`.
+    fn place(&self, s: &Slot<'_>, offset: u64, data: &[u8], zeros: bool) {
+        if !s.failed.load(Ordering::Relaxed) {
+            if zeros {
+                // Left as a hole: the file stays sparse where the original was zeros.
+                s.hole.store(true, Ordering::Relaxed);
+            } else if let Err(e) = self.write_at(s, offset, data) {
+                self.fail_io(s, e);
+            }
+            self.progress.add_bytes(data.len() as u64);
+        }
+        self.placed(s);
+    }
+
+    /// One placement of a file is done; the last one finishes the file.
+    fn placed(&self, s: &Slot<'_>) {
+        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish(s);
+        }
+    }
+
+    fn write_at(&self, s: &Slot<'_>, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut f = s.file.lock().unwrap_or_else(|p| p.into_inner());
+        self.open(s, &mut f)?;
+        let r = f
+            .handle
+            .as_ref()
+            .map_or(Ok(()), |h| h.write_all_at(data, offset));
+        if self.open_files.load(Ordering::Relaxed) > MAX_OPEN_FILES && f.handle.take().is_some() {
+            self.open_files.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Make sure the temporary file is open: created (never through a symlink, never over an
+    /// existing entry) on first use, opened again after it was closed.
+    fn open(&self, s: &Slot<'_>, f: &mut SlotFile) -> io::Result<()> {
+        if f.handle.is_some() {
+            return Ok(());
+        }
+        let mut o = OpenOptions::new();
+        o.write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        if !f.created {
+            o.create_new(true);
+        }
+        f.handle = Some(o.open(&s.temp)?);
+        f.created = true;
+        self.open_files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every blob of the file is in: size, metadata, then the rename to its real name.
+    fn finish(&self, s: &Slot<'_>) {
+        if s.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if s.failed.load(Ordering::Relaxed) {
+            return self.discard(s);
+        }
+        let node = &s.job.node;
+        let done = (|| -> io::Result<()> {
+            let mut f = s.file.lock().unwrap_or_else(|p| p.into_inner());
+            self.open(s, &mut f)?;
+            let h = f.handle.take().expect("opened above");
+            self.open_files.fetch_sub(1, Ordering::Relaxed);
+            if s.hole.load(Ordering::Relaxed) {
+                h.set_len(node.size)?;
+            }
+            write::apply_file_metadata(&h, &s.job.dest, node)
+                .map_err(|e| io::Error::new(e.kind(), format!("metadata: {e}")))?;
+            drop(h);
+            std::fs::rename(&s.temp, &s.job.dest)
+        })();
+        match done {
+            Ok(()) => {
+                self.counters.files_written.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_written
+                    .fetch_add(node.size, Ordering::Relaxed);
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.fail_io(s, e);
+                self.discard(s);
+            }
+        }
+    }
+
+    /// Remove a failed file's temporary file.
+    fn discard(&self, s: &Slot<'_>) {
+        let mut f = s.file.lock().unwrap_or_else(|p| p.into_inner());
+        if f.handle.take().is_some() {
+            self.open_files.fetch_sub(1, Ordering::Relaxed);
+        }
+        if f.created {
+            let _ = std::fs::remove_file(&s.temp);
+            f.created = false;
+        }
+    }
+
+    fn fail(&self, s: &Slot<'_>, msg: impl ToString) {
+        if !s.failed.swap(true, Ordering::AcqRel) {
+            self.warnings.push(s.job.dest.display().to_string(), msg);
+        }
+    }
+
+    fn fail_io(&self, s: &Slot<'_>, e: io::Error) {
+        if super::is_disk_full(&e) {
+            let mut full = self.disk_full.lock().unwrap_or_else(|p| p.into_inner());
+            if full.is_none() {
+                *full = Some((s.job.dest.display().to_string(), e.to_string()));
+            }
+            // Reported once, as the restore's error.
+            s.failed.store(true, Ordering::Release);
+            return;
+        }
+        self.fail(s, e);
+    }
+}
+
+/// Whether the regular file at `path` holds exactly `node`'s content: its size, then each
+/// blob's bytes hashed with the repository's key and compared with the blob's id.
+pub(super) fn same_content(
+    repo: &Repository,
+    catalog: &Catalog,
+    path: &Path,
+    node: &Node,
+) -> Result<bool, String> {
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let m = f.metadata().map_err(|e| e.to_string())?;
+    if !m.is_file() || m.len() != node.size {
+        return Ok(false);
+    }
+    let mut buf = Vec::new();
+    for id in &node.content {
+        let Some(loc) = catalog.blob_location(id).map_err(|e| e.to_string())? else {
+            return Err(format!("blob {id} is missing from the repository index"));
+        };
+        buf.resize(loc.entry.raw_len as usize, 0);
+        if let Err(e) = f.read_exact(&mut buf) {
+            return if e.kind() == io::ErrorKind::UnexpectedEof {
+                Ok(false)
+            } else {
+                Err(e.to_string())
+            };
+        }
+        if repo.keys().blob_id(BlobKind::Data, &buf) != *id {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PackRead, plan_reads};
+    use crate::format::{BlobEntry, BlobKind, Compression};
+    use crate::id::{BlobId, PackId};
+    use crate::repo::BlobLocation;
+
+    fn loc(pack: u8, offset: u32, len: u32) -> BlobLocation {
+        BlobLocation {
+            pack: PackId([pack; 32]),
+            entry: BlobEntry {
+                id: BlobId([(offset % 251) as u8; 32]),
+                kind: BlobKind::Data,
+                compression: Compression::None,
+                offset,
+                packed_len: len,
+                data_len: len,
+                raw_len: len,
+            },
+        }
+    }
+
+    fn spans(r: &[PackRead]) -> Vec<(u8, u64, u64, usize)> {
+        r.iter()
+            .map(|r| (r.pack.0[0], r.start, r.end, r.blobs.len()))
+            .collect()
+    }
+
+    #[test]
+    fn adjacent_and_near_blobs_share_a_read_far_ones_do_not() {
+        let blobs = vec![
+            loc(1, 100, 50),
+            loc(1, 0, 100),
+            loc(1, 160, 40),
+            loc(1, 1000, 10),
+        ];
+        assert_eq!(
+            spans(&plan_reads(blobs, 10, 1 << 20)),
+            [(1, 0, 200, 3), (1, 1000, 1010, 1)]
+        );
+    }
+
+    #[test]
+    fn packs_are_never_mixed_and_reads_are_bounded() {
+        let blobs = vec![loc(2, 0, 10), loc(1, 0, 10), loc(1, 10, 10), loc(1, 20, 10)];
+        assert_eq!(
+            spans(&plan_reads(blobs, 0, 20)),
+            [(1, 0, 20, 2), (1, 20, 30, 1), (2, 0, 10, 1)]
+        );
+        // One blob larger than the bound is read alone.
+        assert_eq!(
+            spans(&plan_reads(vec![loc(1, 0, 50)], 0, 20)),
+            [(1, 0, 50, 1)]
+        );
+    }
+}
