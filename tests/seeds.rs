@@ -1332,6 +1332,118 @@ fn seed_000_claude_remote_runner_test_plan() {
         kept.describe(),
     );
 
+    // ---- The two restore procedures as one coffer command each (docs/docker.md), from the
+    // running backup service, whose volume mounts are read-only.
+    let w = exec(
+        &web,
+        &[
+            "sh",
+            "-c",
+            "rm /workspace/test-restore.txt && echo changed > /workspace/project/README.md \
+             && echo extra > /workspace/not-in-backup.txt",
+        ],
+        30,
+    );
+    report.require("-", "change the workspace again", w.ok(), w.describe());
+    let workspace_volume = format!("{}_workspace", st.project);
+    let one = exec(
+        &backup,
+        &[
+            "restore",
+            "--snapshot",
+            "latest",
+            "--path",
+            "workspace/",
+            "--to-volume",
+            &workspace_volume,
+        ],
+        300,
+    );
+    let back = exec(&web, &["cat", "/workspace/test-restore.txt"], 30);
+    let readme = exec(&web, &["cat", "/workspace/project/README.md"], 30);
+    let extra = exec(&web, &["test", "-e", "/workspace/not-in-backup.txt"], 30);
+    report.check(
+        "5",
+        "Test Plan 4 with `docker exec claude-backup restore --snapshot latest --path workspace/ \
+         --to-volume <project>_workspace`: file back, changes undone, extra file removed",
+        one.ok()
+            && back.stdout.trim() == "test-restore"
+            && readme.stdout.trim() == "# my project"
+            && !extra.ok(),
+        format!(
+            "{}\n{}\n{}",
+            one.describe(),
+            back.describe(),
+            readme.describe()
+        ),
+    );
+    report.check(
+        "-",
+        "the restore names its pre-restore snapshot and the app container runs again",
+        one.stdout.contains("pre-restore") && running(&web) && running(&backup),
+        one.describe(),
+    );
+    let helpers = run(
+        &[
+            "docker",
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            "label=coffer.helper",
+        ],
+        30,
+    );
+    report.check(
+        "-",
+        "no helper container is left",
+        helpers.ok() && helpers.stdout.trim().is_empty(),
+        helpers.describe(),
+    );
+    let snaps = snapshots_in(&backup).unwrap_or_default();
+    let safety = snaps.iter().any(|s| {
+        s["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "pre-restore"))
+    });
+    report.check(
+        "-",
+        "the pre-restore snapshot is in the repository",
+        safety,
+        "",
+    );
+    let w = exec(
+        &web,
+        &[
+            "sh",
+            "-c",
+            "echo '{}' > /root/.claude/settings.json && rm /workspace/test-restore.txt",
+        ],
+        30,
+    );
+    report.require("-", "change both volumes", w.ok(), w.describe());
+    let all = exec(
+        &backup,
+        &["restore", "--snapshot", "latest", "--all-volumes"],
+        300,
+    );
+    let back = exec(&web, &["cat", "/workspace/test-restore.txt"], 30);
+    let cfg = exec(&web, &["cat", "/root/.claude/settings.json"], 30);
+    report.check(
+        "5",
+        "restore-backup.sh as `docker exec claude-backup restore --snapshot latest --all-volumes`: \
+         every volume back",
+        all.ok()
+            && back.stdout.trim() == "test-restore"
+            && cfg.stdout.trim() == "{\"theme\":\"dark\"}",
+        format!(
+            "{}\n{}\n{}",
+            all.describe(),
+            back.describe(),
+            cfg.describe()
+        ),
+    );
+
     // ---- Test Plan 5: Test Backup Retention
     // The seed's plain `touch` gives mtime = now: the old tool keeps those (it prunes by mtime),
     // so three such files must stay. Ten touched 10 days ago must go; an old file without the

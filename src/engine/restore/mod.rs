@@ -237,6 +237,16 @@ impl Restorer<'_> {
             Some(t) => Some(load_tree(self.repo, self.catalog, &t)?),
             None => None,
         };
+        if let Some(t) = &tree {
+            let subtrees: Vec<crate::id::BlobId> = t
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Dir)
+                .filter_map(|n| n.subtree)
+                .collect();
+            let reads = fetch::prefetch_trees(self.repo, self.catalog, &subtrees)?;
+            self.counters.requests.fetch_add(reads, Ordering::Relaxed);
+        }
         let names: HashSet<Vec<u8>> = tree
             .iter()
             .flat_map(|t| t.nodes.iter().map(|n| n.name.to_vec()))
