@@ -310,7 +310,9 @@ impl Restorer<'_> {
                 continue;
             }
             match self.make_dir(i) {
-                Ok(()) => self.pending[i].ready = true,
+                Ok(true) => self.pending[i].ready = true,
+                // Kept as it is (`--overwrite never`): nothing below it is restored.
+                Ok(false) => return false,
                 Err(e) => {
                     let p = self.pending[i].path.display().to_string();
                     self.warnings.push(p, e);
@@ -323,7 +325,7 @@ impl Restorer<'_> {
 
     /// Create pending directory `i`, or take the one in place: remove what the snapshot does
     /// not have there (leftover temporary files always, other entries with `delete`).
-    fn make_dir(&mut self, i: usize) -> Result<(), String> {
+    fn make_dir(&mut self, i: usize) -> Result<bool, String> {
         let path = self.pending[i].path.clone();
         let dry = self.opts.dry_run;
         let parent_fresh = i > 0 && self.pending[i - 1].fresh;
@@ -340,9 +342,7 @@ impl Restorer<'_> {
                 self.pending[i].fresh = true;
                 self.change("write", &path);
             }
-            Existing::Other(_) if self.opts.overwrite == Overwrite::Never => {
-                return Err("a non-directory is in the way (kept: --overwrite never)".into());
-            }
+            Existing::Other(_) if self.opts.overwrite == Overwrite::Never => return Ok(false),
             Existing::Other(_) => {
                 self.change("replace", &path);
                 if !dry {
@@ -356,7 +356,7 @@ impl Restorer<'_> {
         }
         let (p, n) = (self.pending[i].path.clone(), self.pending[i].node.clone());
         self.dirs.push((p, n));
-        Ok(())
+        Ok(true)
     }
 
     /// Remove the entries of an existing directory that the snapshot does not have there.
@@ -488,8 +488,14 @@ impl Restorer<'_> {
             return;
         };
         let owner_differs = write::is_root() && (m.uid() != node.uid || m.gid() != node.gid);
+        let xattrs_differ = node.xattrs.iter().any(|x| {
+            xattr::get(path, std::ffi::OsStr::from_bytes(&x.name))
+                .ok()
+                .flatten()
+                .is_none_or(|v| v[..] != x.value[..])
+        });
         if !self.opts.dry_run
-            && (m.mode() & 0o7777 != node.mode & 0o7777 || owner_differs)
+            && (m.mode() & 0o7777 != node.mode & 0o7777 || owner_differs || xattrs_differ)
             && let Err(e) = write::apply_metadata(path, node)
         {
             self.warnings.push(path.display().to_string(), e);
