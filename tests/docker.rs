@@ -754,6 +754,235 @@ impl Drop for ComposeProject {
 
 const COFFER_IMAGE: &str = "coffer-test/coffer:latest";
 
+/// Build the coffer image from the binary under test, once per test binary; returns docs/docker.
+fn build_coffer_image() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/docker");
+    let r = BUILT.get_or_init(|| {
+        let built = Command::new(docs.join("build-image.sh"))
+            .arg(common::coffer_bin())
+            .arg(COFFER_IMAGE)
+            .output()
+            .map_err(|e| format!("build-image.sh: {e}"))?;
+        if built.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "build-image.sh: {}",
+                String::from_utf8_lossy(&built.stderr)
+            ))
+        }
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+    docs
+}
+
+/// The compose example with the app's volume under a restore from inside the backup service
+/// (read-only mounts: the work is done by a helper container): the caller is killed with
+/// SIGKILL half way, the helper goes away by itself, a rerun finishes the job and starts the
+/// app again, and the safety snapshot the first run took holds the state before, byte for byte.
+#[test]
+fn restore_from_the_service_survives_sigkill_and_a_rerun_finishes() {
+    let Some(_fx) = Fixture::new("killrestore") else {
+        return;
+    };
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(!in_ci(), "docker-compose is missing under CI=true");
+        eprintln!("skipping: docker-compose is missing");
+        return;
+    }
+    let docs = build_coffer_image();
+    let project = ComposeProject {
+        dir: tempfile::tempdir().expect("temporary directory"),
+        name: format!("cofferkill{}", std::process::id()),
+    };
+    std::fs::copy(
+        docs.join("docker-compose.yml"),
+        project.dir.path().join("docker-compose.yml"),
+    )
+    .expect("copy the example");
+    let up = project.compose(&["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let app = format!("{}_app_1", project.name);
+    let backup = format!("{}_backup_1", project.name);
+    let volume = format!("{}_appdata", project.name);
+    wait_until("the daemon's schedule", Duration::from_secs(30), || {
+        let o = docker(&["logs", &backup]);
+        String::from_utf8_lossy(&o.stderr).contains("Scheduled backup task registered")
+    });
+    // What the snapshot holds: 48 files of 4 MiB.
+    docker_ok(&[
+        "exec",
+        &app,
+        "sh",
+        "-c",
+        "mkdir -p /data/files && for i in $(seq 1 48); do \
+         dd if=/dev/urandom of=/data/files/f$i bs=1M count=4 2>/dev/null; done",
+    ]);
+    let sums = |pattern: &str| {
+        docker_ok(&[
+            "exec",
+            &app,
+            "sh",
+            "-c",
+            &format!("cd /data && md5sum {pattern} | sort"),
+        ])
+    };
+    let in_snapshot = sums("files/*");
+    let run = docker(&["exec", &backup, "backup"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    // The state before the restore: other content under the same names, and extra files.
+    docker_ok(&[
+        "exec",
+        &app,
+        "sh",
+        "-c",
+        "for i in $(seq 1 48); do dd if=/dev/urandom of=/data/files/f$i bs=1M count=4 \
+         2>/dev/null; done && mkdir -p /data/extra && echo only-before > /data/extra/x",
+    ]);
+    let before = sums("files/* extra/*");
+    let data = PathBuf::from(docker_ok(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        &volume,
+    ]));
+    let restore_args = [
+        "exec",
+        &backup,
+        "restore",
+        "--snapshot",
+        "latest",
+        "--path",
+        "appdata/",
+        "--to-volume",
+        &volume,
+    ];
+    let mut first = Command::new("docker")
+        .args(restore_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker exec restore");
+    // Kill the caller (coffer inside the service, called as `restore`) once files are being
+    // written into the volume.
+    let has_temp = || {
+        std::fs::read_dir(data.join("files")).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains(".coffer-tmp-"))
+        })
+    };
+    wait_until("the restore to write", Duration::from_secs(120), has_temp);
+    let kill = Command::new("pkill")
+        .args(["-KILL", "-f", "^restore --snapshot latest --path appdata/"])
+        .status()
+        .expect("pkill");
+    assert!(kill.success(), "no restore process to kill");
+    let _ = first.wait();
+    wait_until("the helper to go away", Duration::from_secs(60), || {
+        docker_ok(&["ps", "-a", "-q", "--filter", "label=coffer.helper"]).is_empty()
+    });
+    assert!(!docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]).contains("true"));
+
+    // The rerun finishes the job and starts the app the killed run stopped.
+    let rerun = docker(&restore_args);
+    let out = String::from_utf8_lossy(&rerun.stdout).to_string();
+    assert!(
+        rerun.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert!(out.contains("pre-restore"), "{out}");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]),
+        "true"
+    );
+    assert_eq!(sums("files/*"), in_snapshot);
+    assert!(
+        !data.join("extra").exists(),
+        "an entry not in the snapshot stayed"
+    );
+    let leftovers: Vec<String> = list_files(&data)
+        .into_iter()
+        .filter(|p| p.contains(".coffer-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(docker_ok(&["ps", "-a", "-q", "--filter", "label=coffer.helper"]).is_empty());
+
+    // The first safety snapshot (taken before the kill) holds the state before, byte for byte.
+    let env = Env::new();
+    let repo = project.dir.path().join("backups/coffer/repository");
+    let repo = repo.to_str().unwrap();
+    let snaps = env.run(["--repo", repo, "--json", "snapshots"]);
+    snaps.success();
+    let list = snaps.json();
+    let safety: Vec<&serde_json::Value> = list
+        .as_array()
+        .expect("snapshots array")
+        .iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "pre-restore"))
+        })
+        .collect();
+    assert!(!safety.is_empty(), "no pre-restore snapshot");
+    let id = safety[0]["id"].as_str().expect("id");
+    let target = env.path("before");
+    env.run([
+        "--repo",
+        repo,
+        "restore",
+        "--snapshot",
+        id,
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .success();
+    let restored = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\"/appdata && md5sum files/* extra/* | sort")
+        .arg("sh")
+        .arg(&target)
+        .output()
+        .expect("md5sum");
+    assert_eq!(
+        String::from_utf8_lossy(&restored.stdout).trim(),
+        before.trim()
+    );
+}
+
+/// Every path below `root`, relative.
+fn list_files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn the_compose_example_backs_up_and_restores() {
     let Some(_fx) = Fixture::new("compose") else {
@@ -770,17 +999,7 @@ fn the_compose_example_backs_up_and_restores() {
         eprintln!("skipping: docker-compose is missing");
         return;
     }
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/docker");
-    let built = Command::new(docs.join("build-image.sh"))
-        .arg(common::coffer_bin())
-        .arg(COFFER_IMAGE)
-        .output()
-        .expect("build-image.sh");
-    assert!(
-        built.status.success(),
-        "build-image.sh: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let docs = build_coffer_image();
     let project = ComposeProject {
         dir: tempfile::tempdir().expect("temporary directory"),
         name: format!("coffercompose{}", std::process::id()),
@@ -891,4 +1110,69 @@ fn permission_denied_on_the_socket_is_clear() {
         stderr.contains("permission denied on the Docker socket"),
         "{stderr}"
     );
+}
+
+/// Disaster recovery on a new server: with only the S3 repository's URL, its credentials, the
+/// passphrase and an empty cache, `restore --all-volumes --create` recreates every volume the
+/// snapshot records, with its content.
+#[test]
+fn disaster_recovery_recreates_every_volume_from_s3_with_a_fresh_cache() {
+    let Some(fx) = Fixture::new("dr") else {
+        return;
+    };
+    let s = common::s3_server::server();
+    let env = Env::new();
+    let url = s.url("dr");
+    let one = fx.volume("one", &[]);
+    let two = fx.volume("two", &[]);
+    let (m1, m2) = (fx.mountpoint(&one), fx.mountpoint(&two));
+    std::fs::create_dir_all(m1.join("db/base")).unwrap();
+    std::fs::write(m1.join("db/base/1"), common::pseudo_random(7, 3 << 20)).unwrap();
+    std::fs::write(m1.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(m2.join("index.html"), "<h1>hello</h1>\n").unwrap();
+    std::os::unix::fs::symlink("index.html", m2.join("home.html")).unwrap();
+    let (c1, c2) = (fx.contents(&one), fx.contents(&two));
+    common::s3_server::run(&env, s, ["init", "--repo", &url]).success();
+    let tag1 = format!("volume:one={one}");
+    let tag2 = format!("volume:two={two}");
+    let src1 = format!("one={}", m1.display());
+    let src2 = format!("two={}", m2.display());
+    common::s3_server::run(
+        &env,
+        s,
+        [
+            "backup", "--repo", &url, "--tag", &tag1, "--tag", &tag2, &src1, &src2,
+        ],
+    )
+    .success();
+    // The server burns down: the volumes are gone.
+    docker_ok(&["volume", "rm", &one, &two]);
+    let fresh_cache = env.path("new-server-cache");
+    let out = common::s3_server::run(
+        &env,
+        s,
+        [
+            "--cache-dir",
+            fresh_cache.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--json",
+            "restore",
+            "--snapshot",
+            "latest",
+            "--all-volumes",
+            "--create",
+        ],
+    );
+    out.success();
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["created"], true, "{l}");
+        assert!(l["restore"]["requests"].as_u64().unwrap_or(0) > 0, "{l}");
+        // Nothing was there to save.
+        assert!(l["safety_snapshot"].is_null(), "{l}");
+    }
+    assert_eq!(fx.contents(&one), c1);
+    assert_eq!(fx.contents(&two), c2);
 }

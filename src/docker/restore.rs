@@ -223,6 +223,43 @@ pub fn run_volume_job(
     Ok(out)
 }
 
+/// The file (in the cache directory) naming the containers a restore stopped and has not
+/// started again yet: written before they stop, so a restore killed by SIGKILL leaves them
+/// to the next one.
+const STOPPED_RECORD: &str = "restore-stopped.json";
+
+fn read_record(path: &Path) -> Vec<String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_record(path: &Path, ids: &[String]) {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let r = if ids.is_empty() {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    } else {
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        serde_json::to_vec(&ids)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, path))
+    };
+    if let Err(e) = r {
+        tracing::warn!(
+            "cannot record the stopped containers in {}: {e}",
+            path.display()
+        );
+    }
+}
+
 /// Whether this process can write into `dir` (a read-only mount says no).
 fn writable(dir: &Path) -> bool {
     rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
@@ -286,13 +323,24 @@ pub fn restore_volume(
             opts.target.describe()
         )));
     }
-    // The users of the volume stop (never this process's own container, nor a helper).
+    // The users of the volume stop (never this process's own container, nor a helper), and
+    // so do the ones an earlier restore stopped and could not start again (it was killed):
+    // they start with the others at the end.
+    let record = access.cache_dir.as_ref().map(|d| d.join(STOPPED_RECORD));
+    let recorded = record.as_deref().map(read_record).unwrap_or_default();
     let users: Vec<_> = users
         .into_iter()
-        .filter(|c| c.running)
+        .filter(|c| c.running || recorded.contains(&c.id))
         .filter(|c| me.as_ref().is_none_or(|m| m.id != c.id))
         .filter(|c| !c.labels.contains_key(super::helper::HELPER_LABEL))
         .collect();
+    if let Some(r) = &record
+        && !opts.job.dry_run
+    {
+        let mut ids = recorded.clone();
+        ids.extend(users.iter().map(|c| c.id.clone()));
+        write_record(r, &ids);
+    }
     let order = start_order(&users);
     let mut guard = StopGuard::new(client, Duration::from_secs(opts.stop_timeout_secs));
     let work = (|| -> Result<(VolumeJobResult, bool), DockerError> {
@@ -313,6 +361,19 @@ pub fn restore_volume(
         }
     })();
     let containers = guard.start_all();
+    if let Some(r) = &record
+        && !opts.job.dry_run
+    {
+        let mut left = recorded;
+        left.retain(|id| !users.iter().any(|u| u.id == *id));
+        left.extend(
+            containers
+                .iter()
+                .filter(|c| !c.started)
+                .map(|c| c.id.clone()),
+        );
+        write_record(r, &left);
+    }
     let (result, helper) = work?;
     Ok(VolumeRestoreSummary {
         target: opts.target.describe(),

@@ -453,55 +453,75 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-/// Load the trees `ids` that the catalog does not cache yet, a pack region at a time, and
-/// cache them: on a remote store with a cold cache, the subdirectories of a directory cost a
-/// few ranged reads instead of one request each. Returns the reads made.
+/// Load every tree below `root` that the catalog does not cache yet, level by level, each
+/// level a pack region at a time, and cache them: on a remote store with a cold cache, the
+/// directories of a snapshot cost a few ranged reads per level instead of one request each.
+/// Returns the reads made. Trees that fail to load are left to the walk, which loads them
+/// one by one and reports what is really wrong.
 pub(super) fn prefetch_trees(
     repo: &Repository,
     catalog: &Catalog,
-    ids: &[BlobId],
+    root: &BlobId,
 ) -> Result<u64, EngineError> {
-    if repo.store().io_stats().is_none() || ids.len() < 2 {
+    use crate::format::tree::{NodeKind, Tree};
+    if repo.store().io_stats().is_none() {
         return Ok(0);
     }
-    let mut locs = Vec::new();
+    let mut reads_made = 0;
+    let mut level = vec![*root];
     let mut seen = std::collections::HashSet::new();
-    for id in ids {
-        if seen.insert(*id)
-            && catalog.cached_tree(id)?.is_none()
-            && let Some(loc) = catalog.blob_location(id)?
-        {
-            locs.push(loc);
+    while !level.is_empty() {
+        let mut locs = Vec::new();
+        let mut next = Vec::new();
+        let children = |bytes: &[u8], next: &mut Vec<BlobId>| {
+            if let Ok(t) = Tree::decode(bytes) {
+                next.extend(
+                    t.nodes
+                        .iter()
+                        .filter(|n| n.kind == NodeKind::Dir)
+                        .filter_map(|n| n.subtree),
+                );
+            }
+        };
+        for id in level.drain(..) {
+            if !seen.insert(id) {
+                continue;
+            }
+            match catalog.cached_tree(&id)? {
+                Some(bytes) => children(&bytes, &mut next),
+                None => {
+                    if let Some(loc) = catalog.blob_location(&id)? {
+                        locs.push(loc);
+                    }
+                }
+            }
         }
+        let reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
+        reads_made += reads.len() as u64;
+        let loaded: Vec<Vec<(BlobId, Vec<u8>)>> = reads
+            .par_iter()
+            .map(|r| {
+                let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
+                    return Vec::new();
+                };
+                r.blobs
+                    .iter()
+                    .filter_map(|b| {
+                        let at = (u64::from(b.entry.offset) - r.start) as usize;
+                        let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
+                        let plain = repo.open_blob(b, sealed).ok()?;
+                        Some((b.entry.id, plain))
+                    })
+                    .collect()
+            })
+            .collect();
+        for (id, bytes) in loaded.into_iter().flatten() {
+            catalog.cache_tree(&id, &bytes)?;
+            children(&bytes, &mut next);
+        }
+        level = next;
     }
-    if locs.len() < 2 {
-        return Ok(0);
-    }
-    let reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
-    let n = reads.len() as u64;
-    let loaded: Vec<Vec<(BlobId, Vec<u8>)>> = reads
-        .par_iter()
-        .map(|r| {
-            // A failed read is not an error here: the walk loads those trees one by one and
-            // reports what is really wrong.
-            let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
-                return Vec::new();
-            };
-            r.blobs
-                .iter()
-                .filter_map(|b| {
-                    let at = (u64::from(b.entry.offset) - r.start) as usize;
-                    let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
-                    let plain = repo.open_blob(b, sealed).ok()?;
-                    Some((b.entry.id, plain))
-                })
-                .collect()
-        })
-        .collect();
-    for (id, bytes) in loaded.into_iter().flatten() {
-        catalog.cache_tree(&id, &bytes)?;
-    }
-    Ok(n)
+    Ok(reads_made)
 }
 
 /// Whether the regular file at `path` holds exactly `node`'s content: its size, then each

@@ -237,16 +237,6 @@ impl Restorer<'_> {
             Some(t) => Some(load_tree(self.repo, self.catalog, &t)?),
             None => None,
         };
-        if let Some(t) = &tree {
-            let subtrees: Vec<crate::id::BlobId> = t
-                .nodes
-                .iter()
-                .filter(|n| n.kind == NodeKind::Dir)
-                .filter_map(|n| n.subtree)
-                .collect();
-            let reads = fetch::prefetch_trees(self.repo, self.catalog, &subtrees)?;
-            self.counters.requests.fetch_add(reads, Ordering::Relaxed);
-        }
         let names: HashSet<Vec<u8>> = tree
             .iter()
             .flat_map(|t| t.nodes.iter().map(|n| n.name.to_vec()))
@@ -820,6 +810,11 @@ pub fn restore(
             return Err(EngineError::Usage(format!(
                 "--path {p:?} is not a directory in the snapshot"
             )));
+        }
+        if let Some(root) = node.subtree {
+            // On a remote store, every tree below is read first, a pack region at a time.
+            let reads = fetch::prefetch_trees(repo, catalog, &root)?;
+            r.counters.requests.fetch_add(reads, Ordering::Relaxed);
         }
         match node.kind {
             NodeKind::Dir => r.dir(&dest, &rel, &node, selected)?,
