@@ -439,3 +439,92 @@ fn credentials_file_is_used() {
     c.env("COFFER_S3_CREDENTIALS_FILE", &file);
     env.run_cmd(c, ["init", "--repo", &url]).success();
 }
+
+/// A restore and an export from S3 with an empty cache (a new server) read by pack region:
+/// the requests grow with the packs, not with the files and directories (one request per
+/// blob and per directory before: 650+ here).
+#[test]
+fn restore_and_export_from_s3_read_by_pack_region() {
+    let s = server();
+    let proxy = common::fault_proxy::FaultProxy::start(&s.endpoint, 0, 11);
+    let env = Env::new();
+    let url = s.url_at("by-pack", &proxy.endpoint());
+    let src = env.path("src");
+    for d in 0..60 {
+        let dir = src.join(format!("pkg-{d:02}/doc"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..10 {
+            std::fs::write(
+                dir.join(format!("f{f}.txt")),
+                pseudo_random(d * 100 + f, 2000),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(src.join("big.bin"), pseudo_random(99, 3 << 20)).unwrap();
+    run(&env, s, ["init", "--repo", &url]).success();
+    run(&env, s, ["backup", "--repo", &url, src.to_str().unwrap()]).success();
+
+    let cold = |name: &str| env.path(name).to_str().unwrap().to_string();
+    let before = proxy.counts().requests;
+    let target = env.path("restored");
+    let out = run(
+        &env,
+        s,
+        [
+            "--cache-dir",
+            &cold("cache-restore"),
+            "--json",
+            "restore",
+            "--repo",
+            &url,
+            "-s",
+            "latest",
+            "-t",
+            target.to_str().unwrap(),
+        ],
+    );
+    out.success();
+    let restore_requests = proxy.counts().requests - before;
+    eprintln!("cold restore: {restore_requests} requests");
+    assert_trees_equal(&src, &target.join("src"));
+    assert!(
+        restore_requests <= 40,
+        "a cold restore of 601 files in 121 directories made {restore_requests} requests"
+    );
+    let v = out.json();
+    assert!(v["requests"].as_u64().unwrap_or(0) >= 2, "{v}");
+    assert!(v["bytes_fetched"].as_u64().unwrap_or(0) >= 3 << 20, "{v}");
+
+    let before = proxy.counts().requests;
+    let archive = env.path("export.tar.gz");
+    run(
+        &env,
+        s,
+        [
+            "--cache-dir",
+            &cold("cache-export"),
+            "export",
+            "--repo",
+            &url,
+            "-s",
+            "latest",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let export_requests = proxy.counts().requests - before;
+    eprintln!("cold export: {export_requests} requests");
+    assert!(
+        export_requests <= 40,
+        "a cold export of 601 files made {export_requests} requests"
+    );
+    let listed = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&archive)
+        .output()
+        .expect("tar");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.lines().filter(|l| l.ends_with(".txt")).count(), 600);
+}

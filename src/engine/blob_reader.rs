@@ -47,6 +47,8 @@ pub(super) struct BlobReader<'a> {
     path: &'a [u8],
     /// The engine error behind an `io::Error` returned to tar.
     failure: Option<EngineError>,
+    /// Blobs already read (a window of a remote export), used before loading.
+    cache: Option<&'a std::collections::HashMap<BlobId, Vec<u8>>>,
 }
 
 impl<'a> BlobReader<'a> {
@@ -73,7 +75,17 @@ impl<'a> BlobReader<'a> {
             produced: 0,
             path,
             failure: None,
+            cache: None,
         }
+    }
+
+    /// Take blobs from `cache` when they are there.
+    pub(super) fn with_cache(
+        mut self,
+        cache: &'a std::collections::HashMap<BlobId, Vec<u8>>,
+    ) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The engine error behind the last failed read, if a read failed.
@@ -93,6 +105,13 @@ impl<'a> BlobReader<'a> {
     }
 
     fn next_blob(&mut self) -> Result<Option<Vec<u8>>, EngineError> {
+        if self.ready.is_empty()
+            && let Some(cache) = self.cache
+            && let Some(blob) = self.ids.get(self.next).and_then(|id| cache.get(id))
+        {
+            self.next += 1;
+            return Ok(Some(blob.clone()));
+        }
         if self.ready.is_empty() && self.next < self.ids.len() {
             let end = (self.next + BLOBS_IN_FLIGHT).min(self.ids.len());
             let window = &self.ids[self.next..end];

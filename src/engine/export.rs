@@ -130,33 +130,110 @@ struct Exporter<'a> {
     source: Vec<u8>,
     s: ExportSummary,
     warnings: Warnings,
+    /// The data blobs of the entries being written, read ahead (remote stores).
+    cache: HashMap<crate::id::BlobId, Vec<u8>>,
+}
+
+/// Content read ahead at most, in bytes of file data, on a remote store.
+const READ_AHEAD_BYTES: u64 = 64 << 20;
+/// Entries read ahead at most.
+const READ_AHEAD_ENTRIES: usize = 8192;
+
+/// The entries below a node in archive order (each directory before what is in it), one at a
+/// time: the exporter reads a window of them ahead.
+struct Walker {
+    first: Option<(Vec<u8>, Node)>,
+    stack: Vec<(Vec<u8>, std::vec::IntoIter<Node>)>,
+}
+
+impl Walker {
+    fn new(rel: Vec<u8>, node: Node) -> Self {
+        Self {
+            first: Some((rel, node)),
+            stack: Vec::new(),
+        }
+    }
+
+    fn next(
+        &mut self,
+        repo: &Repository,
+        catalog: &Catalog,
+        warnings: &Warnings,
+    ) -> Result<Option<(Vec<u8>, Node)>, EngineError> {
+        let (rel, node) = match self.first.take() {
+            Some(f) => f,
+            None => loop {
+                let Some((prefix, iter)) = self.stack.last_mut() else {
+                    return Ok(None);
+                };
+                let Some(child) = iter.next() else {
+                    self.stack.pop();
+                    continue;
+                };
+                let mut rel = prefix.clone();
+                if !rel.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(&child.name);
+                if Node::name_is_safe(&child.name) {
+                    break (rel, child);
+                }
+                warnings.push(
+                    display_bytes(&rel),
+                    "refusing an entry whose name would escape the archive's directory",
+                );
+            },
+        };
+        if let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) {
+            let tree = load_tree(repo, catalog, &subtree)?;
+            self.stack.push((rel.clone(), tree.nodes.into_iter()));
+        }
+        Ok(Some((rel, node)))
+    }
 }
 
 impl Exporter<'_> {
-    /// Write `node` at `rel` (path inside the snapshot) and everything below it.
-    fn subtree(&mut self, rel: &mut Vec<u8>, node: &Node) -> Result<(), EngineError> {
-        self.entry(rel, node)?;
-        let (NodeKind::Dir, Some(subtree)) = (node.kind, node.subtree) else {
-            return Ok(());
-        };
-        let tree = load_tree(self.repo, self.catalog, &subtree)?;
-        for child in &tree.nodes {
-            let len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(&child.name);
-            if Node::name_is_safe(&child.name) {
-                self.subtree(rel, child)?;
-            } else {
-                self.warnings.push(
-                    display_bytes(rel),
-                    "refusing an entry whose name would escape the archive's directory",
-                );
-            }
-            rel.truncate(len);
+    /// Write `node` at `rel` and everything below it, a window of entries at a time whose
+    /// content is read ahead pack by pack on a remote store.
+    fn walk(&mut self, rel: Vec<u8>, node: &Node) -> Result<(), EngineError> {
+        if let Some(t) = node.subtree {
+            super::restore::fetch::prefetch_trees(self.repo, self.catalog, &t)?;
         }
-        Ok(())
+        let mut walker = Walker::new(rel, node.clone());
+        let mut window: std::collections::VecDeque<(Vec<u8>, Node)> = Default::default();
+        loop {
+            if window.is_empty() {
+                let mut bytes = 0;
+                while window.len() < READ_AHEAD_ENTRIES && bytes < READ_AHEAD_BYTES {
+                    match walker.next(self.repo, self.catalog, &self.warnings)? {
+                        Some(e) => {
+                            bytes += e.1.size;
+                            window.push_back(e);
+                        }
+                        None => break,
+                    }
+                }
+                if window.is_empty() {
+                    return Ok(());
+                }
+                let ids: Vec<crate::id::BlobId> = window
+                    .iter()
+                    .filter(|(_, n)| n.kind == NodeKind::File)
+                    .flat_map(|(_, n)| n.content.iter().copied())
+                    .collect();
+                self.cache.clear();
+                let (cache, _) = super::restore::fetch::prefetch_blobs(
+                    self.repo,
+                    self.catalog,
+                    &ids,
+                    READ_AHEAD_BYTES,
+                )?;
+                self.cache = cache;
+            }
+            if let Some((rel, node)) = window.pop_front() {
+                self.entry(&rel, &node)?;
+            }
+        }
     }
 
     fn entry(&mut self, rel: &[u8], node: &Node) -> Result<(), EngineError> {
@@ -203,7 +280,8 @@ impl Exporter<'_> {
                     &node.content,
                     node.size,
                     rel,
-                );
+                )
+                .with_cache(&self.cache);
                 // A failed read is reported by its own error, not by tar's account of it.
                 self.tar
                     .append(&mut h, &name, &mut reader)
@@ -336,6 +414,7 @@ pub fn export(
             source: Vec::new(),
             s: summary,
             warnings: Warnings::default(),
+            cache: HashMap::new(),
         };
         let walked = (|| -> Result<(), EngineError> {
             // The prefix directories (`backup/`) first, as the old archives had them.
@@ -360,8 +439,7 @@ pub fn export(
                         ex.entry(parent.as_bytes(), &n)?;
                     }
                 }
-                let mut rel = comps.join("/").into_bytes();
-                ex.subtree(&mut rel, node)?;
+                ex.walk(comps.join("/").into_bytes(), node)?;
             }
             Ok(())
         })();

@@ -453,12 +453,17 @@ impl<'a> Fetcher<'a> {
     }
 }
 
+/// A region of a pack read into memory: (pack, offset, bytes).
+type Region = (PackId, u64, Vec<u8>);
+/// A blob read and verified: its id and plaintext.
+type Opened = (BlobId, Vec<u8>);
+
 /// Load every tree below `root` that the catalog does not cache yet, level by level, each
 /// level a pack region at a time, and cache them: on a remote store with a cold cache, the
 /// directories of a snapshot cost a few ranged reads per level instead of one request each.
 /// Returns the reads made. Trees that fail to load are left to the walk, which loads them
 /// one by one and reports what is really wrong.
-pub(super) fn prefetch_trees(
+pub(crate) fn prefetch_trees(
     repo: &Repository,
     catalog: &Catalog,
     root: &BlobId,
@@ -470,6 +475,9 @@ pub(super) fn prefetch_trees(
     let mut reads_made = 0;
     let mut level = vec![*root];
     let mut seen = std::collections::HashSet::new();
+    // Pack regions read so far: (pack, offset, bytes).
+    let mut regions: Vec<Region> = Vec::new();
+    let mut first_level = true;
     while !level.is_empty() {
         let mut locs = Vec::new();
         let mut next = Vec::new();
@@ -496,9 +504,112 @@ pub(super) fn prefetch_trees(
                 }
             }
         }
-        let reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
+        // Blobs inside a region read before are opened from it.
+        let mut from_regions: Vec<(BlobId, Vec<u8>)> = Vec::new();
+        locs.retain(|b| {
+            let start = u64::from(b.entry.offset);
+            let end = start + u64::from(b.entry.packed_len);
+            let Some(r) = regions
+                .iter()
+                .find(|(p, s, buf)| *p == b.pack && *s <= start && end <= s + buf.len() as u64)
+            else {
+                return true;
+            };
+            let at = (start - r.1) as usize;
+            if let Ok(plain) = repo.open_blob(b, &r.2[at..at + b.entry.packed_len as usize]) {
+                from_regions.push((b.entry.id, plain));
+                return false;
+            }
+            true
+        });
+        let mut reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
+        if first_level && !reads.is_empty() {
+            // A backup writes a directory's tree after the trees below it: in the same pack,
+            // those are before the root's. One read of the region that ends with the root
+            // brings most of them at once.
+            for r in &mut reads {
+                r.start = r.end.saturating_sub(MAX_READ).min(r.start);
+            }
+            first_level = false;
+        }
         reads_made += reads.len() as u64;
-        let loaded: Vec<Vec<(BlobId, Vec<u8>)>> = reads
+        let loaded: Vec<(Vec<Opened>, Option<Region>)> = reads
+            .par_iter()
+            .map(|r| {
+                let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
+                    return (Vec::new(), None);
+                };
+                let blobs = r
+                    .blobs
+                    .iter()
+                    .filter_map(|b| {
+                        let at = (u64::from(b.entry.offset) - r.start) as usize;
+                        let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
+                        let plain = repo.open_blob(b, sealed).ok()?;
+                        Some((b.entry.id, plain))
+                    })
+                    .collect();
+                (blobs, Some((r.pack, r.start, buf)))
+            })
+            .collect();
+        let mut got = from_regions;
+        for (blobs, region) in loaded {
+            got.extend(blobs);
+            if let Some(region) = region
+                && region.2.len() as u64 > 4096
+            {
+                regions.push(region);
+                // Bounded: the newest regions only.
+                while regions.iter().map(|r| r.2.len()).sum::<usize>() > 4 * MAX_READ as usize {
+                    regions.remove(0);
+                }
+            }
+        }
+        let loaded = vec![got];
+        for (id, bytes) in loaded.into_iter().flatten() {
+            catalog.cache_tree(&id, &bytes)?;
+            children(&bytes, &mut next);
+        }
+        level = next;
+    }
+    Ok(reads_made)
+}
+
+/// Read the data blobs `ids`, in that order up to `budget` bytes of data, from a remote store
+/// a pack region at a time, each verified: for a reader that needs them in an order of its
+/// own (a tar stream). Returns the blobs that could be read (the caller loads any other one by itself and reports its error)
+/// and the reads made; on a local store, nothing.
+pub(crate) fn prefetch_blobs(
+    repo: &Repository,
+    catalog: &Catalog,
+    ids: &[BlobId],
+    budget: u64,
+) -> Result<(HashMap<BlobId, Vec<u8>>, u64), EngineError> {
+    if repo.store().io_stats().is_none() || ids.is_empty() {
+        return Ok((HashMap::new(), 0));
+    }
+    let mut locs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    for id in ids {
+        if seen.insert(*id)
+            && let Some(loc) = catalog.blob_location(id)?
+        {
+            bytes += u64::from(loc.entry.raw_len);
+            if bytes > budget && !locs.is_empty() {
+                break; // the rest is read when the reader gets there
+            }
+            locs.push(loc);
+        }
+    }
+    let reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
+    let n = reads.len() as u64;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(REMOTE_READS)
+        .build()
+        .map_err(|e| EngineError::Usage(format!("cannot start reader threads: {e}")))?;
+    let loaded: Vec<Vec<(BlobId, Vec<u8>)>> = pool.install(|| {
+        reads
             .par_iter()
             .map(|r| {
                 let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
@@ -509,19 +620,13 @@ pub(super) fn prefetch_trees(
                     .filter_map(|b| {
                         let at = (u64::from(b.entry.offset) - r.start) as usize;
                         let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
-                        let plain = repo.open_blob(b, sealed).ok()?;
-                        Some((b.entry.id, plain))
+                        Some((b.entry.id, repo.open_blob(b, sealed).ok()?))
                     })
                     .collect()
             })
-            .collect();
-        for (id, bytes) in loaded.into_iter().flatten() {
-            catalog.cache_tree(&id, &bytes)?;
-            children(&bytes, &mut next);
-        }
-        level = next;
-    }
-    Ok(reads_made)
+            .collect()
+    });
+    Ok((loaded.into_iter().flatten().collect(), n))
 }
 
 /// Whether the regular file at `path` holds exactly `node`'s content: its size, then each

@@ -9,7 +9,7 @@
 //! and renamed too, then directory metadata deepest first (so writing into a directory does
 //! not disturb its restored mtime, and no restored symlink is ever followed).
 
-mod fetch;
+pub(crate) mod fetch;
 mod filter;
 
 use std::collections::{HashMap, HashSet};
