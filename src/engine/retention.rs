@@ -123,6 +123,11 @@ pub struct Decision {
 
 fn group_key(c: &Candidate, by: GroupBy) -> String {
     let mut parts = Vec::new();
+    // A restore's safety copies are never in the group of the backups: one taken after the
+    // night's backup must not stand for that day and push the backup out.
+    if c.tags.iter().any(|t| t == "pre-restore") {
+        parts.push("pre-restore".to_string());
+    }
     if by.host {
         parts.push(format!("host={}", c.host));
     }
@@ -335,6 +340,24 @@ mod tests {
 
     fn kept(d: &[Decision]) -> Vec<&str> {
         d.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_safety_copy_never_stands_for_the_day_of_a_backup() {
+        // The night's backup, then a restore's pre-restore snapshot later that day.
+        let mut c = vec![
+            cand("night1", at(2025, 11, 1, 2)),
+            cand("night2", at(2025, 11, 2, 2)),
+        ];
+        let mut safety = cand("safety", at(2025, 11, 2, 10));
+        safety.tags = vec!["pre-restore".into()];
+        c.push(safety);
+        let p = Policy {
+            keep_daily: 2,
+            ..Policy::default()
+        };
+        let d = select(&c, &p, GroupBy::DEFAULT, at(2025, 11, 2, 11));
+        assert_eq!(kept(&d), ["night1", "night2", "safety"]);
     }
 
     #[test]
