@@ -82,3 +82,105 @@ fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `--overwrite` never writes through an existing inode: a file of the target that is a
+/// hardlink to a file outside it is replaced, the outside file keeps its content.
+#[test]
+fn overwrite_replaces_a_planted_hardlink_instead_of_writing_through_it() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("config"), "from the snapshot\n").unwrap();
+    env.backup_json(&[&src]);
+    let outside = env.path("outside-secret");
+    std::fs::write(&outside, "must not change\n").unwrap();
+    let target = env.path("target");
+    std::fs::create_dir_all(target.join("src")).unwrap();
+    std::fs::hard_link(&outside, target.join("src/config")).unwrap();
+    for mode in ["always", "if-changed", "if-newer"] {
+        env.run([
+            "restore",
+            "-s",
+            "latest",
+            "-t",
+            target.to_str().unwrap(),
+            "--overwrite",
+            mode,
+        ])
+        .success();
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "must not change\n"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(target.join("src/config")).unwrap(),
+        "from the snapshot\n"
+    );
+}
+
+/// Device nodes and trusted.* xattrs from a snapshot are recreated only with --privileged.
+#[test]
+fn devices_and_trusted_xattrs_need_privileged() {
+    if !common::is_root() {
+        eprintln!("note: making a device node needs root; skipped");
+        return;
+    }
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("mknod");
+    std::fs::write(src.join("file"), "x").unwrap();
+    let trusted = xattr::set(src.join("file"), "trusted.coffer", b"grant").is_ok();
+    env.backup_json(&[&src]);
+    let plain = env.path("plain");
+    let out = env.run([
+        "--json",
+        "restore",
+        "-s",
+        "latest",
+        "-t",
+        plain.to_str().unwrap(),
+    ]);
+    out.success();
+    assert_eq!(out.json()["skipped_devices"], 1);
+    assert!(std::fs::symlink_metadata(plain.join("src/null")).is_err());
+    if trusted {
+        assert_eq!(
+            xattr::get(plain.join("src/file"), "trusted.coffer").unwrap(),
+            None
+        );
+    }
+    let full = env.path("full");
+    env.run([
+        "restore",
+        "-s",
+        "latest",
+        "-t",
+        full.to_str().unwrap(),
+        "--privileged",
+    ])
+    .success();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(full.join("src/null"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    if trusted {
+        assert_eq!(
+            xattr::get(full.join("src/file"), "trusted.coffer").unwrap(),
+            Some(b"grant".to_vec())
+        );
+    } else {
+        eprintln!("note: this file system takes no trusted.* xattrs; that part is skipped");
+    }
+}

@@ -262,6 +262,11 @@ pub struct RestoreArgs {
     /// Read the restored files back and compare them with the snapshot.
     #[arg(long)]
     pub verify: bool,
+    /// Also recreate device nodes and security.* / trusted.* extended attributes (a system's
+    /// own backup, restored as root). Without it they are skipped; set-id bits are kept only
+    /// where ownership is restored (as root).
+    #[arg(long)]
+    pub privileged: bool,
     /// Restore into a Docker volume instead (`--to-volume`).
     #[command(flatten)]
     pub docker: super::docker::DockerRestoreArgs,

@@ -93,6 +93,12 @@ pub(crate) fn report_restore(
             ),
         );
     }
+    if s.skipped_devices > 0 && !g.json {
+        eprintln!(
+            "note: {} device nodes were not recreated (add --privileged to restore them, as root)",
+            s.skipped_devices
+        );
+    }
     if s.errors.is_empty() {
         Ok(exit::OK)
     } else {
@@ -252,6 +258,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
                 excludes: a.excludes.clone(),
                 verify: a.verify,
                 flatten: false,
+                privileged: a.privileged,
             };
             let s = engine::restore::restore(&o.repo, &o.catalog, &opts, &progress)?;
             drop(display);

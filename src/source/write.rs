@@ -105,9 +105,27 @@ pub fn create_special(path: &Path, node: &Node, overwrite: bool) -> io::Result<(
     }
 }
 
+/// The permission bits to restore: set-id bits only where the owner is restored too (as
+/// root); a non-root restore would otherwise hand out setuid files owned by the restorer.
+fn restored_mode(node: &Node) -> u32 {
+    mode_for(node.mode, is_root())
+}
+
+fn mode_for(mode: u32, owner_restored: bool) -> u32 {
+    let mode = mode & 0o7777;
+    if owner_restored { mode } else { mode & !0o6000 }
+}
+
+/// Whether an xattr is restored: `security.*` (capabilities, SELinux labels) and `trusted.*`
+/// only when `privileged`, since they grant rights a snapshot from elsewhere must not.
+fn xattr_allowed(name: &[u8], privileged: bool) -> bool {
+    privileged || !(name.starts_with(b"security.") || name.starts_with(b"trusted."))
+}
+
 /// Apply ownership (as root), permissions, xattrs and times to a restored entry. Ownership
 /// first, because chown clears setuid bits; times last, because the others change ctime only.
-pub fn apply_metadata(path: &Path, node: &Node) -> io::Result<()> {
+/// `privileged` also restores `security.*` and `trusted.*` xattrs.
+pub fn apply_metadata(path: &Path, node: &Node, privileged: bool) -> io::Result<()> {
     if node.kind == NodeKind::Symlink {
         if is_root() {
             std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
@@ -117,31 +135,44 @@ pub fn apply_metadata(path: &Path, node: &Node) -> io::Result<()> {
     if is_root() {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
     }
-    for x in &node.xattrs {
+    for x in node
+        .xattrs
+        .iter()
+        .filter(|x| xattr_allowed(&x.name, privileged))
+    {
         // Best effort: the target file system may not support them, or not this namespace.
         if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
             tracing::debug!("xattr on {}: {e}", path.display());
         }
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(restored_mode(node)))?;
     set_times(path, node)
 }
 
 /// [`apply_metadata`] for a regular file still open after its content was written: through
 /// the descriptor, so no path is looked up again (four lookups per file were a visible share
 /// of restoring many small files).
-pub fn apply_file_metadata(f: &fs::File, path: &Path, node: &Node) -> io::Result<()> {
+pub fn apply_file_metadata(
+    f: &fs::File,
+    path: &Path,
+    node: &Node,
+    privileged: bool,
+) -> io::Result<()> {
     if is_root() {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
     }
-    for x in &node.xattrs {
+    for x in node
+        .xattrs
+        .iter()
+        .filter(|x| xattr_allowed(&x.name, privileged))
+    {
         // Best effort, as in apply_metadata.
         if let Err(e) = xattr::FileExt::set_xattr(f, OsStr::from_bytes(&x.name), &x.value) {
             tracing::debug!("xattr on {}: {e}", path.display());
         }
     }
     // After the owner: chown clears set-id bits.
-    f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))?;
+    f.set_permissions(fs::Permissions::from_mode(restored_mode(node)))?;
     let t = rustix::fs::Timespec {
         tv_sec: node.mtime,
         tv_nsec: node.mtime_nsec.min(999_999_999).into(),
@@ -167,4 +198,23 @@ fn set_times(path: &Path, node: &Node) -> io::Result<()> {
     };
     rustix::fs::utimensat(rustix::fs::CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn set_id_bits_stay_only_where_the_owner_is_restored() {
+        assert_eq!(super::mode_for(0o104755, true), 0o4755);
+        assert_eq!(super::mode_for(0o104755, false), 0o755);
+        assert_eq!(super::mode_for(0o42775, false), 0o775);
+        assert_eq!(
+            super::mode_for(0o41777, false),
+            0o1777,
+            "the sticky bit stays"
+        );
+        assert!(super::xattr_allowed(b"user.x", false));
+        assert!(!super::xattr_allowed(b"security.capability", false));
+        assert!(!super::xattr_allowed(b"trusted.x", false));
+        assert!(super::xattr_allowed(b"trusted.x", true));
+    }
 }

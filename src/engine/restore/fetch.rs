@@ -112,6 +112,8 @@ pub(super) struct Fetcher<'a> {
     pub disk_full: &'a Mutex<Option<(String, String)>>,
     pool: Option<rayon::ThreadPool>,
     max_gap: u64,
+    /// Restore `security.*` / `trusted.*` xattrs too.
+    pub privileged: bool,
     seq: AtomicU64,
     open_files: AtomicUsize,
 }
@@ -163,6 +165,7 @@ impl<'a> Fetcher<'a> {
             disk_full,
             pool,
             max_gap: if remote { REMOTE_GAP } else { LOCAL_GAP },
+            privileged: false,
             seq: AtomicU64::new(0),
             open_files: AtomicUsize::new(0),
         }
@@ -401,7 +404,7 @@ impl<'a> Fetcher<'a> {
             if s.hole.load(Ordering::Relaxed) {
                 h.set_len(node.size)?;
             }
-            write::apply_file_metadata(&h, &s.job.dest, node)
+            write::apply_file_metadata(&h, &s.job.dest, node, self.privileged)
                 .map_err(|e| io::Error::new(e.kind(), format!("metadata: {e}")))?;
             drop(h);
             std::fs::rename(&s.temp, &s.job.dest)

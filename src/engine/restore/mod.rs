@@ -73,6 +73,9 @@ pub struct RestoreOptions {
     /// Restore the content of the one path in `paths` directly into `target` (a volume's
     /// root), not under its path; the target takes that directory's metadata.
     pub flatten: bool,
+    /// Also recreate device nodes and `security.*` / `trusted.*` xattrs (a system's own
+    /// backup restored as root); without it they are skipped and counted.
+    pub privileged: bool,
 }
 
 /// A change a dry run would make.
@@ -107,6 +110,9 @@ pub struct RestoreSummary {
     pub deleted: u64,
     /// Files read back and found equal to the snapshot (`verify`).
     pub verified: u64,
+    /// Device nodes not recreated (without `privileged`).
+    #[serde(default)]
+    pub skipped_devices: u64,
     /// Read requests made to the repository for file content.
     pub requests: u64,
     /// Bytes those requests fetched.
@@ -486,7 +492,7 @@ impl Restorer<'_> {
         });
         if !self.opts.dry_run
             && (m.mode() & 0o7777 != node.mode & 0o7777 || owner_differs || xattrs_differ)
-            && let Err(e) = write::apply_metadata(path, node)
+            && let Err(e) = write::apply_metadata(path, node, self.opts.privileged)
         {
             self.warnings.push(path.display().to_string(), e);
         }
@@ -533,7 +539,8 @@ impl Restorer<'_> {
                         self.summary.files_unchanged += 1;
                         self.progress.files.fetch_add(1, Ordering::Relaxed);
                         if !self.opts.dry_run
-                            && let Err(e) = write::apply_metadata(&j.dest, &j.node)
+                            && let Err(e) =
+                                write::apply_metadata(&j.dest, &j.node, self.opts.privileged)
                         {
                             self.warnings.push(j.dest.display().to_string(), e);
                         }
@@ -555,21 +562,30 @@ impl Restorer<'_> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_blobs = 0;
         if !batch.is_empty() {
-            Fetcher::new(
+            let mut f = Fetcher::new(
                 self.repo,
                 self.catalog,
                 self.progress,
                 &self.warnings,
                 &self.counters,
                 &self.disk_full,
-            )
-            .write_files(&batch)?;
+            );
+            f.privileged = self.opts.privileged;
+            f.write_files(&batch)?;
         }
         Ok(())
     }
 
     /// Plan a symlink or special file.
     fn special(&mut self, path: &Path, node: &Node, fresh: bool) {
+        if matches!(node.kind, NodeKind::CharDevice | NodeKind::BlockDevice)
+            && !self.opts.privileged
+        {
+            // A device node from a snapshot gives access to hardware: only when asked.
+            tracing::debug!("skipping device node {}", path.display());
+            self.summary.skipped_devices += 1;
+            return;
+        }
         if node.kind == NodeKind::Socket {
             // A socket belongs to the process that listened on it; recreating it is useless.
             tracing::debug!("skipping socket {}", path.display());
@@ -679,7 +695,7 @@ impl Restorer<'_> {
             } else {
                 self.replace_with(path, |t| write::create_special(t, node, false))
             };
-            match made.and_then(|_| write::apply_metadata(path, node)) {
+            match made.and_then(|_| write::apply_metadata(path, node, self.opts.privileged)) {
                 Ok(()) => self.summary.links_and_special += 1,
                 Err(e) => self.warnings.push(path.display().to_string(), e),
             }
@@ -837,7 +853,7 @@ pub fn restore(
             if node.inode == 0 && node.name.is_empty() {
                 continue; // the synthetic snapshot root
             }
-            if let Err(e) = write::apply_metadata(path, node) {
+            if let Err(e) = write::apply_metadata(path, node, opts.privileged) {
                 r.warnings.push(path.display().to_string(), e);
             }
         }
