@@ -184,3 +184,52 @@ fn devices_and_trusted_xattrs_need_privileged() {
         eprintln!("note: this file system takes no trusted.* xattrs; that part is skipped");
     }
 }
+
+/// A failing webhook, ping or notification URL is logged without its token: nothing of the
+/// secret parts of the URLs reaches stderr, at the daemon's default and at the debug level.
+#[test]
+fn notification_failures_do_not_log_tokens() {
+    let env = Env::init();
+    // A port nothing listens on: every request fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = env.path("coffer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backup]\nsources = [\"{missing}\"]\n[notify]\n\
+             webhooks = [\"http://127.0.0.1:{port}/hook?token=SECRET-WEBHOOK\"]\n\
+             pings = [\"http://user:SECRET-PASS@127.0.0.1:{port}/ping/SECRET-UUID\"]\n\
+             urls = [\"generic://127.0.0.1:{port}/x?token=SECRET-SHOUT&disabletls=yes\"]\n\
+             timeout_secs = 2\n",
+            missing = env.path("no-such-source").display()
+        ),
+    )
+    .unwrap();
+    for verbosity in [None, Some("-vv")] {
+        let mut args = vec!["run-job", "--config", cfg.to_str().unwrap()];
+        args.extend(verbosity);
+        let out = env.run(args);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains("notification failed"),
+            "the failures are not logged at all: {}",
+            out.stderr
+        );
+        for secret in [
+            "SECRET-WEBHOOK",
+            "SECRET-PASS",
+            "SECRET-UUID",
+            "SECRET-SHOUT",
+        ] {
+            assert!(
+                !out.stderr.contains(secret) && !out.stdout.contains(secret),
+                "{secret} reached the log:\n{}",
+                out.stderr
+            );
+        }
+    }
+}

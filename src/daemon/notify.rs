@@ -257,15 +257,20 @@ pub fn message_of(r: &JobRecord) -> (String, String) {
     (title, text)
 }
 
-/// A URL without its query and credentials, for logs (ping URLs carry secrets in the path
-/// only by convention of the service; tokens in queries are hidden).
+/// A URL for logs: scheme, host and port only. Credentials, queries and paths are left out:
+/// ping and hook services put their secret in the path (`hc-ping.com/<uuid>`,
+/// `hooks.slack.com/services/...`), others in the query.
 fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let more = if u.path().trim_matches('/').is_empty() && u.query().is_none() {
+                ""
+            } else {
+                "/..."
+            };
+            format!("{}://{host}{port}{more}", u.scheme())
         }
         Err(_) => "<invalid url>".into(),
     }
@@ -284,9 +289,11 @@ mod tests {
 
     #[test]
     fn redacts_secrets() {
+        assert_eq!(redact("https://u:p@h/hook?token=s"), "https://h/...");
         assert_eq!(
-            redact("https://u:p@h/hook?token=s"),
-            "https://h/hook".to_string()
+            redact("https://hc-ping.com/0b1c-uuid/start"),
+            "https://hc-ping.com/..."
         );
+        assert_eq!(redact("http://127.0.0.1:9/"), "http://127.0.0.1:9");
     }
 }
