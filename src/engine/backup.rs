@@ -3,6 +3,9 @@
 //! bottom-up, and write the snapshot last.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -207,9 +210,67 @@ struct Walker<'a> {
     counters: Counters,
     warnings: Warnings,
     progress: &'a Progress,
+    /// Each source directory, opened once: everything below it is opened relative to it
+    /// without following a symlink in any component.
+    roots: HashMap<PathBuf, OwnedFd>,
+}
+
+/// How an entry found with `lstat` must still look when it is opened: anything else means it
+/// was replaced in between (a symlink or FIFO swapped in) and is not read.
+#[derive(Clone, Copy)]
+struct Expect {
+    dev: u64,
+    ino: u64,
+    dir: bool,
 }
 
 impl Walker<'_> {
+    /// Open the entry at `path` (`rel` below its source root) with `flags`, never through a
+    /// symlink in any component below the source root, and check that it is still the entry
+    /// `expect` describes.
+    fn open_checked(
+        &self,
+        path: &Path,
+        rel: &Path,
+        flags: OFlags,
+        expect: Expect,
+    ) -> std::io::Result<OwnedFd> {
+        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        let depth = rel.components().count();
+        let root = path.ancestors().nth(depth).and_then(|r| self.roots.get(r));
+        let fd = match root {
+            Some(root) if depth > 0 => {
+                let how =
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+                match rustix::fs::openat2(root, rel, flags, Mode::empty(), how) {
+                    Err(rustix::io::Errno::NOSYS) => rustix::fs::open(path, flags, Mode::empty()),
+                    r => r,
+                }
+            }
+            _ => rustix::fs::open(path, flags, Mode::empty()),
+        }
+        .map_err(|e| {
+            if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::XDEV {
+                std::io::Error::other("replaced by a symlink while it was read; skipped")
+            } else {
+                std::io::Error::from(e)
+            }
+        })?;
+        let st = rustix::fs::fstat(&fd)?;
+        let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let kind_ok = if expect.dir {
+            ft == rustix::fs::FileType::Directory
+        } else {
+            ft == rustix::fs::FileType::RegularFile
+        };
+        if !kind_ok || st.st_dev as u64 != expect.dev || st.st_ino as u64 != expect.ino {
+            return Err(std::io::Error::other(
+                "replaced by another entry while it was read; skipped",
+            ));
+        }
+        Ok(fd)
+    }
+
     /// Back up one entry. `Ok(None)` means it was skipped with a warning.
     fn entry(
         &self,
@@ -246,7 +307,12 @@ impl Walker<'_> {
                     .and_then(|p| p.subtree);
                 // A matching directory is left out when nothing in it is kept (as the old
                 // tool, which tested every path it walked, left out `node_modules/`).
-                match self.dir(path, rel, parent_tree, matched)? {
+                let expect = Expect {
+                    dev: node.device,
+                    ino: node.inode,
+                    dir: true,
+                };
+                match self.dir(path, rel, expect, parent_tree, matched)? {
                     Some(id) => node.subtree = Some(id),
                     None => return Ok(None),
                 }
@@ -264,7 +330,7 @@ impl Walker<'_> {
                         .fetch_add(1, Ordering::Relaxed);
                     self.progress.file_done(node.size);
                 } else {
-                    match self.file(path, &mut node)? {
+                    match self.file(path, rel, &mut node)? {
                         true => {}
                         false => return Ok(None),
                     }
@@ -298,21 +364,34 @@ impl Walker<'_> {
         &self,
         path: &Path,
         rel: &Path,
+        expect: Expect,
         parent_tree: Option<BlobId>,
         drop_if_empty: bool,
     ) -> Result<Option<BlobId>, EngineError> {
-        let rd = match std::fs::read_dir(path) {
-            Ok(rd) => rd,
+        let listed = self
+            .open_checked(path, rel, OFlags::RDONLY | OFlags::DIRECTORY, expect)
+            .and_then(|fd| rustix::fs::Dir::read_from(&fd).map_err(std::io::Error::from));
+        let dir = match listed {
+            Ok(d) => d,
             Err(e) => {
                 self.warnings.push(path.display().to_string(), e);
                 return Ok(None);
             }
         };
         let mut names = Vec::new();
-        for e in rd {
+        for e in dir {
             match e {
-                Ok(e) => names.push(e.file_name()),
-                Err(e) => self.warnings.push(path.display().to_string(), e),
+                Ok(e) => {
+                    let n = e.file_name().to_bytes();
+                    if n != b"." && n != b".." {
+                        names.push(OsString::from(std::ffi::OsStr::from_bytes(n)));
+                    }
+                }
+                Err(e) => {
+                    self.warnings
+                        .push(path.display().to_string(), std::io::Error::from(e));
+                    break;
+                }
             }
         }
         let old: Option<Tree> = match parent_tree {
@@ -367,11 +446,18 @@ impl Walker<'_> {
     }
 
     /// Read, chunk and save a file's content into `node`. `Ok(false)`: unreadable (warned).
-    fn file(&self, path: &Path, node: &mut Node) -> Result<bool, EngineError> {
+    fn file(&self, path: &Path, rel: &Path, node: &mut Node) -> Result<bool, EngineError> {
         let mut attempt = 0;
+        let expect = Expect {
+            dev: node.device,
+            ino: node.inode,
+            dir: false,
+        };
         loop {
-            let mut f = match File::open(path) {
-                Ok(f) => f,
+            // Non-blocking: a FIFO swapped in must not hang the backup (it is refused below).
+            let opened = self.open_checked(path, rel, OFlags::RDONLY | OFlags::NONBLOCK, expect);
+            let mut f = match opened {
+                Ok(fd) => File::from(fd),
                 Err(e) => {
                     self.warnings.push(path.display().to_string(), e);
                     return Ok(false);
@@ -549,6 +635,19 @@ pub fn backup_pass(
         counters: Counters::default(),
         warnings: Warnings::default(),
         progress,
+        roots: opts
+            .sources
+            .iter()
+            .filter_map(|s| {
+                let fd = rustix::fs::open(
+                    &s.path,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()?;
+                Some((s.path.clone(), fd))
+            })
+            .collect(),
     };
     let stats = saver.stats.clone();
     let result: Result<BlobId, EngineError> = std::thread::scope(|scope| {
