@@ -309,3 +309,46 @@ fn backup_never_follows_entries_swapped_while_it_reads() {
         }
     }
 }
+
+/// Everything coffer creates locally is owner-only: repository objects and directories, the
+/// catalog, the cache directory, the job state.
+#[test]
+fn local_state_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    let cfg = env.path("job.toml");
+    std::fs::write(
+        &cfg,
+        format!("[backup]\nsources = [\"{}\"]\n", src.display()),
+    )
+    .unwrap();
+    env.run(["run-job", "--config", cfg.to_str().unwrap()])
+        .success();
+    let mut seen = 0;
+    for root in [&env.repo, &env.cache] {
+        for p in std::iter::once(root.to_path_buf()).chain(walk(root)) {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o777;
+            let want = if m.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{} is {mode:o}", p.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 10, "only {seen} entries checked");
+}
+
+/// A cache directory others can write to is refused: a catalog planted there could make
+/// backups skip data.
+#[test]
+fn a_cache_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::init();
+    let shared = env.path("shared-cache");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.run(["--cache-dir", shared.to_str().unwrap(), "snapshots"]);
+    out.failure().stderr_has("writable by others");
+}

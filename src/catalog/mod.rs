@@ -158,10 +158,33 @@ impl Catalog {
     /// is deleted and recreated: it is only a cache.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| CatalogError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| CatalogError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+        }
+        // Owner-only from the start (the catalog holds every file name in plain text); SQLite
+        // gives its -wal and -shm files the same mode. Never through a symlink.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path);
+            if let Err(source) = created {
+                return Err(CatalogError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
         }
         match Self::open_inner(path) {
             Ok(c) => Ok(c),

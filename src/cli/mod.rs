@@ -207,13 +207,51 @@ pub(crate) fn default_repo_path() -> PathBuf {
     base.join("coffer").join("repository")
 }
 
-/// Default cache directory.
+/// Default cache directory. Without `XDG_CACHE_HOME` and `HOME` (cron, systemd), a directory
+/// of this user's own under the temporary directory (`coffer-<uid>`), never a shared one:
+/// [`open_catalog`] refuses it unless this user owns it and nobody else can write it.
 pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("coffer")
+        .map(|d| PathBuf::from(d).join("coffer"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
+        .unwrap_or_else(|| {
+            let uid = rustix::process::geteuid().as_raw();
+            std::env::temp_dir().join(format!("coffer-{uid}"))
+        })
+}
+
+/// Make sure the cache directory is this user's own: created owner-only when missing; an
+/// existing one (or a symlink in its place) owned by someone else, or writable by others,
+/// is refused, since a planted catalog could make backups skip data.
+fn check_cache_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the cache directory {}", dir.display()))?;
+    let m = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("the cache directory {}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if m.file_type().is_symlink() || !m.is_dir() {
+        anyhow::bail!(
+            "the cache directory {} is not a directory (a symlink?): remove it, or set \
+             --cache-dir / XDG_CACHE_HOME",
+            dir.display()
+        );
+    }
+    // Under the shared temporary directory, only a directory of this user's own is trusted;
+    // elsewhere (a home, a configured or mounted directory) one nobody else can write to.
+    let shared = dir.starts_with(std::env::temp_dir());
+    if (shared && m.uid() != me) || m.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "the cache directory {} is owned by uid {} or writable by others: refusing to trust \
+             a catalog there; set --cache-dir or XDG_CACHE_HOME to a directory of your own",
+            dir.display(),
+            m.uid()
+        );
+    }
+    Ok(())
 }
 
 /// An open repository and its catalog.
@@ -227,6 +265,7 @@ pub(crate) struct Opened {
 pub(crate) fn open_catalog(global: &args::Global, repo: &Repository) -> anyhow::Result<Catalog> {
     repo.set_lock_wait(std::time::Duration::from_secs(global.retry_lock_secs()));
     let dir = global.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    check_cache_dir(&dir)?;
     let path = Catalog::path_for(&dir, &repo.config().id);
     Catalog::open(&path).with_context(|| format!("opening the catalog {}", path.display()))
 }

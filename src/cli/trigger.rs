@@ -57,7 +57,8 @@ pub fn socket_path(cache: &Path) -> PathBuf {
 /// daemon's one-run gate) and returns its exit code.
 pub fn serve(path: &Path, gate: &Mutex<()>, run: &(dyn Fn() -> u8 + Sync)) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::daemon::state::private_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     // A socket left by a daemon that died; a live one answers, and then this one must not
     // start (two daemons on one cache would run the job twice).

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -171,18 +172,39 @@ pub fn load(path: &Path) -> Result<Option<JobState>, StateError> {
 /// Write the state durably: a temporary file, fsync, rename.
 pub fn save(path: &Path, state: &JobState) -> Result<(), StateError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        private_dir_all(dir).map_err(io(dir))?;
     }
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    // A new owner-only file: an entry planted at the temporary name (a symlink) is removed,
+    // never written through.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)
+    }
+    .map_err(io(&tmp))?;
     f.write_all(&bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())
+}
+
+/// Create a directory and its missing parents, owner-only.
+pub fn private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Write `bytes` to `path` atomically (a new owner-only file renamed over it; an existing
@@ -190,7 +212,7 @@ pub fn save(path: &Path, state: &JobState) -> Result<(), StateError> {
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        private_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -198,6 +220,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -214,12 +237,14 @@ pub struct JobLock {
 pub fn try_lock(state: &Path) -> Result<Option<JobLock>, StateError> {
     let path = lock_path(state);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        private_dir_all(dir).map_err(io(dir))?;
     }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&path)
         .map_err(io(&path))?;
     match file.try_lock() {

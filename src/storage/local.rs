@@ -61,10 +61,19 @@ impl LocalStore {
     /// A new, empty temporary file in `tmp/`.
     fn create_temp(&self) -> Result<(fs::File, PathBuf), StorageError> {
         let dir = self.root.join("tmp");
-        fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        private_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{}-{}-{n}", std::process::id(), rand_suffix()));
-        let f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&tmp)
+        }
+        .map_err(|e| io("create", &tmp, e))?;
         Ok((f, tmp))
     }
 
@@ -113,7 +122,7 @@ impl LocalStore {
 
     fn ensure_parent(&self, path: &Path) -> Result<(), StorageError> {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+            private_dir_all(parent).map_err(|e| io("create", parent, e))?;
         }
         Ok(())
     }
@@ -158,7 +167,7 @@ impl super::ObjectWriter for TempFileWriter {
             drop(f);
             let p = self.root.join(name);
             if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+                private_dir_all(parent).map_err(|e| io("create", parent, e))?;
             }
             fs::rename(&self.tmp, &p).map_err(|e| io("rename", &p, e))?;
             sync_dir(&p);
@@ -346,6 +355,16 @@ impl ObjectStore for LocalStore {
         }
         Ok(removed)
     }
+}
+
+/// Create a directory and its missing parents, owner-only (0700): repository objects are
+/// encrypted, but their names, sizes and times are the repository's shape.
+fn private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(test)]
