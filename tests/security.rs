@@ -352,3 +352,20 @@ fn a_cache_directory_others_can_write_is_refused() {
     let out = env.run(["--cache-dir", shared.to_str().unwrap(), "snapshots"]);
     out.failure().stderr_has("writable by others");
 }
+
+/// A repository made before owner-only modes keeps working, and `check` says so.
+#[test]
+fn check_names_a_repository_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::init();
+    env.run(["check"]).success();
+    assert!(!env.run(["check"]).stderr.contains("can be read by others"));
+    std::fs::set_permissions(
+        env.repo.join("config"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    env.run(["check"])
+        .success()
+        .stderr_has("can be read by others");
+}

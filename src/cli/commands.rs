@@ -45,6 +45,41 @@ pub(crate) fn json_line<T: Serialize>(out: &mut dyn Write, v: &T) -> anyhow::Res
     Ok(())
 }
 
+/// Say when a local repository made before owner-only modes can be read by others (it keeps
+/// working; the files are encrypted, but their names, sizes and times are the repository's
+/// shape, and the key files are what a passphrase guess is tried against).
+fn report_open_modes(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = 0u64;
+    let mut example = None;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            if m.permissions().mode() & 0o077 != 0 {
+                open += 1;
+                example.get_or_insert_with(|| {
+                    format!(
+                        "{} {:o}",
+                        e.path().display(),
+                        m.permissions().mode() & 0o777
+                    )
+                });
+            }
+        }
+    }
+    if let Some(ex) = example {
+        eprintln!(
+            "warning: {open} repository files or directories can be read by others (e.g. {ex}); \
+             make them owner-only with: chmod -R go-rwx {}",
+            root.display()
+        );
+    }
+}
+
 /// Print a restore's summary (or its JSON) and pick the exit code.
 pub(crate) fn report_restore(
     g: &Global,
@@ -266,6 +301,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Check(a) => {
             super::docker::report_leftover_helpers();
+            if let (RepoLocation::Local(root), _) = location(g)? {
+                report_open_modes(&root);
+            }
             let o = open(g)?;
             let progress = Arc::new(Progress::default());
             let display = ProgressDisplay::start(g, progress.clone(), "check");
