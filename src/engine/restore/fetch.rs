@@ -461,6 +461,25 @@ type Region = (PackId, u64, Vec<u8>);
 /// A blob read and verified: its id and plaintext.
 type Opened = (BlobId, Vec<u8>);
 
+/// Read one planned region of a pack and open each of its blobs (verified); returns the blobs
+/// that opened and the region's bytes, `None` when the read failed. For read-ahead: a blob
+/// left out here is loaded alone by its reader, which reports what is wrong with it.
+fn read_region(repo: &Repository, r: &PackRead) -> Option<(Vec<Opened>, Vec<u8>)> {
+    let buf = repo
+        .read_pack_range(&r.pack, r.start, r.end - r.start)
+        .ok()?;
+    let blobs = r
+        .blobs
+        .iter()
+        .filter_map(|b| {
+            let at = (u64::from(b.entry.offset) - r.start) as usize;
+            let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
+            Some((b.entry.id, repo.open_blob(b, sealed).ok()?))
+        })
+        .collect();
+    Some((blobs, buf))
+}
+
 /// Load every tree below `root` that the catalog does not cache yet, level by level, each
 /// level a pack region at a time, and cache them: on a remote store with a cold cache, the
 /// directories of a snapshot cost a few ranged reads per level instead of one request each.
@@ -538,21 +557,9 @@ pub(crate) fn prefetch_trees(
         reads_made += reads.len() as u64;
         let loaded: Vec<(Vec<Opened>, Option<Region>)> = reads
             .par_iter()
-            .map(|r| {
-                let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
-                    return (Vec::new(), None);
-                };
-                let blobs = r
-                    .blobs
-                    .iter()
-                    .filter_map(|b| {
-                        let at = (u64::from(b.entry.offset) - r.start) as usize;
-                        let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
-                        let plain = repo.open_blob(b, sealed).ok()?;
-                        Some((b.entry.id, plain))
-                    })
-                    .collect();
-                (blobs, Some((r.pack, r.start, buf)))
+            .map(|r| match read_region(repo, r) {
+                Some((blobs, buf)) => (blobs, Some((r.pack, r.start, buf))),
+                None => (Vec::new(), None),
             })
             .collect();
         let mut got = from_regions;
@@ -611,21 +618,13 @@ pub(crate) fn prefetch_blobs(
         .num_threads(REMOTE_READS)
         .build()
         .map_err(|e| EngineError::Usage(format!("cannot start reader threads: {e}")))?;
-    let loaded: Vec<Vec<(BlobId, Vec<u8>)>> = pool.install(|| {
+    let loaded: Vec<Vec<Opened>> = pool.install(|| {
         reads
             .par_iter()
             .map(|r| {
-                let Ok(buf) = repo.read_pack_range(&r.pack, r.start, r.end - r.start) else {
-                    return Vec::new();
-                };
-                r.blobs
-                    .iter()
-                    .filter_map(|b| {
-                        let at = (u64::from(b.entry.offset) - r.start) as usize;
-                        let sealed = buf.get(at..at + b.entry.packed_len as usize)?;
-                        Some((b.entry.id, repo.open_blob(b, sealed).ok()?))
-                    })
-                    .collect()
+                read_region(repo, r)
+                    .map(|(blobs, _)| blobs)
+                    .unwrap_or_default()
             })
             .collect()
     });
