@@ -11,6 +11,11 @@
 //!   dedup lookup and I/O): chunk 8 MiB windows, then id, compress (level 3), pad and seal each
 //!   chunk with `Repository::seal_blob`, one chunk at a time or on the rayon pool.
 //!
+//! And, with no input, `kdf`: one Argon2id key derivation (what every command pays once to
+//! open the repository, and per key file tried) at the cheapest parameters a new key may have
+//! (19 MiB, 2 passes), the default (64 MiB, 3 passes) and the most an unnamed key file may ask
+//! for (256 MiB, 10 passes).
+//!
 //! Run with `cargo bench --bench stages`; add `-- chunk` (etc.) to run one group.
 
 use std::cell::RefCell;
@@ -18,7 +23,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer::chunker::Chunker;
+use coffer::chunker::{Chunker, GearTable};
 use coffer::compress::Compressor;
 use coffer::crypto::{self, KdfParams, MasterKey, RepoKeys};
 use coffer::engine::backup::READ_WINDOW_BYTES;
@@ -77,19 +82,28 @@ fn keys() -> RepoKeys {
 }
 
 fn bench_chunk(c: &mut Criterion, inputs: &[Input]) {
-    let chunker = Chunker::new(ChunkerParams::DEFAULT, keys().chunker_seed);
+    // Format versions 1 and 2 (public table XORed with a seed) against version 3 (a table
+    // drawn from the key): the same scan over a different table, so the same speed.
+    let master = MasterKey::from_bytes([7; 32]);
+    let tables = [
+        ("seeded", GearTable::seeded(keys().chunker_seed)),
+        ("keyed", GearTable::keyed(&master.chunker_gear_stream())),
+    ];
     let mut g = group(c, "chunk");
-    for i in inputs {
-        let cuts = chunker.cuts(&i.data, true);
-        eprintln!(
-            "chunk/{}: {} chunks, mean {} KiB",
-            i.name,
-            cuts.len(),
-            DATA_BYTES / cuts.len() / 1024
-        );
-        g.bench_function(i.name, |b| {
-            b.iter(|| black_box(chunker.cuts(black_box(&i.data), true)))
-        });
+    for (table_name, table) in tables {
+        let chunker = Chunker::new(ChunkerParams::DEFAULT, table);
+        for i in inputs {
+            let cuts = chunker.cuts(&i.data, true);
+            eprintln!(
+                "chunk/{table_name}/{}: {} chunks, mean {} KiB",
+                i.name,
+                cuts.len(),
+                DATA_BYTES / cuts.len() / 1024
+            );
+            g.bench_function(format!("{table_name}/{}", i.name), |b| {
+                b.iter(|| black_box(chunker.cuts(black_box(&i.data), true)))
+            });
+        }
     }
     g.finish();
 }
@@ -222,7 +236,26 @@ fn bench_pipeline(c: &mut Criterion, inputs: &[Input]) {
     eprintln!("rayon threads: {}", rayon::current_num_threads());
 }
 
+fn bench_kdf(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kdf");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sampling_mode(SamplingMode::Flat);
+    for (name, kdf) in [
+        ("new_key_min", KdfParams::NEW_KEY_MIN),
+        ("default", KdfParams::DEFAULT),
+        ("limit", KdfParams::LIMIT),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| crypto::derive_wrapping_key(black_box(b"passphrase"), &[1; 32], kdf))
+        });
+    }
+    g.finish();
+}
+
 fn stages(c: &mut Criterion) {
+    bench_kdf(c);
     let inputs = inputs();
     bench_chunk(c, &inputs);
     bench_blob_id(c, &inputs);

@@ -61,6 +61,15 @@ typed_id!(
     /// Keyed BLAKE3 of a blob's plaintext (file chunk or tree).
     BlobId
 );
+
+/// Kind of a blob: its id is keyed by it, so a file chunk can never pass for a tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data,
+    /// An encoded directory tree.
+    Tree,
+}
 typed_id!(
     /// BLAKE3 of a pack file's bytes.
     PackId

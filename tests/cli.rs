@@ -562,8 +562,9 @@ fn biggest_pack(repo: &Path) -> PathBuf {
 fn flipped_bit_in_a_pack_is_found_and_named() {
     let env = Env::init();
     let src = env.path("src");
-    // One incompressible blob, so the biggest pack is the data pack holding only it.
-    write(&src.join("big.bin"), pseudo_random(7, 200_000));
+    // Incompressible and above the smallest pack size (format 3 pads packs to at least
+    // 256 KiB), so the biggest pack is the data pack holding only it.
+    write(&src.join("big.bin"), pseudo_random(7, 400_000));
     write(&src.join("dir/small.txt"), "");
     env.backup_json(&[&src]);
     env.run(["check", "--read-data"]).success();

@@ -19,18 +19,30 @@ enum Damage {
 
 const DAMAGES: [Damage; 3] = [Damage::Flip, Damage::Truncate, Damage::Delete];
 
+/// Bytes of `b` that hold content: in a pack, the blobs (format 3 pads packs inside the
+/// sealed header, so the middle of a small pack, or its first third, is header padding).
+fn content_len(path: &Path, b: &[u8]) -> usize {
+    if path.to_string_lossy().contains("/packs/") {
+        let n = b.len();
+        let header = u32::from_le_bytes(b[n - 8..n - 4].try_into().unwrap()) as usize;
+        n - 8 - header
+    } else {
+        b.len()
+    }
+}
+
 fn damage(path: &Path, how: Damage) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
     match how {
         Damage::Flip => {
             let mut b = fs::read(path).unwrap();
-            let at = b.len() / 2;
+            let at = content_len(path, &b) / 2;
             b[at] ^= 0x08;
             fs::write(path, b).unwrap();
         }
         Damage::Truncate => {
             let b = fs::read(path).unwrap();
-            fs::write(path, &b[..b.len() / 3]).unwrap();
+            fs::write(path, &b[..content_len(path, &b) / 3]).unwrap();
         }
         Damage::Delete => fs::remove_file(path).unwrap(),
     }

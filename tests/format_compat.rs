@@ -10,6 +10,7 @@ use std::sync::Arc;
 use assert_cmd::cargo::CommandCargoExt;
 use coffer::format::config::FORMAT_VERSION;
 use coffer::format::pack::padded_len;
+use coffer::format::padding;
 use coffer::repo::Repository;
 use coffer::storage::{LocalStore, ObjectStore};
 
@@ -18,6 +19,9 @@ const PASSWORD: &str = "coffer-fixture";
 const V2_SNAPSHOT: &str = "4f29b34f5c7a68fa8366a4b29292d3dccf49fff3e9a897cfb4ddbc20db419faa";
 const V2_BLOB_SHA256: &str = "bd338e528bd045c79819771cfca94f0c7abd9aff00ca6cbf99cd945caf2c5537";
 const V2_TEXT_SHA256: &str = "77de504442355419022286de36ad5b3b6e4e56f513c35190138b2e602e294493";
+/// What `scripts/make-format-fixture.sh 3` printed when it wrote `tests/fixtures/format-v3/`
+/// (same data, so the same file digests).
+const V3_SNAPSHOT: &str = "b94f0c036dc8e91d7bedb7cc6438ef9f5d135ed3ff002871b8e3e946ed088d5c";
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -205,6 +209,138 @@ fn format_v2_fixture_still_reads() {
     assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
     // The fixture itself was padded by the version 2 rule.
     assert_padded_by(&repo, 2);
+}
+
+#[test]
+fn format_v3_fixture_still_reads() {
+    let (_dir, repo, data) = restore_fixture(&Fixture {
+        version: 3,
+        snapshot: V3_SNAPSHOT,
+        blob_sha256: V2_BLOB_SHA256,
+        text_sha256: V2_TEXT_SHA256,
+        mtime: "2026-11-23T03:00:00Z",
+    });
+    assert_eq!(std::fs::read(data.join("docs/one-byte.txt")).unwrap(), b"x");
+    assert_padded_by(&repo, 3);
+    assert_objects_bucketed(&repo);
+}
+
+/// Every file under `dir/<sub>` with its size.
+fn files(dir: &Path, sub: &str) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.join(sub)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), e.metadata().unwrap().len());
+            }
+        }
+    }
+    out
+}
+
+fn sizes(dir: &Path, sub: &str) -> Vec<u64> {
+    files(dir, sub).into_values().collect()
+}
+
+/// Every pack of a version 3 repository is stored at a bucket size, and every index file and
+/// snapshot at a padded-object size.
+fn assert_objects_bucketed(repo: &Path) {
+    let packs = sizes(repo, "packs");
+    assert!(!packs.is_empty());
+    for n in packs {
+        assert_eq!(
+            n,
+            padding::pack_len(n),
+            "pack of {n} bytes is not a bucket size"
+        );
+        assert!(n >= padding::MIN_PACK_BYTES);
+    }
+    for sub in ["index", "snapshots"] {
+        for n in sizes(repo, sub) {
+            let plain = n as usize - 40;
+            assert_eq!(
+                plain,
+                padding::object_len(plain),
+                "{sub} object of {n} bytes"
+            );
+        }
+    }
+}
+
+/// A version 2 repository keeps its rules when this build writes to it: no pack or object
+/// padding (another host with an older build may share it), and the seeded chunker, so the
+/// same data deduplicates against what it stored before.
+#[test]
+fn v2_repository_keeps_v2_rules_and_chunker_when_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(&fixture(2), &repo);
+    let cache = dir.path().join("cache");
+    let src = dir.path().join("data");
+    assorted_files(&src);
+    std::fs::write(src.join("big"), vec![7u8; 3 << 20]).unwrap();
+    assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
+    assert_eq!(config_version(&repo), 2);
+    assert_padded_by(&repo, 2);
+    // Tree packs of a small backup are far below the version 3 minimum.
+    assert!(
+        sizes(&repo, "packs")
+            .iter()
+            .any(|&n| n < padding::MIN_PACK_BYTES / 4)
+    );
+    for n in sizes(&repo, "snapshots") {
+        assert!(n < 4096, "snapshot of {n} bytes is padded");
+    }
+    // The fixture's v2 packs read, and a second backup of the same data adds no data blob.
+    let out = coffer(&repo, &cache, &["backup", "--json", src.to_str().unwrap()]);
+    assert_ok(&out);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files_read"], 0, "{summary}");
+    assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
+}
+
+/// In a version 3 repository a lone new file in an incremental backup gets a pack of the
+/// smallest bucket whatever its size below it, so the pack does not give the size away.
+#[test]
+fn v3_lone_new_file_does_not_reveal_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let cache = dir.path().join("cache");
+    let src = dir.path().join("data");
+    assorted_files(&src);
+    assert_ok(&coffer(&repo, &cache, &["init"]));
+    assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for (i, len) in [10usize, 3_000, 90_000, 200_000].into_iter().enumerate() {
+        let before = files(&repo, "packs");
+        let noise: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(src.join(format!("new{i}")), &noise).unwrap();
+        assert_ok(&coffer(&repo, &cache, &["backup", src.to_str().unwrap()]));
+        let new: Vec<u64> = files(&repo, "packs")
+            .into_iter()
+            .filter(|(p, _)| !before.contains_key(p))
+            .map(|(_, n)| n)
+            .collect();
+        // One data pack with the file, one tree pack with the changed directories.
+        assert_eq!(
+            new,
+            vec![padding::MIN_PACK_BYTES; 2],
+            "packs of a backup that added a file of {len} bytes"
+        );
+    }
+    assert_objects_bucketed(&repo);
+    assert_ok(&coffer(&repo, &cache, &["check", "--read-data"]));
 }
 
 /// A build that writes version 2 must not write version 2 blobs into a version 1 repository:

@@ -18,7 +18,7 @@ use coffer::format::keyfile::{KeyFile, SEALED_KEY_BYTES};
 use coffer::format::pack::{self, MAX_HEADER_BYTES};
 use coffer::format::snapshot::{Snapshot, SnapshotSummary, SourceInfo};
 use coffer::format::tree::{Node, NodeKind, Tree, Xattr};
-use coffer::format::{BlobEntry, BlobKind, Compression};
+use coffer::format::{BlobEntry, BlobKind, Compression, padding};
 use coffer::id::{BlobId, PackId, SnapshotId};
 use serde_bytes::ByteBuf;
 
@@ -130,8 +130,21 @@ fn pack_seeds(s: &mut Seeds) {
     huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
     s.bad("pack_header", "huge-count", huge);
     let mut version = header(&one, one_len);
-    version[8] = 2;
-    s.bad("pack_header", "version-2", version);
+    version[8] = 3;
+    s.bad("pack_header", "version-3", version);
+    let padded = |entries: &[BlobEntry], len: u64| {
+        cat(&[
+            &len.to_le_bytes(),
+            &pack::encode_header_padded(entries, len)[..2000],
+        ])
+    };
+    s.valid("pack_header", "padded-one", padded(&one, one_len));
+    s.valid("pack_header", "padded-three", padded(&three, three_len));
+    s.bad(
+        "pack_header",
+        "padded-short-cover",
+        padded(&three, three_len - 1),
+    );
     let mut kind = header(&one, one_len);
     kind[8 + 5 + 32] = 9;
     s.bad("pack_header", "unknown-kind", kind);
@@ -510,6 +523,23 @@ fn aead_seeds(s: &mut Seeds) {
     s.bad("aead_open", "empty", vec![]);
 }
 
+fn padded_object_seeds(s: &mut Seeds) {
+    let snap = padding::pad_object(b"a snapshot's bytes");
+    s.valid("padded_object", "small", snap[..64].to_vec());
+    s.valid(
+        "padded_object",
+        "empty-payload",
+        padding::pad_object(b"")[..8].to_vec(),
+    );
+    let mut long = snap[..64].to_vec();
+    long[..4].copy_from_slice(&61u32.to_le_bytes());
+    s.bad("padded_object", "length-past-end", long);
+    s.bad("padded_object", "truncated-length", vec![1, 0]);
+    let mut huge = snap[..64].to_vec();
+    huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.bad("padded_object", "huge-length", huge);
+}
+
 fn seeds() -> Vec<Seed> {
     let mut s = Seeds::default();
     pack_seeds(&mut s);
@@ -520,6 +550,7 @@ fn seeds() -> Vec<Seed> {
     config_seeds(&mut s);
     decompress_seeds(&mut s);
     aead_seeds(&mut s);
+    padded_object_seeds(&mut s);
     s.0
 }
 
@@ -556,6 +587,7 @@ fn accepted(target: &str, bytes: &[u8]) -> bool {
             let (aad, sealed) = rest.split_at(usize::from(aad_len));
             coffer::crypto::open(&bodies::AEAD_KEY, aad, sealed).is_ok()
         }
+        "padded_object" => padding::unpad_object(bytes, "object").is_ok(),
         other => panic!("no decoder for target {other}"),
     }
 }

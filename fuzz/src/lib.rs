@@ -12,6 +12,7 @@
 //! - `decompress`: `method: u8 (low bit: 0 none, 1 zstd) | raw_len: u32 LE | payload`, with
 //!   `raw_len` reduced modulo `MAX_RAW_LEN + 1`
 //! - `aead_open`: `aad_len: u8 | aad (aad_len % 64 bytes) | sealed`, opened with [`AEAD_KEY`]
+//! - `padded_object`: the plaintext of a format 3 index or snapshot object
 
 use coffer::compress;
 use coffer::crypto::{self, SEAL_OVERHEAD};
@@ -20,7 +21,7 @@ use coffer::format::keyfile::KeyFile;
 use coffer::format::pack::{self, MAX_HEADER_BYTES, TRAILER_BYTES};
 use coffer::format::snapshot::Snapshot;
 use coffer::format::tree::Tree;
-use coffer::format::{Compression, index};
+use coffer::format::{Compression, index, padding};
 
 /// Largest `raw_len` the `decompress` target asks for (1 MiB), so one input cannot make the
 /// fuzzer allocate the 64 MiB the decoder itself allows.
@@ -43,6 +44,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("config", config),
     ("decompress", decompress),
     ("aead_open", aead_open),
+    ("padded_object", padded_object),
 ];
 
 /// Split a little-endian `u64` prefix off `data`.
@@ -60,11 +62,19 @@ pub fn pack_header(data: &[u8]) {
     let Ok(entries) = pack::decode_header(bytes, blobs_len) else {
         return;
     };
-    assert_eq!(
-        pack::encode_header(&entries),
-        bytes,
-        "header is not canonical"
-    );
+    // Version 1 is canonical byte for byte; version 2 (format 3) is the same entries after
+    // its own version byte, followed by padding that no reader looks at.
+    let canonical = pack::encode_header(&entries);
+    if bytes[0] == pack::HEADER_VERSION {
+        assert_eq!(canonical, bytes, "header is not canonical");
+    } else {
+        assert_eq!(bytes[0], pack::HEADER_VERSION_PADDED);
+        assert_eq!(
+            canonical[1..],
+            bytes[1..canonical.len()],
+            "padded header entries are not canonical"
+        );
+    }
     let mut offset = 0u64;
     for e in &entries {
         assert_eq!(
@@ -203,4 +213,16 @@ pub fn aead_open(data: &[u8]) {
             );
         }
     }
+}
+
+/// `padding::unpad_object`; an accepted payload lies inside the input, right after its length,
+/// and padding it again gives a padded object of the same payload.
+pub fn padded_object(data: &[u8]) {
+    let Ok(payload) = padding::unpad_object(data, "object") else {
+        return;
+    };
+    assert!(payload.len() + 4 <= data.len(), "payload past the input");
+    assert_eq!(payload, &data[4..4 + payload.len()]);
+    let again = padding::pad_object(payload);
+    assert_eq!(padding::unpad_object(&again, "object").ok(), Some(payload));
 }

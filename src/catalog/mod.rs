@@ -3,22 +3,27 @@
 //!
 //! It is never the source of truth: [`Catalog::refresh`] brings it up to date from the
 //! repository's `index/` and `snapshots/` listings (reading only new objects) and a lost or
-//! damaged catalog is rebuilt from scratch. Losing it costs time, never data.
+//! damaged catalog is rebuilt from scratch. Losing it costs time, never data, and the one
+//! thing only it knows: which snapshots this host saw that have since vanished
+//! (`snapshots.rs`).
 
-use std::collections::{HashMap, HashSet};
+mod blobs;
+mod refresh;
+mod snapshots;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::format::index::PackIndex;
-use crate::format::snapshot::Snapshot;
-use crate::format::{BlobEntry, BlobKind, Compression};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::repo::{BlobLocation, RepoError, Repository};
+pub use refresh::{RefreshError, RefreshSource};
+pub use snapshots::{SnapshotEntry, SnapshotUpdate, VanishedSnapshot};
 
-const SCHEMA_VERSION: i64 = 2;
+use crate::id::{BlobId, PackId};
+
+const SCHEMA_VERSION: i64 = 3;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +44,6 @@ pub enum CatalogError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Reading the repository failed.
-    #[error(transparent)]
-    Repo(#[from] RepoError),
     /// A snapshot id given by the user matched none or several.
     #[error("{0}")]
     Snapshot(String),
@@ -56,6 +58,12 @@ pub struct RefreshStats {
     pub snapshots_read: usize,
     /// Snapshots that disappeared from the repository.
     pub snapshots_removed: usize,
+    /// Of those, the ones not forgotten through this catalog (reported until acknowledged).
+    pub snapshots_vanished: usize,
+    /// Blobs that index files name in more than one pack, resolved to a pack that exists.
+    pub index_conflicts: usize,
+    /// Index entries dropped because their pack is missing (after a conflict).
+    pub index_entries_dropped: usize,
 }
 
 /// Repository-wide counts.
@@ -71,15 +79,6 @@ pub struct CatalogStats {
     pub raw_bytes: u64,
     /// Stored bytes of all blobs.
     pub stored_bytes: u64,
-}
-
-/// A snapshot as cached.
-#[derive(Clone, Debug)]
-pub struct SnapshotEntry {
-    /// Its id.
-    pub id: SnapshotId,
-    /// Its manifest.
-    pub snapshot: Snapshot,
 }
 
 /// The catalog of one repository.
@@ -118,34 +117,6 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-fn blob_from_row(
-    pack: Vec<u8>,
-    row: &rusqlite::Row<'_>,
-    id: BlobId,
-) -> rusqlite::Result<Option<BlobLocation>> {
-    let pack: [u8; 32] = match pack.try_into() {
-        Ok(p) => p,
-        Err(_) => return Ok(None),
-    };
-    let kind = BlobKind::from_byte(row.get::<_, u8>(1)?);
-    let compression = Compression::from_byte(row.get::<_, u8>(2)?);
-    let (Ok(kind), Ok(compression)) = (kind, compression) else {
-        return Ok(None);
-    };
-    Ok(Some(BlobLocation {
-        pack: PackId(pack),
-        entry: BlobEntry {
-            id,
-            kind,
-            compression,
-            offset: row.get(3)?,
-            packed_len: row.get(4)?,
-            data_len: row.get(5)?,
-            raw_len: row.get(6)?,
-        },
-    }))
 }
 
 impl Catalog {
@@ -268,6 +239,20 @@ impl Catalog {
             )
             .map_err(err)?;
         }
+        if version < 3 {
+            // Snapshots that left the repository: forgotten here (how = 0), or vanished
+            // without a forget here (1: reported; 2: acknowledged). See `snapshots.rs`.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS gone_snapshots(
+                     id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
+                     data BLOB NOT NULL, how INTEGER NOT NULL, noticed INTEGER NOT NULL)
+                     WITHOUT ROWID;
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
         Ok(Self {
             conn: Mutex::new(Conn {
                 conn,
@@ -361,203 +346,6 @@ impl Catalog {
         })
     }
 
-    /// Bring the catalog up to date with the repository: read new index files and snapshots,
-    /// forget what disappeared.
-    pub fn refresh(&self, repo: &Repository) -> Result<RefreshStats, CatalogError> {
-        let mut stats = RefreshStats::default();
-        let listed: HashSet<IndexId> = repo.list_index_files()?.into_iter().collect();
-        let known: HashSet<IndexId> = self.sql(|c| {
-            let mut st = c.prepare("SELECT id FROM index_files")?;
-            let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-            let mut out = HashSet::new();
-            for r in rows {
-                if let Ok(a) = <[u8; 32]>::try_from(r?) {
-                    out.insert(IndexId(a));
-                }
-            }
-            Ok(out)
-        })?;
-        if known.iter().any(|k| !listed.contains(k)) {
-            // Index files were removed (prune elsewhere): start the blob index over.
-            self.sql(|c| {
-                c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
-            })?;
-            return self.refresh(repo);
-        }
-        for id in listed.iter().filter(|id| !known.contains(id)) {
-            match repo.load_index(id) {
-                Ok(packs) => {
-                    self.add_index(id, &packs)?;
-                    stats.index_files_read += 1;
-                }
-                Err(e) => tracing::warn!("skipping index file {id}: {e}"),
-            }
-        }
-
-        let listed: HashSet<SnapshotId> = repo.list_snapshots()?.into_iter().collect();
-        let known: Vec<SnapshotId> = self.snapshot_ids()?;
-        for id in known.iter().filter(|id| !listed.contains(id)) {
-            self.sql(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", params![&id.0[..]]))?;
-            stats.snapshots_removed += 1;
-        }
-        let known: HashSet<SnapshotId> = known.into_iter().collect();
-        for id in listed.iter().filter(|id| !known.contains(id)) {
-            match repo.load_snapshot(id) {
-                Ok(s) => {
-                    self.add_snapshot(id, &s)?;
-                    stats.snapshots_read += 1;
-                }
-                Err(e) => tracing::warn!("skipping snapshot {id}: {e}"),
-            }
-        }
-        Ok(stats)
-    }
-
-    /// Record an index file that has been written.
-    pub fn add_index(&self, id: &IndexId, packs: &[PackIndex]) -> Result<(), CatalogError> {
-        self.sql(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut ins_pack =
-                    tx.prepare_cached("INSERT OR IGNORE INTO packs(id) VALUES (?1)")?;
-                let mut pack_no = tx.prepare_cached("SELECT no FROM packs WHERE id = ?1")?;
-                let mut ins_blob = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for p in packs {
-                    ins_pack.execute(params![&p.pack.0[..]])?;
-                    let no: i64 = pack_no.query_row(params![&p.pack.0[..]], |r| r.get(0))?;
-                    for b in &p.blobs {
-                        ins_blob.execute(params![
-                            &b.id.0[..],
-                            no,
-                            b.kind.to_byte(),
-                            b.compression.to_byte(),
-                            b.offset,
-                            b.packed_len,
-                            b.data_len,
-                            b.raw_len
-                        ])?;
-                    }
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO index_files VALUES (?1)",
-                    params![&id.0[..]],
-                )?;
-            }
-            tx.commit()
-        })
-    }
-
-    /// Record a snapshot.
-    pub fn add_snapshot(&self, id: &SnapshotId, s: &Snapshot) -> Result<(), CatalogError> {
-        self.sql(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2, ?3, ?4)",
-                params![&id.0[..], s.time_ns, s.host, s.encode()],
-            )
-        })?;
-        Ok(())
-    }
-
-    /// Forget a snapshot.
-    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {
-        self.sql(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", params![&id.0[..]]))?;
-        Ok(())
-    }
-
-    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, CatalogError> {
-        self.sql(|c| {
-            let mut st = c.prepare("SELECT id FROM snapshots")?;
-            let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-            let mut out = Vec::new();
-            for r in rows {
-                if let Ok(a) = <[u8; 32]>::try_from(r?) {
-                    out.push(SnapshotId(a));
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// Every snapshot, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, CatalogError> {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.sql(|c| {
-            let mut st = c.prepare("SELECT id, data FROM snapshots ORDER BY time_ns, id")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })?;
-        let mut out = Vec::new();
-        for (id, data) in rows {
-            let (Ok(id), Ok(snapshot)) = (<[u8; 32]>::try_from(id), Snapshot::decode(&data)) else {
-                continue;
-            };
-            out.push(SnapshotEntry {
-                id: SnapshotId(id),
-                snapshot,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Resolve a user's snapshot reference: `latest`, a full id or a unique prefix.
-    pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, CatalogError> {
-        let all = self.snapshots()?;
-        if spec == "latest" {
-            // The safety copies a restore takes (tag `pre-restore`) are not what "the latest
-            // backup" means: right after a restore, `latest` is still the backup restored.
-            // They are picked by id, or when nothing else exists.
-            let newest_backup = all
-                .iter()
-                .rev()
-                .find(|s| !s.snapshot.tags.iter().any(|t| t == "pre-restore"))
-                .cloned();
-            return newest_backup
-                .or_else(|| all.into_iter().next_back())
-                .ok_or_else(|| CatalogError::Snapshot("the repository has no snapshots".into()));
-        }
-        let spec_l = spec.to_ascii_lowercase();
-        let mut matches: Vec<SnapshotEntry> = all
-            .into_iter()
-            .filter(|s| s.id.to_hex().starts_with(&spec_l))
-            .collect();
-        match matches.len() {
-            1 => Ok(matches.remove(0)),
-            0 => Err(CatalogError::Snapshot(format!(
-                "no snapshot {spec:?} (list them with `coffer snapshots`)"
-            ))),
-            n => Err(CatalogError::Snapshot(format!(
-                "snapshot id {spec:?} is ambiguous ({n} match): give more characters"
-            ))),
-        }
-    }
-
-    /// True when a blob is stored in an indexed pack.
-    pub fn has_blob(&self, id: &BlobId) -> Result<bool, CatalogError> {
-        self.lookup(|c| {
-            c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
-                .query_row(params![&id.0[..]], |_| Ok(()))
-                .optional()
-                .map(|o| o.is_some())
-        })
-    }
-
-    /// Where a blob is stored.
-    pub fn blob_location(&self, id: &BlobId) -> Result<Option<BlobLocation>, CatalogError> {
-        self.lookup(|c| {
-            c.prepare_cached(
-                "SELECT p.id, b.kind, b.compression, b.offset, b.packed_len, b.data_len, b.raw_len
-                 FROM blobs b JOIN packs p ON p.no = b.pack WHERE b.id = ?1",
-            )?
-            .query_row(params![&id.0[..]], |r| {
-                let pack: Vec<u8> = r.get(0)?;
-                blob_from_row(pack, r, *id)
-            })
-            .optional()
-            .map(Option::flatten)
-        })
-    }
-
     /// A cached tree blob's plaintext.
     pub fn cached_tree(&self, id: &BlobId) -> Result<Option<Vec<u8>>, CatalogError> {
         self.lookup(|c| {
@@ -606,6 +394,9 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::index::PackIndex;
+    use crate::format::{BlobEntry, BlobKind, Compression};
+    use crate::id::IndexId;
 
     fn pack_with(pack: u8, blob: BlobId) -> PackIndex {
         PackIndex {
@@ -674,5 +465,28 @@ mod tests {
         }
         let n = a.conn.lock().unwrap().lookups.map(|(_, n)| n).unwrap();
         assert!(n <= LOOKUPS_PER_TRANSACTION, "{n}");
+    }
+
+    /// A catalog of schema v2 (before snapshots were remembered) is migrated in place, its
+    /// cache kept: the snapshots it lists are the ones remembered from then on.
+    #[test]
+    fn a_v2_catalog_is_migrated_keeping_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let blob = BlobId([7; 32]);
+        {
+            let c = Catalog::open(&path).unwrap();
+            c.add_index(&IndexId([1; 32]), &[pack_with(1, blob)])
+                .unwrap();
+            c.sql(|c| c.execute_batch("DROP TABLE gone_snapshots; PRAGMA user_version = 2;"))
+                .unwrap();
+        }
+        let c = Catalog::open(&path).unwrap();
+        let version: i64 = c
+            .sql(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(c.has_blob(&blob).unwrap(), "the cache was kept");
+        assert!(c.vanished_snapshots().unwrap().is_empty());
     }
 }

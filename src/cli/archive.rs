@@ -70,6 +70,10 @@ pub struct ImportArgs {
     /// Directory of the archive that holds the sources.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     pub prefix: String,
+    /// Keep setuid/setgid bits, device nodes and security.* / trusted.* extended attributes
+    /// (an archive you trust, such as a system's own backup). Without it they are dropped.
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 /// Content bytes per second, in MB/s.
@@ -131,37 +135,47 @@ pub fn export(g: &Global, a: &ExportArgs) -> anyhow::Result<u8> {
     if g.json {
         json_line(out, &s)?;
     } else if !g.quiet {
-        writeln!(
-            out,
-            "exported snapshot {} ({}) to {}",
-            &s.snapshot_id[..8.min(s.snapshot_id.len())],
-            time_ns(s.snapshot_time_ns),
-            s.output.as_deref().unwrap_or(&target)
-        )?;
-        writeln!(
-            out,
-            "  {} entries: {} files, {} dirs, {} symlinks, {} hardlinks, {} special; {} of content",
-            s.entries,
-            s.files,
-            s.dirs,
-            s.symlinks,
-            s.hardlinks,
-            s.special,
-            bytes(s.content_bytes)
-        )?;
-        writeln!(
-            out,
-            "  archive {} in {:.1}s ({:.1} MB/s of content)",
-            bytes(s.archive_bytes),
-            s.duration_secs,
-            rate(s.content_bytes, s.duration_secs)
-        )?;
+        print_export(out, &s, &target)?;
     }
     drop(stdout);
     for w in &s.warnings {
         writeln!(stderr, "warning: {}: {}", w.path, w.message)?;
     }
     Ok(exit::OK)
+}
+
+/// Print what an export wrote, for a person.
+fn print_export(
+    out: &mut dyn Write,
+    s: &export::ExportSummary,
+    target: &str,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "exported snapshot {} ({}) to {}",
+        &s.snapshot_id[..8.min(s.snapshot_id.len())],
+        time_ns(s.snapshot_time_ns),
+        s.output.as_deref().unwrap_or(target)
+    )?;
+    writeln!(
+        out,
+        "  {} entries: {} files, {} dirs, {} symlinks, {} hardlinks, {} special; {} of content",
+        s.entries,
+        s.files,
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.special,
+        bytes(s.content_bytes)
+    )?;
+    writeln!(
+        out,
+        "  archive {} in {:.1}s ({:.1} MB/s of content)",
+        bytes(s.archive_bytes),
+        s.duration_secs,
+        rate(s.content_bytes, s.duration_secs)
+    )?;
+    Ok(())
 }
 
 fn parse_time(s: &str) -> anyhow::Result<ImportTime> {
@@ -182,8 +196,12 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<u8> {
         archive: a.archive.clone(),
         time,
         tags: a.tags.clone(),
-        host: a.host.clone().unwrap_or_else(crate::repo::hostname),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(crate::engine::session::hostname),
         prefix: a.prefix.clone(),
+        privileged: a.privileged,
     };
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "import");
@@ -201,6 +219,15 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<u8> {
         }
         for w in &s.warnings {
             eprintln!("warning: {}: {}", w.path, w.message);
+        }
+        if !s.dropped.is_empty() {
+            let d = &s.dropped;
+            eprintln!(
+                "warning: dropped what grants rights from the archive: set-id bits of {} \
+                 entries, {} device nodes, {} security.*/trusted.* xattrs (import with \
+                 --privileged to keep them)",
+                d.set_id_bits, d.device_nodes, d.xattrs
+            );
         }
         if !g.quiet {
             println!(

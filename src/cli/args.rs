@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::session::{FORMAT_VERSION, KdfParams, OLDEST_FORMAT_VERSION};
+
 /// coffer: deduplicating, encrypted snapshots of directories and Docker volumes.
 #[derive(Parser, Debug)]
 #[command(name = "coffer", version, about, long_about = None)]
@@ -28,6 +30,11 @@ pub struct Global {
     /// Run this shell command and use its first output line as the passphrase.
     #[arg(long, env = "COFFER_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
+    /// Try only this key (its id, or a unique prefix as `coffer key list` shows). Without it,
+    /// the key last used on this host goes first, then the others, at most 20 of them.
+    #[arg(long, env = "COFFER_KEY_ID", global = true, value_name = "ID",
+          value_parser = parse_key_id)]
+    pub key_id: Option<String>,
     /// Local cache directory of the catalog.
     #[arg(long, env = "COFFER_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
@@ -58,6 +65,13 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("{e}: use RFC 3339, e.g. 2025-11-16T03:00:00Z"))
+}
+
+fn parse_key_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a key id is up to 64 hex digits (a unique prefix will do)".into());
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn parse_retry_lock(s: &str) -> Result<u64, String> {
@@ -137,34 +151,39 @@ pub struct InitArgs {
     pub from_password_file: Option<PathBuf>,
     /// Repository format version to write: 2 (the default) pads blobs finely; 1 makes a
     /// repository that coffer builds older than format 2 can read too (docs/format.md).
-    #[arg(long, value_name = "N", default_value_t = crate::format::config::FORMAT_VERSION,
+    #[arg(long, value_name = "N", default_value_t = FORMAT_VERSION,
           conflicts_with = "from",
           value_parser = clap::value_parser!(u32).range(
-              crate::format::config::OLDEST_FORMAT_VERSION as i64
-                  ..=crate::format::config::FORMAT_VERSION as i64))]
+              OLDEST_FORMAT_VERSION as i64
+                  ..=FORMAT_VERSION as i64))]
     pub format_version: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }
 
-/// Argon2id cost of a new key. The defaults (19 MiB, 2 passes) are OWASP's recommended
-/// minimum; raise them for a passphrase that may face an offline attack.
+/// Argon2id cost of a new key. The defaults (64 MiB, 3 passes) are RFC 9106's second
+/// recommendation; the bounds are OWASP's minimum (19 MiB, 2 passes) and the most coffer tries
+/// for a key file it is not told to use (256 MiB, 10 passes).
 #[derive(Args, Debug, Clone, Copy)]
 pub struct KdfArgs {
     /// Argon2id memory of the new key, in MiB (it is needed again at every unlock).
-    #[arg(long, value_name = "MiB", default_value_t = 19,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "MiB",
+          default_value_t = KdfParams::DEFAULT.memory_kib / 1024,
+          value_parser = clap::value_parser!(u32).range(
+              (KdfParams::NEW_KEY_MIN.memory_kib / 1024) as i64
+                  ..=(KdfParams::LIMIT.memory_kib / 1024) as i64))]
     pub kdf_memory: u32,
     /// Argon2id passes of the new key.
-    #[arg(long, value_name = "N", default_value_t = 2,
-          value_parser = clap::value_parser!(u32).range(1..=32))]
+    #[arg(long, value_name = "N", default_value_t = KdfParams::DEFAULT.iterations,
+          value_parser = clap::value_parser!(u32).range(
+              KdfParams::NEW_KEY_MIN.iterations as i64..=KdfParams::LIMIT.iterations as i64))]
     pub kdf_iterations: u32,
 }
 
 impl KdfArgs {
     /// The parameters stored in the new key file.
-    pub fn params(&self) -> crate::crypto::KdfParams {
-        crate::crypto::KdfParams {
+    pub fn params(&self) -> KdfParams {
+        KdfParams {
             memory_kib: self.kdf_memory * 1024,
             iterations: self.kdf_iterations,
             parallelism: 1,
@@ -283,6 +302,10 @@ pub struct CheckArgs {
     #[arg(long, value_name = "SUBSET", conflicts_with = "read_data",
           value_parser = crate::engine::check::Subset::parse)]
     pub read_data_subset: Option<crate::engine::check::Subset>,
+    /// Stop reporting the snapshots that vanished from the repository without a `coffer
+    /// forget` on this host (once you know why: removed on purpose elsewhere, say).
+    #[arg(long)]
+    pub acknowledge_vanished: bool,
 }
 
 /// `key`.

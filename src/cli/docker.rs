@@ -8,14 +8,16 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{BackupArgs, Global, RestoreArgs};
-use super::commands::{open, open_for_backup};
+use super::backup::open_for_backup;
+use super::commands::open;
 use super::output::{ProgressDisplay, bytes};
-use super::{exit, open_catalog};
+use super::{exit, open_options};
 use crate::docker::{
     DockerBackupOptions, DockerClient, VolumeRestoreOptions, VolumeSelection, backup_volumes,
     restore_volume,
 };
 use crate::engine::Progress;
+use crate::engine::session::{Location, Session, SnapshotEntry};
 use std::io::Read as _;
 
 /// Docker options of `backup`.
@@ -127,11 +129,9 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
     }
     // The engine first: a clear error before any passphrase is asked for.
     let client = connect(d.docker_host.as_deref())?;
-    let repo = open_for_backup(g)?;
-    if let Some(n) = a.connections {
-        repo.set_pack_uploads(n.into());
-    }
-    let catalog = open_catalog(g, &repo)?;
+    let mut open_opts = open_options(g);
+    open_opts.pack_uploads = a.connections.map(Into::into);
+    let Session { repo, catalog } = open_for_backup(g, &open_opts)?;
     let opts = DockerBackupOptions {
         selection,
         stop_label_value: d.stop_label_value.clone(),
@@ -139,7 +139,10 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
         mount_dir: d.volume_dir.clone(),
         single_pass: d.single_pass,
         tags: a.tags.clone(),
-        host: a.host.clone().unwrap_or_else(crate::repo::hostname),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(crate::engine::session::hostname),
         excludes: a.excludes.clone(),
         exclude_regexes: Vec::new(),
         force: a.force,
@@ -265,20 +268,20 @@ fn helper_env() -> Vec<String> {
 
 /// The default name of the snapshot directory restored into `volume`: the snapshot's only
 /// source, else the source named like the volume, or like it without its compose project.
-fn default_path(sources: &[crate::format::snapshot::SourceInfo], volume: &str) -> Option<String> {
-    if let [only] = sources {
-        return Some(only.name.clone());
+fn default_path(names: &[&str], volume: &str) -> Option<String> {
+    if let [only] = names {
+        return Some(only.to_string());
     }
     let short = volume.split_once('_').map(|(_, s)| s);
-    sources
+    names
         .iter()
-        .find(|s| s.name == volume || Some(s.name.as_str()) == short)
-        .map(|s| s.name.clone())
+        .find(|&&n| n == volume || Some(n) == short)
+        .map(|n| n.to_string())
 }
 
 /// `restore --to-volume NAME` and `restore --all-volumes`.
 pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
-    use crate::docker::{HelperAccess, RestoreTarget, VolumeJob};
+    use crate::docker::{RestoreTarget, VolumeJob};
     let d = &a.docker;
     if !a.includes.is_empty() || !a.excludes.is_empty() || a.delete {
         anyhow::bail!(
@@ -288,9 +291,58 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
     }
     let client = connect(d.docker_host.as_deref())?;
     let o = open(g)?;
-    o.catalog.refresh(&o.repo)?;
-    let snap = o.catalog.resolve_snapshot(&a.snapshot)?;
+    let snap = o.resolve_snapshot(&a.snapshot)?;
+    let plan = plan(a, &snap)?;
+    let access = helper_access(g, &o, d.helper_image.clone())?;
+    let host = crate::docker::backup::own_container_name(&client)
+        .unwrap_or_else(crate::engine::session::hostname);
+    let mut code = exit::OK;
+    for (path, target) in plan {
+        let opts = VolumeRestoreOptions {
+            snapshot: snap.id.to_hex(),
+            path: path.clone(),
+            target: target.clone(),
+            create: d.create,
+            mount_dir: d.volume_dir.clone(),
+            stop_timeout_secs: d.stop_timeout,
+            job: VolumeJob {
+                snapshot: snap.id.to_hex(),
+                path: path.clone(),
+                target_name: match &target {
+                    RestoreTarget::Volume(v) => v.clone(),
+                    RestoreTarget::Bind(p) => p.clone(),
+                },
+                safety_snapshot: !d.no_safety_snapshot,
+                host: host.clone(),
+                overwrite: a.overwrite,
+                verify: a.verify,
+                dry_run: a.dry_run,
+            },
+        };
+        let progress = Arc::new(Progress::default());
+        let display = ProgressDisplay::start(g, progress.clone(), "restore");
+        let s = restore_volume(&client, &o.repo, &o.catalog, &opts, &access, &progress)
+            .with_context(|| format!("restore {path}/ into {}", target.describe()))?;
+        drop(display);
+        if !s.restore.errors.is_empty() {
+            code = exit::ERROR;
+        }
+        report_volume_restore(g, &s, &snap.id.to_hex())?;
+    }
+    Ok(code)
+}
+
+/// Which directory of the snapshot goes where: `--to-volume` (with `--path`, else the
+/// directory [`default_path`] picks), or every directory to the volume or bind mount it was
+/// backed up from (`--all-volumes`, narrowed by `--path`).
+fn plan(
+    a: &RestoreArgs,
+    snap: &SnapshotEntry,
+) -> anyhow::Result<Vec<(String, crate::docker::RestoreTarget)>> {
+    use crate::docker::RestoreTarget;
+    let d = &a.docker;
     let sources = &snap.snapshot.sources;
+    let source_names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     let names = || {
         sources
             .iter()
@@ -306,7 +358,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
         }
         let path = match a.paths.first() {
             Some(p) => p.trim_matches('/').to_string(),
-            None => default_path(sources, volume).with_context(|| {
+            None => default_path(&source_names, volume).with_context(|| {
                 format!(
                     "say which directory of snapshot {} goes into volume {volume}: --path NAME/ \
                      (the snapshot has {})",
@@ -347,19 +399,30 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
             anyhow::bail!("nothing to restore: the snapshot has {}", names());
         }
     }
+    Ok(plan)
+}
+
+/// What a helper container needs to open the repository: where it is (bind-mounted when
+/// local), the cache directory, the passphrase and the key that opened it here.
+fn helper_access(
+    g: &Global,
+    o: &Session,
+    image: Option<String>,
+) -> anyhow::Result<crate::docker::HelperAccess> {
+    use crate::docker::HelperAccess;
     let (loc, _) = super::commands::location(g)?;
     let repo_str = match (&g.repo, &loc) {
-        (Some(r), super::RepoLocation::Local(p)) if !r.contains("://") => std::fs::canonicalize(p)
+        (Some(r), Location::Local(p)) if !r.contains("://") => std::fs::canonicalize(p)
             .unwrap_or(p.clone())
             .display()
             .to_string(),
         (Some(r), _) => r.clone(),
-        (None, super::RepoLocation::Local(p)) => p.display().to_string(),
+        (None, Location::Local(p)) => p.display().to_string(),
         (None, _) => anyhow::bail!("no repository location"),
     };
     let cache_dir = g.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let mut binds = vec![format!("{}:{}", cache_dir.display(), cache_dir.display())];
-    if let super::RepoLocation::Local(p) = &loc {
+    if let Location::Local(p) = &loc {
         let p = std::fs::canonicalize(p).unwrap_or(p.clone());
         binds.push(format!("{}:{}", p.display(), p.display()));
     }
@@ -367,104 +430,80 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
         repo: repo_str,
         cache_dir: Some(cache_dir),
         password: super::password::passphrase(g, false)?.to_vec(),
-        image: d.helper_image.clone(),
+        key_id: Some(o.repo.key_id().to_hex()),
+        image,
         binds,
         env: helper_env(),
     };
-    let host =
-        crate::docker::backup::own_container_name(&client).unwrap_or_else(crate::repo::hostname);
-    let mut code = exit::OK;
-    for (path, target) in plan {
-        let opts = VolumeRestoreOptions {
-            snapshot: snap.id.to_hex(),
-            path: path.clone(),
-            target: target.clone(),
-            create: d.create,
-            mount_dir: d.volume_dir.clone(),
-            stop_timeout_secs: d.stop_timeout,
-            job: VolumeJob {
-                snapshot: snap.id.to_hex(),
-                path: path.clone(),
-                target_name: match &target {
-                    RestoreTarget::Volume(v) => v.clone(),
-                    RestoreTarget::Bind(p) => p.clone(),
-                },
-                safety_snapshot: !d.no_safety_snapshot,
-                host: host.clone(),
-                overwrite: a.overwrite,
-                verify: a.verify,
-                dry_run: a.dry_run,
-            },
-        };
-        let progress = Arc::new(Progress::default());
-        let display = ProgressDisplay::start(g, progress.clone(), "restore");
-        let s = restore_volume(&client, &o.repo, &o.catalog, &opts, &access, &progress)
-            .with_context(|| format!("restore {path}/ into {}", target.describe()))?;
-        drop(display);
-        if !s.restore.errors.is_empty() {
-            code = exit::ERROR;
-        }
-        if g.json {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, &s)?;
-            std::io::Write::write_all(&mut out, b"\n")?;
-            continue;
-        }
-        for e in &s.restore.errors {
-            eprintln!("error: {}: {}", e.path, e.message);
-        }
-        for c in &s.restore.changes {
-            println!("would {} {}", c.action, c.path);
-        }
-        if g.quiet {
-            continue;
-        }
-        let r = &s.restore;
-        println!(
-            "{} {}/ of snapshot {} into {}{}: {} files written, {} unchanged, {} deleted, {} in {:.1}s{}",
-            if r.dry_run {
-                "would restore"
-            } else {
-                "restored"
-            },
-            s.path,
-            &snap.id.to_hex()[..8],
-            s.target,
-            if s.created { " (created)" } else { "" },
-            r.files_written,
-            r.files_unchanged,
-            r.deleted,
-            bytes(r.bytes),
-            s.duration_secs,
-            if s.helper {
-                " (through a helper container)"
-            } else {
-                ""
-            },
-        );
-        if let Some(id) = &s.safety_snapshot {
-            println!(
-                "  the content before was saved as snapshot {} (tag pre-restore); to undo: \
-                 coffer restore --snapshot {} --path {}/ --to-volume ...",
-                &id[..8.min(id.len())],
-                &id[..8.min(id.len())],
-                s.path
-            );
-        }
-        for c in &s.containers {
-            println!(
-                "  container {}: down {:.2}s{}",
-                c.name,
-                c.downtime_secs,
-                if c.started {
-                    ""
-                } else {
-                    " (NOT started again)"
-                }
-            );
-        }
+    Ok(access)
+}
+
+/// Print what a volume restore did (or its JSON line).
+fn report_volume_restore(
+    g: &Global,
+    s: &crate::docker::VolumeRestoreSummary,
+    snapshot: &str,
+) -> anyhow::Result<()> {
+    if g.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, s)?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+        return Ok(());
     }
-    Ok(code)
+    for e in &s.restore.errors {
+        eprintln!("error: {}: {}", e.path, e.message);
+    }
+    for c in &s.restore.changes {
+        println!("would {} {}", c.action, c.path);
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    let r = &s.restore;
+    println!(
+        "{} {}/ of snapshot {} into {}{}: {} files written, {} unchanged, {} deleted, {} in {:.1}s{}",
+        if r.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        s.path,
+        &snapshot[..8],
+        s.target,
+        if s.created { " (created)" } else { "" },
+        r.files_written,
+        r.files_unchanged,
+        r.deleted,
+        bytes(r.bytes),
+        s.duration_secs,
+        if s.helper {
+            " (through a helper container)"
+        } else {
+            ""
+        },
+    );
+    if let Some(id) = &s.safety_snapshot {
+        println!(
+            "  the content before was saved as snapshot {} (tag pre-restore); to undo: \
+             coffer restore --snapshot {} --path {}/ --to-volume ...",
+            &id[..8.min(id.len())],
+            &id[..8.min(id.len())],
+            s.path
+        );
+    }
+    for c in &s.containers {
+        println!(
+            "  container {}: down {:.2}s{}",
+            c.name,
+            c.downtime_secs,
+            if c.started {
+                ""
+            } else {
+                " (NOT started again)"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Name the helper containers a killed restore left behind (when a Docker engine answers).
@@ -505,18 +544,17 @@ pub fn volume_helper(g: &Global) -> anyhow::Result<u8> {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         eprintln!("the restore's caller is gone: stopping (the next run finishes the job)");
-        crate::repo::release_all_locks();
+        crate::engine::session::release_all_locks();
         std::process::exit(exit::INTERRUPTED.into());
     });
-    let mut g2 = g.clone();
-    g2.repo = Some(req.repo.clone());
-    if req.cache_dir.is_some() {
-        g2.cache_dir = req.cache_dir.clone();
+    let mut opts = open_options(g);
+    opts.key_id = req.key_id.clone();
+    if let Some(dir) = &req.cache_dir {
+        opts.cache_dir = dir.clone();
     }
-    let (loc, _) = super::commands::location(&g2)?;
-    let store = loc.store()?;
-    let repo = crate::repo::Repository::open(store, &req.password)?;
-    let catalog = open_catalog(&g2, &repo)?;
+    let loc = Location::parse(&req.repo)?;
+    let Session { repo, catalog } =
+        Session::open(&loc, &mut || Ok(req.password.clone().into()), &opts)?;
     let progress = Arc::new(Progress::default());
     let result = run_volume_job(
         &repo,

@@ -10,7 +10,7 @@ use super::commands::{open, print_json, say};
 use super::exit;
 use super::output::{ProgressDisplay, bytes, time_ns};
 use crate::engine::Progress;
-use crate::engine::forget::{ForgetOptions, forget as run_forget};
+use crate::engine::forget::{ForgetOptions, ForgetSummary, forget as run_forget};
 use crate::engine::prune::{PruneOptions, PruneSummary, prune as run_prune};
 use crate::engine::retention::{GroupBy, Policy, parse_duration};
 
@@ -173,6 +173,25 @@ pub fn prune(g: &Global, a: &PruneArgs) -> anyhow::Result<u8> {
 
 /// `coffer forget`.
 pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
+    let opts = forget_options(a)?;
+    let o = open(g)?;
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "forget");
+    let s = run_forget(&o.repo, &o.catalog, &opts, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&s)?;
+        return Ok(exit::OK);
+    }
+    print_forget(g, &s);
+    if let Some(p) = &s.prune {
+        print_prune(g, p);
+    }
+    Ok(exit::OK)
+}
+
+/// The retention policy and selection of `forget`'s flags.
+fn forget_options(a: &ForgetArgs) -> anyhow::Result<ForgetOptions> {
     let keep_within_secs = a
         .keep_within
         .as_deref()
@@ -180,7 +199,7 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--keep-within: {e}"))?;
     let group_by = GroupBy::parse(&a.group_by).map_err(|e| anyhow::anyhow!("--group-by: {e}"))?;
-    let opts = ForgetOptions {
+    Ok(ForgetOptions {
         policy: Policy {
             keep_last: a.keep_last,
             keep_hourly: a.keep_hourly,
@@ -200,16 +219,11 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
             max_unused_percent: a.prune_flags.max_unused,
             dry_run: false,
         }),
-    };
-    let o = open(g)?;
-    let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(g, progress.clone(), "forget");
-    let s = run_forget(&o.repo, &o.catalog, &opts, &progress)?;
-    drop(display);
-    if g.json {
-        print_json(&s)?;
-        return Ok(exit::OK);
-    }
+    })
+}
+
+/// Print `forget`'s decisions, group by group, and the totals.
+fn print_forget(g: &Global, s: &ForgetSummary) {
     let mut group = None;
     for e in &s.snapshots {
         if group.as_ref() != Some(&e.decision.group) {
@@ -250,10 +264,6 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
             }
         ),
     );
-    if let Some(p) = &s.prune {
-        print_prune(g, p);
-    }
-    Ok(exit::OK)
 }
 
 /// `health`'s answer.
@@ -279,14 +289,7 @@ pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
     }
     let max_age = parse_duration(&a.max_age).map_err(|e| anyhow::anyhow!("--max-age: {e}"))?;
     let o = open(g)?;
-    o.catalog.refresh(&o.repo)?;
-    let all: Vec<_> = o
-        .catalog
-        .snapshots()?
-        .into_iter()
-        .filter(|e| a.host.as_ref().is_none_or(|h| *h == e.snapshot.host))
-        .filter(|e| a.tags.iter().all(|t| e.snapshot.tags.contains(t)))
-        .collect();
+    let all = o.snapshots(a.host.as_deref(), &a.tags)?;
     let now = chrono::Utc::now();
     let newest = all.last();
     let age = newest.map(|e| now.timestamp() - e.snapshot.time_ns.div_euclid(1_000_000_000));

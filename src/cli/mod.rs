@@ -1,8 +1,10 @@
-//! The command line: argument parsing (clap derive), opening the repository, human and JSON
+//! The command line: argument parsing (clap derive), the passphrase, human and JSON
 //! output, and exit codes. It knows no byte format; it calls the engine.
 
 mod archive;
 mod args;
+mod backup;
+mod check;
 mod commands;
 mod daemon;
 mod docker;
@@ -14,17 +16,13 @@ pub(crate) mod trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
+use zeroize::Zeroizing;
 
 pub use args::Cli;
 
-use crate::catalog::{Catalog, CatalogError};
-use crate::engine::EngineError;
-use crate::repo::{RepoError, Repository};
-use crate::storage::{LocalStore, ObjectStore};
+use crate::engine::session::{self, Failure, OpenOptions, PassphraseError};
 
 /// Exit codes, in the style of restic. Documented in the README.
 pub mod exit {
@@ -32,13 +30,14 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// Any error.
     pub const ERROR: u8 = 1;
-    /// The backup finished but some files could not be read.
+    /// Finished, with a result that needs attention: a backup or import that lacks files it
+    /// could not read, or a `check` that found no damage but snapshots that vanished.
     pub const PARTIAL: u8 = 3;
     /// No repository at the given location.
     pub const NO_REPOSITORY: u8 = 10;
     /// The repository is locked by another process.
     pub const LOCKED: u8 = 11;
-    /// Wrong passphrase.
+    /// Wrong passphrase (for every key file tried).
     pub const WRONG_PASSWORD: u8 = 12;
     /// Interrupted (SIGINT).
     pub const INTERRUPTED: u8 = 130;
@@ -100,7 +99,7 @@ fn handle_signals() {
             } else {
                 "SIGTERM"
             });
-            crate::repo::release_all_locks();
+            session::release_all_locks();
             eprintln!("interrupted: this run's locks were removed");
             // Containers this run stopped run again before the process ends.
             for name in crate::docker::restart_stopped_containers() {
@@ -132,70 +131,14 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn exit_code_of(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
-        let repo = c
-            .downcast_ref::<RepoError>()
-            .or_else(|| match c.downcast_ref::<EngineError>() {
-                Some(EngineError::Repo(r)) => Some(r),
-                Some(EngineError::Catalog(CatalogError::Repo(r))) => Some(r),
-                _ => None,
-            })
-            .or_else(|| match c.downcast_ref::<CatalogError>() {
-                Some(CatalogError::Repo(r)) => Some(r),
-                _ => None,
-            })
-            .or_else(|| match c.downcast_ref::<crate::docker::DockerError>() {
-                Some(crate::docker::DockerError::Engine(EngineError::Repo(r))) => Some(r),
-                Some(crate::docker::DockerError::Engine(EngineError::Catalog(
-                    CatalogError::Repo(r),
-                ))) => Some(r),
-                _ => None,
-            });
-        match repo {
-            Some(RepoError::NotARepository(_)) => return exit::NO_REPOSITORY,
-            Some(RepoError::Locked(_)) => return exit::LOCKED,
-            Some(RepoError::WrongPassword) => return exit::WRONG_PASSWORD,
-            _ => {}
+        match session::failure(c) {
+            Some(Failure::NoRepository) => return exit::NO_REPOSITORY,
+            Some(Failure::Locked) => return exit::LOCKED,
+            Some(Failure::WrongPassword) => return exit::WRONG_PASSWORD,
+            None => {}
         }
     }
     exit::ERROR
-}
-
-/// Where the repository is.
-#[derive(Clone, Debug)]
-pub(crate) enum RepoLocation {
-    /// A local directory.
-    Local(PathBuf),
-    /// A bucket and prefix on an S3-compatible service.
-    S3(Box<crate::storage::S3Location>),
-}
-
-impl RepoLocation {
-    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
-        if let Some(rest) = s.strip_prefix("file://") {
-            return Ok(RepoLocation::Local(PathBuf::from(rest)));
-        }
-        if s.starts_with("s3://") {
-            let loc = crate::storage::S3Location::parse(s, &crate::storage::s3::process_env)?;
-            return Ok(RepoLocation::S3(Box::new(loc)));
-        }
-        if s.contains("://") {
-            let scheme = s.split("://").next().unwrap_or_default();
-            anyhow::bail!("repository scheme {scheme}:// is not supported (use a path or s3://)");
-        }
-        Ok(RepoLocation::Local(PathBuf::from(s)))
-    }
-
-    /// Open the store. For S3 this reads the credentials and makes one request, so that a
-    /// wrong key, a missing bucket or an unreachable endpoint is reported here.
-    pub(crate) fn store(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
-        match self {
-            RepoLocation::Local(p) => Ok(Arc::new(LocalStore::new(p.clone()))),
-            RepoLocation::S3(loc) => {
-                let creds = loc.credentials(&crate::storage::s3::process_env)?;
-                Ok(Arc::new(crate::storage::S3Store::open(loc, &creds)?))
-            }
-        }
-    }
 }
 
 /// Default repository when neither `--repo` nor `COFFER_REPO` is given.
@@ -209,7 +152,7 @@ pub(crate) fn default_repo_path() -> PathBuf {
 
 /// Default cache directory. Without `XDG_CACHE_HOME` and `HOME` (cron, systemd), a directory
 /// of this user's own under the temporary directory (`coffer-<uid>`), never a shared one:
-/// [`open_catalog`] refuses it unless this user owns it and nobody else can write it.
+/// the engine refuses it unless this user owns it and nobody else can write it.
 pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(|d| PathBuf::from(d).join("coffer"))
@@ -220,52 +163,22 @@ pub(crate) fn default_cache_dir() -> PathBuf {
         })
 }
 
-/// Make sure the cache directory is this user's own: created owner-only when missing; an
-/// existing one (or a symlink in its place) owned by someone else, or writable by others,
-/// is refused, since a planted catalog could make backups skip data.
-fn check_cache_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    let m = std::fs::symlink_metadata(dir)
-        .with_context(|| format!("the cache directory {}", dir.display()))?;
-    let me = rustix::process::geteuid().as_raw();
-    if m.file_type().is_symlink() || !m.is_dir() {
-        anyhow::bail!(
-            "the cache directory {} is not a directory (a symlink?): remove it, or set \
-             --cache-dir / XDG_CACHE_HOME",
-            dir.display()
-        );
+/// How the global flags open a repository: the cache directory, `--key-id` and
+/// `--retry-lock`.
+pub(crate) fn open_options(g: &args::Global) -> OpenOptions {
+    OpenOptions {
+        cache_dir: g.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        key_id: g.key_id.clone(),
+        lock_wait: std::time::Duration::from_secs(g.retry_lock_secs()),
+        pack_uploads: None,
     }
-    // Under the shared temporary directory, only a directory of this user's own is trusted;
-    // elsewhere (a home, a configured or mounted directory) one nobody else can write to.
-    let shared = dir.starts_with(std::env::temp_dir());
-    if (shared && m.uid() != me) || m.mode() & 0o022 != 0 {
-        anyhow::bail!(
-            "the cache directory {} is owned by uid {} or writable by others: refusing to trust \
-             a catalog there; set --cache-dir or XDG_CACHE_HOME to a directory of your own",
-            dir.display(),
-            m.uid()
-        );
-    }
-    Ok(())
 }
 
-/// An open repository and its catalog.
-pub(crate) struct Opened {
-    pub repo: Repository,
-    pub catalog: Catalog,
-}
-
-/// Open the local catalog of an opened repository. Every command that works on an opened
-/// repository passes here, so this is also where the global `--retry-lock` is applied.
-pub(crate) fn open_catalog(global: &args::Global, repo: &Repository) -> anyhow::Result<Catalog> {
-    repo.set_lock_wait(std::time::Duration::from_secs(global.retry_lock_secs()));
-    let dir = global.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    check_cache_dir(&dir)?;
-    let path = Catalog::path_for(&dir, &repo.config().id);
-    Catalog::open(&path).with_context(|| format!("opening the catalog {}", path.display()))
+/// The passphrase the global flags give, asked for when the engine has found a repository
+/// (`confirm`: a new one, typed twice at a prompt).
+pub(crate) fn ask(
+    g: &args::Global,
+    confirm: bool,
+) -> impl FnMut() -> Result<Zeroizing<Vec<u8>>, PassphraseError> + '_ {
+    move || password::passphrase(g, confirm).map_err(Into::into)
 }

@@ -11,11 +11,10 @@ use zeroize::Zeroizing;
 use super::args::Global;
 use super::commands::{print_json, say};
 use super::output::{ProgressDisplay, bytes};
-use super::{RepoLocation, exit, open_catalog, password};
-use crate::crypto::KdfParams;
+use super::{exit, open_options, password};
 use crate::engine::Progress;
-use crate::engine::sync::{SyncOptions, init_from, sync};
-use crate::repo::Repository;
+use crate::engine::session::{KdfParams, Location, Session, open_at};
+use crate::engine::sync::{SyncOptions, sync};
 
 /// `sync`.
 #[derive(Args, Debug)]
@@ -44,12 +43,6 @@ fn read_password_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(line.to_vec()))
 }
 
-fn open_at(location: &str, pw: &[u8]) -> anyhow::Result<Repository> {
-    let store = RepoLocation::parse(location)?.store()?;
-    Repository::load_config(store.as_ref())?;
-    Ok(Repository::open(store, pw)?)
-}
-
 /// `coffer sync`.
 pub fn run(g: &Global, a: &SyncArgs) -> anyhow::Result<u8> {
     let source_location = g
@@ -57,14 +50,19 @@ pub fn run(g: &Global, a: &SyncArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| super::default_repo_path().display().to_string());
     let pw = password::passphrase(g, false)?;
-    let source = open_at(&source_location, &pw).context("opening the source repository")?;
+    let opts = open_options(g);
+    let source = open_at(&source_location, &pw, &opts).context("opening the source repository")?;
     let target_pw = match &a.to_password_file {
         Some(f) => read_password_file(f)?,
         None => pw.clone(),
     };
-    let target = open_at(&a.to, &target_pw).context("opening the target repository")?;
-    let catalog = open_catalog(g, &source)?;
-    target.set_lock_wait(std::time::Duration::from_secs(g.retry_lock_secs()));
+    // `--key-id` names a key of the source (the repository of `--repo`).
+    let target =
+        open_at(&a.to, &target_pw, &opts.any_key()).context("opening the target repository")?;
+    let Session {
+        repo: source,
+        catalog,
+    } = Session::with_repository(source, &opts)?;
     let opts = SyncOptions {
         snapshots: a.snapshots.clone(),
         connections: a.connections.into(),
@@ -118,14 +116,15 @@ pub fn init(
         .repo
         .clone()
         .unwrap_or_else(|| super::default_repo_path().display().to_string());
-    let store = RepoLocation::parse(&target_location)?.store()?;
+    let store = crate::engine::session::Store::at(&Location::parse(&target_location)?)?;
     let pw = password::passphrase(g, true)?;
     let source_pw = match from_password_file {
         Some(f) => read_password_file(f)?,
         None => pw.clone(),
     };
-    let source = open_at(from, &source_pw).context("opening the --from repository")?;
-    let repo = init_from(&source, store, &pw, kdf)?;
+    let opts = open_options(g).any_key();
+    let source = open_at(from, &source_pw, &opts).context("opening the --from repository")?;
+    let repo = store.init_from(&source, &pw, kdf, &opts)?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": repo.store().describe(),

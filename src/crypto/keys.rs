@@ -5,15 +5,17 @@
 //! the id key, through a side channel on ids) never gives another.
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::CryptoError;
+use crate::id::{BlobId, BlobKind};
 
 const CONTEXT_ENCRYPTION: &str = "coffer 2026-11-23 object encryption key";
 const CONTEXT_BLOB_ID: &str = "coffer 2026-11-23 blob id key";
 const CONTEXT_TREE_ID: &str = "coffer 2026-11-23 tree id key";
 const CONTEXT_CHUNKER: &str = "coffer 2026-11-23 chunker gear seed";
 const CONTEXT_CONFIG_MAC: &str = "coffer 2026-11-23 config mac key";
+const CONTEXT_CHUNKER_GEAR: &str = "coffer 2026-12-04 chunker gear table";
 
 /// The repository master secret. Shared by every key file of a repository.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -27,19 +29,48 @@ impl MasterKey {
         Ok(Self(k))
     }
 
-    /// Wrap raw key material (as unwrapped from a key file).
+    /// Raw key material as a key (tests and benchmarks; a key file is opened with
+    /// [`MasterKey::unseal`]).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
-    /// The raw key material, to be wrapped into a key file.
+    /// The raw key material.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// 2,048 bytes of key stream (BLAKE3 `derive_key` mode, extended output) for the gear
+    /// table of format version 3: 256 independent entries instead of one seed.
+    pub fn chunker_gear_stream(&self) -> zeroize::Zeroizing<[u8; 2048]> {
+        let mut out = zeroize::Zeroizing::new([0u8; 2048]);
+        let mut h = blake3::Hasher::new_derive_key(CONTEXT_CHUNKER_GEAR);
+        h.update(&self.0);
+        h.finalize_xof().fill(&mut out[..]);
+        out
+    }
+
+    /// Wrap the key for a key file: sealed under `wrapping` with `aad`.
+    pub fn seal(&self, wrapping: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        super::seal(wrapping, aad, &self.0)
+    }
+
+    /// Unwrap a key sealed by [`MasterKey::seal`]. It is decrypted in place in a buffer that
+    /// is zeroized on drop and copied from there into the key: no plain copy is left behind.
+    pub fn unseal(wrapping: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Self, CryptoError> {
+        let mut buf = Zeroizing::new(sealed.to_vec());
+        let plain = super::open_in_place(wrapping, aad, &mut buf)?;
+        if plain.len() != 32 {
+            return Err(CryptoError::KeyLength(plain.len()));
+        }
+        let mut key = Self([0; 32]);
+        key.0.copy_from_slice(plain);
+        Ok(key)
+    }
+
     /// Derive the working sub-keys.
     pub fn derive(&self) -> RepoKeys {
-        let seed = blake3::derive_key(CONTEXT_CHUNKER, &self.0);
+        let seed = Zeroizing::new(blake3::derive_key(CONTEXT_CHUNKER, &self.0));
         let mut seed8 = [0u8; 8];
         seed8.copy_from_slice(&seed[..8]);
         RepoKeys {
@@ -70,12 +101,12 @@ pub struct RepoKeys {
 
 impl RepoKeys {
     /// The id of a blob of this kind with this plaintext.
-    pub fn blob_id(&self, kind: crate::format::BlobKind, plaintext: &[u8]) -> crate::id::BlobId {
+    pub fn blob_id(&self, kind: BlobKind, plaintext: &[u8]) -> BlobId {
         let key = match kind {
-            crate::format::BlobKind::Data => &self.blob_id,
-            crate::format::BlobKind::Tree => &self.tree_id,
+            BlobKind::Data => &self.blob_id,
+            BlobKind::Tree => &self.tree_id,
         };
-        crate::id::BlobId(*blake3::keyed_hash(key, plaintext).as_bytes())
+        BlobId(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
     /// MAC over config bytes.
@@ -96,17 +127,48 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// The default for new keys: 19 MiB, 2 passes, 1 lane, OWASP's recommended minimum for
-    /// Argon2id (about 0.05 s here). It is also the floor of every command's peak memory, so
-    /// it is kept at that minimum; `init --kdf-memory` / `--kdf-iterations` raise it per key.
+    /// The default for new keys: 64 MiB, 3 passes, 1 lane (RFC 9106's second recommendation).
+    /// Key files live with the storage provider, where anyone who reads them can guess
+    /// passphrases offline at this cost per guess; OWASP's minimum (19 MiB, 2 passes, the
+    /// default from 2026-11-23 to 2026-11-24) is about 5 times cheaper. The price is paid once
+    /// per command, and its 64 MiB are the floor of every command's peak memory.
     pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
+
+    /// The cheapest parameters a new key made on the command line may have: OWASP's minimum
+    /// for Argon2id (19 MiB, 2 passes). Reading accepts cheaper ones, which only their
+    /// makers, holders of the master key, could have written.
+    pub const NEW_KEY_MIN: KdfParams = KdfParams {
         memory_kib: 19 * 1024,
         iterations: 2,
         parallelism: 1,
     };
 
-    /// Bounds accepted when reading a key file, so a hostile key file cannot make us allocate
-    /// terabytes or spin for hours.
+    /// The costliest parameters coffer runs for a key file it finds in a repository, and the
+    /// most a new key may have: 256 MiB, 10 passes. Anyone who can write to the repository
+    /// can add key files, and each one tried costs its memory and time; at this limit one try
+    /// takes about 13 times the default's time and fits a host with 512 MiB of memory.
+    /// Parallelism keeps its format bound: lanes are computed one after the other, so they
+    /// cost neither more memory nor more time.
+    pub const LIMIT: KdfParams = KdfParams {
+        memory_kib: 256 * 1024,
+        iterations: 10,
+        parallelism: 16,
+    };
+
+    /// True when no parameter is above `limit`'s.
+    pub fn within(&self, limit: KdfParams) -> bool {
+        self.memory_kib <= limit.memory_kib
+            && self.iterations <= limit.iterations
+            && self.parallelism <= limit.parallelism
+    }
+
+    /// Bounds of the key file format, checked before Argon2 runs, so a hostile key file cannot
+    /// make us allocate terabytes or spin for hours. What is tried without being named is
+    /// bounded further by [`KdfParams::LIMIT`].
     pub fn validate(&self) -> Result<(), CryptoError> {
         let ok = (8..=1024 * 1024).contains(&self.memory_kib)
             && (1..=32).contains(&self.iterations)
@@ -127,7 +189,7 @@ pub fn derive_wrapping_key(
     passphrase: &[u8],
     salt: &[u8; 32],
     params: KdfParams,
-) -> Result<zeroize::Zeroizing<[u8; 32]>, CryptoError> {
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     params.validate()?;
     let p = Params::new(
         params.memory_kib,
@@ -136,7 +198,7 @@ pub fn derive_wrapping_key(
         Some(32),
     )
     .map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
         .hash_password_into(passphrase, salt, out.as_mut())
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
@@ -155,10 +217,43 @@ mod tests {
         assert_eq!(a.encryption, b.encryption);
         assert_ne!(a.encryption, a.blob_id);
         assert_ne!(a.blob_id, a.config_mac);
-        use crate::format::BlobKind::{Data, Tree};
+        use crate::id::BlobKind::{Data, Tree};
         assert_eq!(a.blob_id(Data, b"x"), b.blob_id(Data, b"x"));
         assert_ne!(a.blob_id(Data, b"x"), a.blob_id(Tree, b"x"));
         assert_ne!(a.blob_id(Data, b"x").0, *blake3::hash(b"x").as_bytes());
+    }
+
+    #[test]
+    fn a_master_key_unseals_only_with_its_wrapping_key_and_aad() {
+        let m = MasterKey::from_bytes([9u8; 32]);
+        let sealed = m.seal(&[1; 32], b"aad").unwrap();
+        assert_eq!(
+            MasterKey::unseal(&[1; 32], b"aad", &sealed)
+                .unwrap()
+                .as_bytes(),
+            m.as_bytes()
+        );
+        assert!(MasterKey::unseal(&[2; 32], b"aad", &sealed).is_err());
+        assert!(MasterKey::unseal(&[1; 32], b"other", &sealed).is_err());
+        let short = super::super::seal(&[1; 32], b"aad", &[9u8; 31]).unwrap();
+        assert!(matches!(
+            MasterKey::unseal(&[1; 32], b"aad", &short),
+            Err(CryptoError::KeyLength(31))
+        ));
+    }
+
+    #[test]
+    fn new_key_bounds_are_within_what_is_read() {
+        for p in [KdfParams::DEFAULT, KdfParams::NEW_KEY_MIN, KdfParams::LIMIT] {
+            p.validate().unwrap();
+            assert!(p.within(KdfParams::LIMIT));
+        }
+        assert!(KdfParams::NEW_KEY_MIN.within(KdfParams::DEFAULT));
+        let over = KdfParams {
+            iterations: KdfParams::LIMIT.iterations + 1,
+            ..KdfParams::DEFAULT
+        };
+        assert!(!over.within(KdfParams::LIMIT));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum CryptoError {
     /// KDF parameters out of range.
     #[error("invalid key derivation parameters: {0}")]
     Kdf(String),
+    /// A wrapped key opened to the wrong number of bytes.
+    #[error("an unwrapped key has {0} bytes instead of 32")]
+    KeyLength(usize),
     /// The operating system's random source failed.
     #[error("random number generator failed: {0}")]
     Random(String),

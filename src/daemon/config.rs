@@ -347,38 +347,105 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
 }
 
 fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
-    let (schedule, schedule_text) = match (raw.schedule, raw.interval) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "interval",
-                "give either schedule or interval, not both",
-            ));
-        }
-        (Some(s), None) => (Schedule::parse(&s).map_err(|e| invalid("schedule", e))?, s),
-        (None, Some(i)) => {
-            let secs = parse_duration(&i).map_err(|e| invalid("interval", e))?;
-            if secs < 1 {
-                return Err(invalid("interval", "must be at least 1s"));
-            }
-            (Schedule::Every(secs as u64), format!("every {i}"))
-        }
-        (None, None) => (
-            Schedule::parse(DEFAULT_SCHEDULE).map_err(|e| invalid("schedule", e))?,
-            DEFAULT_SCHEDULE.to_string(),
-        ),
-    };
+    let (schedule, schedule_text) = schedule(raw.schedule, raw.interval)?;
     if let Some(r) = &raw.repository
         && r.trim().is_empty()
     {
         return Err(invalid("repository", "is empty"));
     }
+    let backup = backup(raw.backup)?;
+    let retention = retention(raw.retention)?;
+    let check = check(raw.check)?;
+    let sync = sync(raw.sync)?;
+    let notify = notify(raw.notify)?;
+    let listen = raw
+        .metrics
+        .listen
+        .as_deref()
+        .map(parse_listen)
+        .transpose()
+        .map_err(|e| invalid("metrics.listen", e))?;
+    Ok(DaemonConfig {
+        repository: raw.repository,
+        password_file: raw.password_file,
+        schedule,
+        schedule_text,
+        host: raw.host,
+        backup,
+        retention,
+        check,
+        sync,
+        archive: None,
+        notify,
+        metrics: MetricsConfig {
+            listen,
+            textfile: raw.metrics.textfile,
+        },
+    })
+}
 
-    let b = raw.backup;
+/// `schedule` or `interval` (not both), else the default schedule; with its text for
+/// messages.
+fn schedule(
+    schedule: Option<String>,
+    interval: Option<String>,
+) -> Result<(Schedule, String), ConfigError> {
+    match (schedule, interval) {
+        (Some(_), Some(_)) => Err(invalid(
+            "interval",
+            "give either schedule or interval, not both",
+        )),
+        (Some(s), None) => Ok((Schedule::parse(&s).map_err(|e| invalid("schedule", e))?, s)),
+        (None, Some(i)) => {
+            let secs = parse_duration(&i).map_err(|e| invalid("interval", e))?;
+            if secs < 1 {
+                return Err(invalid("interval", "must be at least 1s"));
+            }
+            Ok((Schedule::Every(secs as u64), format!("every {i}")))
+        }
+        (None, None) => Ok((
+            Schedule::parse(DEFAULT_SCHEDULE).map_err(|e| invalid("schedule", e))?,
+            DEFAULT_SCHEDULE.to_string(),
+        )),
+    }
+}
+
+/// `[backup]`: sources that parse, something to back up, patterns that compile.
+fn backup(b: RawBackup) -> Result<BackupConfig, ConfigError> {
     for s in &b.sources {
         crate::engine::backup::SourceSpec::parse(s)
             .map_err(|e| invalid("backup.sources", e.to_string()))?;
     }
-    let docker = b.docker.map(|d| DockerConfig {
+    let docker = b.docker.map(docker).transpose()?;
+    if b.sources.is_empty() && b.sources_dir.is_none() && docker.is_none() {
+        return Err(invalid(
+            "backup",
+            "nothing to back up: set backup.sources, backup.sources_dir (or BACKUP_SOURCES) or \
+             a [backup.docker] section",
+        ));
+    }
+    excludes(&b.exclude, &b.exclude_regex)?;
+    let stop_timeout_secs = b.stop_timeout_secs.unwrap_or(30);
+    if stop_timeout_secs > 500 {
+        return Err(invalid("backup.stop_timeout_secs", "at most 500"));
+    }
+    Ok(BackupConfig {
+        sources: b.sources,
+        sources_dir: b.sources_dir,
+        excludes: b.exclude,
+        exclude_regexes: b.exclude_regex,
+        // The old tool's default: containers labelled `...stop-during-backup=true`.
+        stop_label_value: Some(b.stop_label_value.unwrap_or_else(|| "true".into()))
+            .filter(|v| !v.is_empty()),
+        stop_timeout_secs,
+        tags: b.tags,
+        docker,
+    })
+}
+
+/// `[backup.docker]`: which volumes, and how long a container may take to stop.
+fn docker(d: RawDocker) -> Result<DockerConfig, ConfigError> {
+    let d = DockerConfig {
         volumes: d.volumes,
         all_volumes: d.all_volumes,
         volume_labels: d.volume_labels,
@@ -388,35 +455,31 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
         volume_dir: d.volume_dir,
         single_pass: d.single_pass,
         docker_host: d.docker_host,
-    });
-    if let Some(d) = &docker {
-        if d.volumes.is_empty()
-            && !d.all_volumes
-            && d.volume_labels.is_empty()
-            && d.compose_project.is_none()
-        {
-            return Err(invalid(
-                "backup.docker",
-                "say which volumes: volumes = [...], all_volumes = true, volume_labels = [...] \
-                 or compose_project = \"...\"",
-            ));
-        }
-        if d.stop_timeout_secs > 500 {
-            return Err(invalid("backup.docker.stop_timeout_secs", "at most 500"));
-        }
-    }
-    if b.sources.is_empty() && b.sources_dir.is_none() && docker.is_none() {
+    };
+    if d.volumes.is_empty()
+        && !d.all_volumes
+        && d.volume_labels.is_empty()
+        && d.compose_project.is_none()
+    {
         return Err(invalid(
-            "backup",
-            "nothing to back up: set backup.sources, backup.sources_dir (or BACKUP_SOURCES) or \
-             a [backup.docker] section",
+            "backup.docker",
+            "say which volumes: volumes = [...], all_volumes = true, volume_labels = [...] \
+             or compose_project = \"...\"",
         ));
     }
-    for e in &b.exclude {
+    if d.stop_timeout_secs > 500 {
+        return Err(invalid("backup.docker.stop_timeout_secs", "at most 500"));
+    }
+    Ok(d)
+}
+
+/// `backup.exclude` globs and `backup.exclude_regex` expressions compile.
+fn excludes(globs: &[String], regexes: &[String]) -> Result<(), ConfigError> {
+    for e in globs {
         globset::Glob::new(e.trim_end_matches('/'))
             .map_err(|x| invalid("backup.exclude", format!("{e:?}: {x}")))?;
     }
-    for e in &b.exclude_regex {
+    for e in regexes {
         regex::bytes::Regex::new(e).map_err(|x| {
             invalid(
                 "backup.exclude_regex",
@@ -430,12 +493,11 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
             )
         })?;
     }
-    let stop_timeout_secs = b.stop_timeout_secs.unwrap_or(30);
-    if stop_timeout_secs > 500 {
-        return Err(invalid("backup.stop_timeout_secs", "at most 500"));
-    }
+    Ok(())
+}
 
-    let r = raw.retention;
+/// `[retention]`: the policy, grouping and prune threshold.
+fn retention(r: RawRetention) -> Result<RetentionConfig, ConfigError> {
     let keep_within_secs = r
         .keep_within
         .as_deref()
@@ -457,7 +519,7 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
             "0 would forget every snapshot but the newest; use at least 1",
         ));
     }
-    let retention = RetentionConfig {
+    Ok(RetentionConfig {
         policy: Policy {
             keep_last: r.keep_last,
             keep_hourly: r.keep_hourly,
@@ -472,30 +534,38 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
         group_by,
         prune: r.prune.unwrap_or(true),
         max_unused_percent,
-    };
+    })
+}
 
-    let check = if raw.check.enabled.unwrap_or(true) {
-        let s = raw
-            .check
-            .read_data_subset
-            .as_deref()
-            .unwrap_or(DEFAULT_CHECK_SUBSET);
-        Some(Subset::parse(s).map_err(|e| invalid("check.read_data_subset", e))?)
-    } else {
-        None
-    };
+/// `[check]`: the subset of data read, or no check.
+fn check(c: RawCheck) -> Result<Option<Subset>, ConfigError> {
+    if !c.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let s = c
+        .read_data_subset
+        .as_deref()
+        .unwrap_or(DEFAULT_CHECK_SUBSET);
+    Ok(Some(
+        Subset::parse(s).map_err(|e| invalid("check.read_data_subset", e))?,
+    ))
+}
 
-    let sync = match raw.sync {
-        Some(s) if s.to.trim().is_empty() => return Err(invalid("sync.to", "is empty")),
-        Some(s) => Some(SyncConfig {
+/// `[sync]`: a target that is not empty.
+fn sync(s: Option<RawSync>) -> Result<Option<SyncConfig>, ConfigError> {
+    match s {
+        Some(s) if s.to.trim().is_empty() => Err(invalid("sync.to", "is empty")),
+        Some(s) => Ok(Some(SyncConfig {
             to: s.to,
             password_file: s.password_file,
             create: s.create,
-        }),
-        None => None,
-    };
+        })),
+        None => Ok(None),
+    }
+}
 
-    let n = raw.notify;
+/// `[notify]`: http(s) webhooks and pings, shoutrrr URLs that parse, a sane timeout.
+fn notify(n: RawNotify) -> Result<NotifyConfig, ConfigError> {
     for (key, urls) in [("notify.webhooks", &n.webhooks), ("notify.pings", &n.pings)] {
         for u in urls {
             check_url(u).map_err(|e| invalid(key, format!("{u:?}: {e}")))?;
@@ -509,48 +579,12 @@ fn validate(raw: RawConfig) -> Result<DaemonConfig, ConfigError> {
     if !(1..=300).contains(&timeout_secs) {
         return Err(invalid("notify.timeout_secs", "from 1 to 300"));
     }
-
-    let listen = raw
-        .metrics
-        .listen
-        .as_deref()
-        .map(parse_listen)
-        .transpose()
-        .map_err(|e| invalid("metrics.listen", e))?;
-
-    Ok(DaemonConfig {
-        repository: raw.repository,
-        password_file: raw.password_file,
-        schedule,
-        schedule_text,
-        host: raw.host,
-        backup: BackupConfig {
-            sources: b.sources,
-            sources_dir: b.sources_dir,
-            excludes: b.exclude,
-            exclude_regexes: b.exclude_regex,
-            // The old tool's default: containers labelled `...stop-during-backup=true`.
-            stop_label_value: Some(b.stop_label_value.unwrap_or_else(|| "true".into()))
-                .filter(|v| !v.is_empty()),
-            stop_timeout_secs,
-            tags: b.tags,
-            docker,
-        },
-        retention,
-        check,
-        sync,
-        archive: None,
-        notify: NotifyConfig {
-            webhooks: n.webhooks,
-            on_success: n.on_success,
-            pings: n.pings,
-            targets,
-            timeout_secs,
-        },
-        metrics: MetricsConfig {
-            listen,
-            textfile: raw.metrics.textfile,
-        },
+    Ok(NotifyConfig {
+        webhooks: n.webhooks,
+        on_success: n.on_success,
+        pings: n.pings,
+        targets,
+        timeout_secs,
     })
 }
 

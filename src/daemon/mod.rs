@@ -261,20 +261,44 @@ fn now_rfc3339() -> String {
 
 /// Run the job once now.
 pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome, DaemonError> {
+    // One run at a time: while another holds the lock, this one is skipped.
     let Some(lock) = state::try_lock(&ctx.state_path)? else {
-        let who = state::load(&ctx.state_path)
-            .ok()
-            .flatten()
-            .map(|s| format!(" (pid {}, started {})", s.last.pid, s.last.started_at))
-            .unwrap_or_default();
-        let msg = format!("another job run is in progress{who}; this one is skipped");
-        tracing::warn!("{msg}");
-        ctx.update_metrics(|m| m.job_skipped_total += 1);
-        return Ok(JobOutcome::Skipped(msg));
+        return Ok(skip(ctx));
     };
     let previous = ctx.reconcile(&lock);
     let started = Instant::now();
-    let mut st = JobState {
+    let mut st = begin(ctx, previous);
+    let (failed, incomplete) = run_steps(ctx, steps, &mut st);
+    let stats = steps.repository_stats();
+    finish(&mut st.last, started, stats, failed, incomplete);
+    if st.last.status == JobStatus::Success {
+        st.last_success = Some(st.last.clone());
+    }
+    state::set_active(None);
+    ctx.save(&st);
+    report(ctx, &st.last, stats);
+    st.last.notified = true;
+    ctx.save(&st);
+    drop(lock);
+    Ok(JobOutcome::Finished(Box::new(st.last)))
+}
+
+/// Another run holds the lock: say who, and count the skip.
+fn skip(ctx: &JobContext) -> JobOutcome {
+    let who = state::load(&ctx.state_path)
+        .ok()
+        .flatten()
+        .map(|s| format!(" (pid {}, started {})", s.last.pid, s.last.started_at))
+        .unwrap_or_default();
+    let msg = format!("another job run is in progress{who}; this one is skipped");
+    tracing::warn!("{msg}");
+    ctx.update_metrics(|m| m.job_skipped_total += 1);
+    JobOutcome::Skipped(msg)
+}
+
+/// Record the run as running before any work: a run killed from here on is seen as dead.
+fn begin(ctx: &JobContext, previous: Option<JobState>) -> JobState {
+    let st = JobState {
         last: JobRecord {
             status: JobStatus::Running,
             pid: std::process::id(),
@@ -294,51 +318,33 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         },
         last_success: previous.and_then(|p| p.last_success),
     };
-    // Recorded before any work: a run killed from here on is seen as dead.
     ctx.save(&st);
     state::set_active(Some((ctx.state_path.clone(), st.clone())));
     ctx.update_metrics(|m| m.running = true);
     tracing::info!(started_at = %st.last.started_at, repository = %ctx.repository, "job started");
     ctx.notifier.ping(Ping::Start, "");
+    st
+}
 
+/// Run the steps in order; after a failure the rest are recorded as skipped. Returns the
+/// failure and the warnings of steps that finished incomplete.
+fn run_steps(
+    ctx: &JobContext,
+    steps: &mut dyn JobSteps,
+    st: &mut JobState,
+) -> (Option<String>, Vec<String>) {
     let mut failed: Option<String> = None;
     let mut incomplete: Vec<String> = Vec::new();
     for name in STEPS {
         if let Some(e) = &failed {
-            tracing::info!(
-                step = name,
-                status = "skipped",
-                "step skipped: an earlier step failed"
-            );
-            st.last.steps.push(StepRecord {
-                name: name.into(),
-                status: "skipped".into(),
-                duration_secs: 0.0,
-                detail: format!("not run: {}", e.split(':').next().unwrap_or(e)),
-            });
+            st.last.steps.push(skipped_step(name, e));
             continue;
         }
         st.last.step = Some(name.into());
-        ctx.save(&st);
+        ctx.save(st);
         state::set_active(Some((ctx.state_path.clone(), st.clone())));
         let t = Instant::now();
-        // A panic in a step (a bug, a library that panics on a missing trust store) fails the
-        // step and is recorded and notified like any failure, never a run left "running".
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match name {
-            "backup" => steps.backup(),
-            "archive" => steps.archive(),
-            "forget" => steps.forget(),
-            "check" => steps.check(),
-            _ => steps.sync(),
-        }))
-        .unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(format!("internal error (please report it): {what}"))
-        });
+        let result = call_step(steps, name);
         let secs = t.elapsed().as_secs_f64();
         let (status, detail) = match result {
             Ok(StepResult::Done(d)) => {
@@ -367,8 +373,53 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
             detail,
         });
     }
-    let stats = steps.repository_stats();
-    let r = &mut st.last;
+    (failed, incomplete)
+}
+
+/// A step not run because `error` (of an earlier step) stopped the run.
+fn skipped_step(name: &str, error: &str) -> StepRecord {
+    tracing::info!(
+        step = name,
+        status = "skipped",
+        "step skipped: an earlier step failed"
+    );
+    StepRecord {
+        name: name.into(),
+        status: "skipped".into(),
+        duration_secs: 0.0,
+        detail: format!("not run: {}", error.split(':').next().unwrap_or(error)),
+    }
+}
+
+/// Run one step. A panic in a step (a bug, a library that panics on a missing trust store)
+/// fails the step and is recorded and notified like any failure, never a run left "running".
+fn call_step(steps: &mut dyn JobSteps, name: &str) -> Result<StepResult, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match name {
+        "backup" => steps.backup(),
+        "archive" => steps.archive(),
+        "forget" => steps.forget(),
+        "check" => steps.check(),
+        _ => steps.sync(),
+    }))
+    .unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(format!("internal error (please report it): {what}"))
+    })
+}
+
+/// Close the record: times, repository size, and the status (failed by a step, or by
+/// steps that finished incomplete).
+fn finish(
+    r: &mut JobRecord,
+    started: Instant,
+    stats: Option<(u64, u64)>,
+    failed: Option<String>,
+    incomplete: Vec<String>,
+) {
     r.step = None;
     r.finished_at = Some(now_rfc3339());
     r.duration_secs = Some(started.elapsed().as_secs_f64());
@@ -381,12 +432,10 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         JobStatus::Success
     };
     r.error = error;
-    if r.status == JobStatus::Success {
-        st.last_success = Some(st.last.clone());
-    }
-    state::set_active(None);
-    ctx.save(&st);
-    let r = &st.last;
+}
+
+/// Log how the run went, update the metrics and notify.
+fn report(ctx: &JobContext, r: &JobRecord, stats: Option<(u64, u64)>) {
     let ok = r.status == JobStatus::Success;
     tracing::info!(
         status = if ok { "success" } else { "failed" },
@@ -425,10 +474,6 @@ pub fn run_job(ctx: &JobContext, steps: &mut dyn JobSteps) -> Result<JobOutcome,
         }
     });
     ctx.notifier.finished(r);
-    st.last.notified = true;
-    ctx.save(&st);
-    drop(lock);
-    Ok(JobOutcome::Finished(Box::new(st.last)))
 }
 
 /// Scheduled times in `(after, until]`, counted up to [`MAX_SKIPPED_COUNTED`].

@@ -762,13 +762,7 @@ impl Target {
                 extra,
             } => {
                 let body = if *json {
-                    let mut obj = serde_json::Map::new();
-                    obj.insert(title_key.clone(), title.into());
-                    obj.insert(message_key.clone(), message.into());
-                    for (k, v) in extra {
-                        obj.insert(k.clone(), v.as_str().into());
-                    }
-                    serde_json::Value::Object(obj).to_string().into_bytes()
+                    generic_json(title_key, message_key, extra, title, message)
                 } else {
                     message.as_bytes().to_vec()
                 };
@@ -796,38 +790,11 @@ impl Target {
                 preview,
                 base_url,
             } => {
-                let title_units: usize = title.chars().map(char::len_utf16).sum();
-                let room = TELEGRAM_MAX.saturating_sub(title_units + 1);
-                let message = html_escape(&truncate(message, room));
-                let text = if title.is_empty() {
-                    message
-                } else {
-                    format!("<b>{}</b>\n{message}", html_escape(title))
-                };
+                let text = telegram_text(title, message);
+                let flags = (*notification, *preview);
                 chats
                     .iter()
-                    .map(|chat| {
-                        let mut body = serde_json::json!({
-                            "text": text,
-                            "parse_mode": "HTML",
-                            "disable_notification": !notification,
-                            "disable_web_page_preview": !preview,
-                        });
-                        let (id, thread) = match chat.split_once(':') {
-                            Some((id, t)) => (id, t.parse::<i64>().ok()),
-                            None => (chat.as_str(), None),
-                        };
-                        body["chat_id"] = id.into();
-                        if let Some(t) = thread {
-                            body["message_thread_id"] = t.into();
-                        }
-                        json_request(
-                            format!("{base_url}/bot{token}/sendMessage"),
-                            body,
-                            Expect::Telegram,
-                            format!("chat {chat}"),
-                        )
-                    })
+                    .map(|chat| telegram_request(base_url, token, chat, &text, flags))
                     .collect()
             }
             Target::Slack {
@@ -849,29 +816,7 @@ impl Target {
                     };
                     body[key] = i.as_str().into();
                 }
-                match token {
-                    SlackToken::Webhook([a, b, c]) => vec![json_request(
-                        format!("{base_url}/services/{a}/{b}/{c}"),
-                        body,
-                        Expect::Success,
-                        String::new(),
-                    )],
-                    SlackToken::Api(t) => {
-                        if let Some(ch) = channel {
-                            body["channel"] = ch.as_str().into();
-                        }
-                        let mut r = json_request(
-                            format!("{base_url}/api/chat.postMessage"),
-                            body,
-                            Expect::SlackApi,
-                            String::new(),
-                        );
-                        r.headers[0].1 = "application/json; charset=utf-8".into();
-                        r.headers
-                            .push(("Authorization".into(), format!("Bearer {t}")));
-                        vec![r]
-                    }
-                }
+                vec![slack_request(base_url, token, channel.as_deref(), body)]
             }
             Target::Discord {
                 token,
@@ -1117,6 +1062,99 @@ impl fmt::Debug for Target {
                 .field("avatar", avatar)
                 .field("base_url", base_url)
                 .finish(),
+        }
+    }
+}
+
+/// The JSON body of a generic webhook: title and message under their keys, plus the extra
+/// fields.
+fn generic_json(
+    title_key: &str,
+    message_key: &str,
+    extra: &[(String, String)],
+    title: &str,
+    message: &str,
+) -> Vec<u8> {
+    let mut obj = serde_json::Map::new();
+    obj.insert(title_key.to_string(), title.into());
+    obj.insert(message_key.to_string(), message.into());
+    for (k, v) in extra {
+        obj.insert(k.clone(), v.as_str().into());
+    }
+    serde_json::Value::Object(obj).to_string().into_bytes()
+}
+
+/// A Telegram message: the title in bold, the message cut to what fits, both HTML-escaped.
+fn telegram_text(title: &str, message: &str) -> String {
+    let title_units: usize = title.chars().map(char::len_utf16).sum();
+    let room = TELEGRAM_MAX.saturating_sub(title_units + 1);
+    let message = html_escape(&truncate(message, room));
+    if title.is_empty() {
+        message
+    } else {
+        format!("<b>{}</b>\n{message}", html_escape(title))
+    }
+}
+
+/// One Telegram `sendMessage` to `chat` (`id` or `id:thread`); `flags` are (notification,
+/// preview).
+fn telegram_request(
+    base_url: &str,
+    token: &str,
+    chat: &str,
+    text: &str,
+    (notification, preview): (bool, bool),
+) -> Request {
+    let mut body = serde_json::json!({
+        "text": text,
+        "parse_mode": "HTML",
+        "disable_notification": !notification,
+        "disable_web_page_preview": !preview,
+    });
+    let (id, thread) = match chat.split_once(':') {
+        Some((id, t)) => (id, t.parse::<i64>().ok()),
+        None => (chat, None),
+    };
+    body["chat_id"] = id.into();
+    if let Some(t) = thread {
+        body["message_thread_id"] = t.into();
+    }
+    json_request(
+        format!("{base_url}/bot{token}/sendMessage"),
+        body,
+        Expect::Telegram,
+        format!("chat {chat}"),
+    )
+}
+
+/// The Slack request: to the webhook, or to `chat.postMessage` with the API token.
+fn slack_request(
+    base_url: &str,
+    token: &SlackToken,
+    channel: Option<&str>,
+    mut body: serde_json::Value,
+) -> Request {
+    match token {
+        SlackToken::Webhook([a, b, c]) => json_request(
+            format!("{base_url}/services/{a}/{b}/{c}"),
+            body,
+            Expect::Success,
+            String::new(),
+        ),
+        SlackToken::Api(t) => {
+            if let Some(ch) = channel {
+                body["channel"] = ch.into();
+            }
+            let mut r = json_request(
+                format!("{base_url}/api/chat.postMessage"),
+                body,
+                Expect::SlackApi,
+                String::new(),
+            );
+            r.headers[0].1 = "application/json; charset=utf-8".into();
+            r.headers
+                .push(("Authorization".into(), format!("Bearer {t}")));
+            r
         }
     }
 }

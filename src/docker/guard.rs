@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::label::ContainerInfo;
-use super::{DockerClient, DockerError};
+use super::{ContainerEngine, DockerClient, DockerError};
 
 /// How often a start that failed is tried again.
 const START_ATTEMPTS: u32 = 3;
@@ -72,14 +72,14 @@ struct Stopped {
 
 /// Stops containers and starts them again, latest stopped first, when told to or dropped.
 pub struct StopGuard<'a> {
-    client: &'a DockerClient,
+    client: &'a dyn ContainerEngine,
     grace: Duration,
     stopped: Vec<Stopped>,
 }
 
 impl<'a> StopGuard<'a> {
     /// A guard that gives each container `grace` to exit when stopping it.
-    pub fn new(client: &'a DockerClient, grace: Duration) -> Self {
+    pub fn new(client: &'a dyn ContainerEngine, grace: Duration) -> Self {
         Self {
             client,
             grace,
@@ -171,7 +171,7 @@ impl Drop for StopGuard<'_> {
     }
 }
 
-fn start_with_retries(client: &DockerClient, id: &str) -> Result<(), DockerError> {
+fn start_with_retries(client: &dyn ContainerEngine, id: &str) -> Result<(), DockerError> {
     let mut last = None;
     for attempt in 0..START_ATTEMPTS {
         if attempt > 0 {

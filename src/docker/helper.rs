@@ -75,8 +75,17 @@ pub fn owner_label() -> String {
     let pid = std::process::id();
     match super::backup::own_container_id() {
         Some(id) => format!("container:{id}/{pid}"),
-        None => format!("pid:{}:{pid}", crate::repo::hostname()),
+        None => format!("pid:{}:{pid}", host_name()),
     }
+}
+
+/// This machine's name, as `crate::repo::hostname` has it (the same call: an owner label
+/// written by one must be judged by the other).
+pub(crate) fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Remove every helper this process started and has not removed yet (the signal path).
@@ -296,7 +305,7 @@ impl DockerClient {
         if let Some(rest) = owner.strip_prefix("pid:")
             && let Some((host, pid)) = rest.rsplit_once(':')
         {
-            if host != crate::repo::hostname() {
+            if host != host_name() {
                 return Ok(true); // another machine's: not ours to judge
             }
             return Ok(std::path::Path::new(&format!("/proc/{pid}")).exists());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::label::{ContainerInfo, Phase};
-use super::{DockerClient, DockerError};
+use super::{ContainerEngine, DockerError};
 
 /// Longest output kept in a report or an error.
 const MAX_REPORTED_OUTPUT_CHARS: usize = 4000;
@@ -32,7 +32,7 @@ pub struct HookRun {
 /// Run the `phase` commands of each running container, in order; stop at the first failure.
 /// The runs so far are appended to `runs` either way.
 pub fn run_phase(
-    client: &DockerClient,
+    client: &dyn ContainerEngine,
     containers: &[&ContainerInfo],
     phase: Phase,
     runs: &mut Vec<HookRun>,

@@ -1,17 +1,23 @@
-//! Docker: back up volumes and restore into them, talking to the engine through bollard over
-//! its unix socket (`/var/run/docker.sock` or `DOCKER_HOST`).
+//! Docker: the adapter between coffer and the container engine, talking to it through bollard
+//! over its unix socket (`/var/run/docker.sock` or `DOCKER_HOST`).
 //!
-//! It owns the engine connection ([`client`]), the choice of volumes ([`volume`]), what the
-//! labels of containers mean ([`label`]) and the order they stop and start in ([`order`]),
-//! commands run inside containers ([`hook`]), the guarantee that every container it stopped is
-//! started again on every way out, signals included ([`guard`]), and the two-pass volume
-//! backup ([`backup`]) and the restore into a volume ([`restore`]).
+//! It owns the engine connection ([`client`]) behind the [`ContainerEngine`] trait
+//! ([`engine_api`]), the choice of volumes ([`volume`]), what the labels of containers mean
+//! ([`label`]) and the order they stop and start in ([`order`]), commands run inside
+//! containers ([`hook`]), helper containers ([`helper`]), and the guarantee that every
+//! container it stopped is started again on every way out, signals included ([`guard`]). The
+//! two-pass volume backup and the restore into a volume are [`crate::engine::volume_backup`]
+//! and [`crate::engine::volume_restore`], written against [`ContainerEngine`]; [`backup`] and
+//! [`restore`] re-export them under their old paths.
 //!
 //! Invariant: a container this module stopped is in the [`guard`] registry until it has been
 //! started again; a container that was not running when coffer came is never started.
 
 pub mod backup;
 pub mod client;
+pub mod engine_api;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod guard;
 pub mod helper;
 pub mod hook;
@@ -22,6 +28,7 @@ pub mod volume;
 
 pub use backup::{DockerBackupOptions, DockerBackupSummary, VolumeBackup, backup_volumes};
 pub use client::DockerClient;
+pub use engine_api::ContainerEngine;
 pub use guard::{ContainerDowntime, restart_stopped_containers};
 pub use restore::{
     HelperAccess, RestoreTarget, VolumeJob, VolumeRestoreOptions, VolumeRestoreSummary,

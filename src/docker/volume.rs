@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::label::{COMPOSE_PROJECT, COMPOSE_VOLUME};
-use super::{DockerClient, DockerError};
+use super::{ContainerEngine, DockerError};
 
 /// Where the old tool's compose files mount the volumes to back up.
 pub const DEFAULT_MOUNT_DIR: &str = "/backup";
@@ -127,7 +127,7 @@ impl VolumeSelection {
     }
 
     /// Resolve to volumes, sorted by name, without duplicates.
-    pub fn resolve(&self, client: &DockerClient) -> Result<Vec<DockerVolume>, DockerError> {
+    pub fn resolve(&self, client: &dyn ContainerEngine) -> Result<Vec<DockerVolume>, DockerError> {
         if self.is_empty() {
             return Err(DockerError::Usage(
                 "say which volumes: --volume NAME, --all-volumes, --volume-label KEY=VALUE or \

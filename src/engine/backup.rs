@@ -8,7 +8,6 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +19,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
+use super::content::{ContentError, buffer_for, save_content};
 use super::saver::{Saver, run_uploader};
 use super::{EngineError, Progress, Warning, Warnings, load_tree};
 use crate::catalog::Catalog;
@@ -31,8 +31,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::repo::{LockKind, Repository};
 use crate::source::meta;
 
-/// Bytes read from a file per chunking window (at least twice the largest chunk).
-pub const READ_WINDOW_BYTES: usize = 8 << 20;
+pub use super::content::READ_WINDOW_BYTES;
 /// How often a file that changes while it is read is read again before giving up.
 const CHANGED_RETRIES: usize = 2;
 
@@ -465,11 +464,11 @@ impl Walker<'_> {
             };
             let (content, size) = match self.read_content(&mut f) {
                 Ok(r) => r,
-                Err(ReadError::Io(e)) => {
+                Err(ContentError::Read(e)) => {
                     self.warnings.push(path.display().to_string(), e);
                     return Ok(false);
                 }
-                Err(ReadError::Engine(e)) => return Err(e),
+                Err(ContentError::Save(e)) => return Err(e),
             };
             let after = f.metadata().ok();
             let changed = after.as_ref().is_none_or(|m| {
@@ -501,55 +500,15 @@ impl Walker<'_> {
         }
     }
 
-    fn read_content(&self, f: &mut File) -> Result<(Vec<BlobId>, u64), ReadError> {
-        let window = READ_WINDOW_BYTES.max(2 * self.chunker.max_bytes());
-        let hint = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-        let mut buf = vec![0u8; (hint + 1).clamp(4096, window)];
-        let mut filled = 0usize;
-        let mut eof = false;
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        loop {
-            while !eof && filled < window {
-                if filled == buf.len() {
-                    buf.resize((buf.len() * 2).min(window), 0);
-                }
-                match f.read(&mut buf[filled..]) {
-                    Ok(0) => eof = true,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(ReadError::Io(e)),
-                }
-            }
-            let cuts = self.chunker.cuts(&buf[..filled], eof);
-            let mut chunks = Vec::with_capacity(cuts.len());
-            let mut off = 0;
-            for len in cuts {
-                chunks.push(&buf[off..off + len]);
-                off += len;
-            }
-            let ids: Result<Vec<BlobId>, EngineError> = chunks
-                .par_iter()
-                .map(|c| self.saver.save(BlobKind::Data, c))
-                .collect();
-            content.extend(ids.map_err(ReadError::Engine)?);
-            self.counters
-                .bytes_read
-                .fetch_add(off as u64, Ordering::Relaxed);
-            self.progress.add_bytes(off as u64);
-            size += off as u64;
-            buf.copy_within(off..filled, 0);
-            filled -= off;
-            if eof && filled == 0 {
-                return Ok((content, size));
-            }
-        }
+    /// Chunk and save a file's content; returns the blob ids and the bytes read.
+    fn read_content(&self, f: &mut File) -> Result<(Vec<BlobId>, u64), ContentError> {
+        let hint = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut buf = buffer_for(hint, &self.chunker);
+        save_content(self.saver, &self.chunker, f, &mut buf, |bytes| {
+            self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+            self.progress.add_bytes(bytes);
+        })
     }
-}
-
-enum ReadError {
-    Io(std::io::Error),
-    Engine(EngineError),
 }
 
 /// Find the parent snapshot: the newest of the same host with the same source names.
@@ -596,32 +555,11 @@ pub fn backup_pass(
 ) -> Result<BackupSummary, EngineError> {
     let start = Instant::now();
     let time = opts.time.unwrap_or_else(chrono::Utc::now);
-    if opts.sources.is_empty() {
-        return Err(EngineError::Usage(
-            "nothing to back up: give at least one source".into(),
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for s in &opts.sources {
-        if !seen.insert(s.name.as_str()) {
-            return Err(EngineError::Usage(format!(
-                "two sources are named {:?}: name them with NAME=PATH",
-                s.name
-            )));
-        }
-        std::fs::symlink_metadata(&s.path).map_err(|e| EngineError::Io {
-            path: s.path.display().to_string(),
-            source: e,
-        })?;
-    }
+    check_sources(opts)?;
     let _lock = repo.lock(LockKind::Shared, "backup")?;
     catalog.refresh(repo)?;
     let parent = find_parent(catalog, opts)?;
-    let parent_root: Option<Tree> = match (&pass.compare_tree, &parent) {
-        (Some(t), _) => Some(load_tree(repo, catalog, t)?),
-        (None, Some((_, s))) => Some(load_tree(repo, catalog, &s.tree)?),
-        (None, None) => None,
-    };
+    let parent_root = load_compared_tree(repo, catalog, &pass, parent.as_ref())?;
 
     let (saver, rx) = Saver::new(repo, catalog);
     let walker = Walker {
@@ -635,108 +573,16 @@ pub fn backup_pass(
         counters: Counters::default(),
         warnings: Warnings::default(),
         progress,
-        roots: opts
-            .sources
-            .iter()
-            .filter_map(|s| {
-                let fd = rustix::fs::open(
-                    &s.path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()?;
-                Some((s.path.clone(), fd))
-            })
-            .collect(),
+        roots: open_roots(opts),
     };
     let stats = saver.stats.clone();
-    let result: Result<BlobId, EngineError> = std::thread::scope(|scope| {
-        let uploader = std::thread::Builder::new()
-            .name("coffer-upload".into())
-            .spawn_scoped(scope, || run_uploader(repo, catalog, rx, &stats))
-            .map_err(|e| EngineError::Io {
-                path: "uploader thread".into(),
-                source: e,
-            })?;
-        let walked = (|| -> Result<BlobId, EngineError> {
-            let results: Vec<Result<Option<Node>, EngineError>> = opts
-                .sources
-                .par_iter()
-                .map(|s| {
-                    let name = OsString::from(&s.name);
-                    let old = parent_root
-                        .as_ref()
-                        .and_then(|t| t.nodes.iter().find(|n| n.name[..] == *s.name.as_bytes()));
-                    walker.entry(&name, &s.path, Path::new(""), old)
-                })
-                .collect();
-            let mut nodes = Vec::new();
-            for (r, s) in results.into_iter().zip(&opts.sources) {
-                match r? {
-                    Some(mut n) => {
-                        n.name = ByteBuf::from(s.name.as_bytes().to_vec());
-                        nodes.push(n);
-                    }
-                    None => {
-                        return Err(EngineError::Usage(format!(
-                            "source {} could not be read",
-                            s.path.display()
-                        )));
-                    }
-                }
-            }
-            nodes.sort_by(|a, b| a.name.cmp(&b.name));
-            let root = saver.save(BlobKind::Tree, &Tree { nodes }.encode())?;
-            saver.finish()?;
-            Ok(root)
-        })();
-        if walked.is_err() {
-            saver.abandon();
-        }
-        let uploaded = uploader
-            .join()
-            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
-        // The uploader's own error explains a failed send better than the send does.
-        uploaded?;
-        walked
-    });
-    let root = result?;
+    let root = walk_and_upload(&walker, rx, &stats, opts, parent_root.as_ref())?;
 
     let c = &walker.counters;
     let warnings = walker.warnings.take();
-    let summary = SnapshotSummary {
-        files: c.files.load(Ordering::Relaxed),
-        dirs: c.dirs.load(Ordering::Relaxed),
-        total_bytes: c.total_bytes.load(Ordering::Relaxed),
-        files_read: c.files_read.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        blobs_added: stats.blobs_added.load(Ordering::Relaxed),
-        bytes_added: stats.bytes_added.load(Ordering::Relaxed),
-        stored_bytes_added: stats.stored_bytes_added.load(Ordering::Relaxed),
-        errors: warnings.len() as u64,
-        duration_ms: start.elapsed().as_millis() as u64,
-    };
-    let snapshot = Snapshot {
-        time_ns: time.timestamp_nanos_opt().unwrap_or(0),
-        host: opts.host.clone(),
-        username: super::username(),
-        tags: opts.tags.clone(),
-        parent: parent.as_ref().map(|(id, _)| *id),
-        tree: root,
-        sources: opts
-            .sources
-            .iter()
-            .map(|s| SourceInfo {
-                name: s.name.clone(),
-                path: std::path::absolute(&s.path)
-                    .unwrap_or_else(|_| s.path.clone())
-                    .to_string_lossy()
-                    .into_owned(),
-            })
-            .collect(),
-        summary: summary.clone(),
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let summary = snapshot_summary(c, &stats, warnings.len(), start);
+    let parent_id = parent.as_ref().map(|(id, _)| *id);
+    let snapshot = snapshot_of(opts, time, parent_id, root, summary.clone());
     // Last write of the backup: everything it names is already stored and indexed.
     let id = if pass.no_snapshot {
         None
@@ -763,4 +609,182 @@ pub fn backup_pass(
         warnings,
         tree: root.to_hex(),
     })
+}
+
+/// Refuse, before anything is locked, a backup of no sources, of two sources with one name,
+/// or of a source that cannot be found.
+fn check_sources(opts: &BackupOptions) -> Result<(), EngineError> {
+    if opts.sources.is_empty() {
+        return Err(EngineError::Usage(
+            "nothing to back up: give at least one source".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &opts.sources {
+        if !seen.insert(s.name.as_str()) {
+            return Err(EngineError::Usage(format!(
+                "two sources are named {:?}: name them with NAME=PATH",
+                s.name
+            )));
+        }
+        std::fs::symlink_metadata(&s.path).map_err(|e| EngineError::Io {
+            path: s.path.display().to_string(),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+/// The root tree that files are compared against: the one the pass names, else the parent
+/// snapshot's, else none (every file is read).
+fn load_compared_tree(
+    repo: &Repository,
+    catalog: &Catalog,
+    pass: &PassOptions,
+    parent: Option<&(SnapshotId, Snapshot)>,
+) -> Result<Option<Tree>, EngineError> {
+    Ok(match (&pass.compare_tree, parent) {
+        (Some(t), _) => Some(load_tree(repo, catalog, t)?),
+        (None, Some((_, s))) => Some(load_tree(repo, catalog, &s.tree)?),
+        (None, None) => None,
+    })
+}
+
+/// Each source directory, opened once; a source that is not a directory is left out.
+fn open_roots(opts: &BackupOptions) -> HashMap<PathBuf, OwnedFd> {
+    opts.sources
+        .iter()
+        .filter_map(|s| {
+            let fd = rustix::fs::open(
+                &s.path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            Some((s.path.clone(), fd))
+        })
+        .collect()
+}
+
+/// Walk the sources while the uploader thread stores the packs they fill; returns the root
+/// tree once every pack and index file is stored. A failed walk abandons the saver, so the
+/// uploader stops too; the uploader's own error explains a failed send better than the send.
+fn walk_and_upload(
+    walker: &Walker<'_>,
+    rx: std::sync::mpsc::Receiver<crate::repo::PackBuilder>,
+    stats: &super::saver::SaverStats,
+    opts: &BackupOptions,
+    parent_root: Option<&Tree>,
+) -> Result<BlobId, EngineError> {
+    let (repo, catalog) = (walker.repo, walker.catalog);
+    std::thread::scope(|scope| {
+        let uploader = std::thread::Builder::new()
+            .name("coffer-upload".into())
+            .spawn_scoped(scope, || run_uploader(repo, catalog, rx, stats))
+            .map_err(|e| EngineError::Io {
+                path: "uploader thread".into(),
+                source: e,
+            })?;
+        let walked = walk_sources(walker, opts, parent_root);
+        if walked.is_err() {
+            walker.saver.abandon();
+        }
+        let uploaded = uploader
+            .join()
+            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+        uploaded?;
+        walked
+    })
+}
+
+/// Walk every source in parallel, save the root tree that names them, and hand the saver's
+/// last packs to the uploader.
+fn walk_sources(
+    walker: &Walker<'_>,
+    opts: &BackupOptions,
+    parent_root: Option<&Tree>,
+) -> Result<BlobId, EngineError> {
+    let results: Vec<Result<Option<Node>, EngineError>> = opts
+        .sources
+        .par_iter()
+        .map(|s| {
+            let name = OsString::from(&s.name);
+            let old =
+                parent_root.and_then(|t| t.nodes.iter().find(|n| n.name[..] == *s.name.as_bytes()));
+            walker.entry(&name, &s.path, Path::new(""), old)
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (r, s) in results.into_iter().zip(&opts.sources) {
+        match r? {
+            Some(mut n) => {
+                n.name = ByteBuf::from(s.name.as_bytes().to_vec());
+                nodes.push(n);
+            }
+            None => {
+                return Err(EngineError::Usage(format!(
+                    "source {} could not be read",
+                    s.path.display()
+                )));
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let root = walker
+        .saver
+        .save(BlobKind::Tree, &Tree { nodes }.encode())?;
+    walker.saver.finish()?;
+    Ok(root)
+}
+
+/// The figures a snapshot records, from the walk's counters and the saver's.
+fn snapshot_summary(
+    c: &Counters,
+    stats: &super::saver::SaverStats,
+    errors: usize,
+    start: Instant,
+) -> SnapshotSummary {
+    SnapshotSummary {
+        files: c.files.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        files_read: c.files_read.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        blobs_added: stats.blobs_added.load(Ordering::Relaxed),
+        bytes_added: stats.bytes_added.load(Ordering::Relaxed),
+        stored_bytes_added: stats.stored_bytes_added.load(Ordering::Relaxed),
+        errors: errors as u64,
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// The snapshot of this backup.
+fn snapshot_of(
+    opts: &BackupOptions,
+    time: chrono::DateTime<chrono::Utc>,
+    parent: Option<SnapshotId>,
+    root: BlobId,
+    summary: SnapshotSummary,
+) -> Snapshot {
+    Snapshot {
+        time_ns: time.timestamp_nanos_opt().unwrap_or(0),
+        host: opts.host.clone(),
+        username: super::username(),
+        tags: opts.tags.clone(),
+        parent,
+        tree: root,
+        sources: opts
+            .sources
+            .iter()
+            .map(|s| SourceInfo {
+                name: s.name.clone(),
+                path: std::path::absolute(&s.path)
+                    .unwrap_or_else(|_| s.path.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+            .collect(),
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }

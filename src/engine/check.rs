@@ -4,6 +4,11 @@
 //! `read_data`, every pack is read whole: its name is its hash, its header matches the index,
 //! and every blob decrypts and hashes to its id. Damage is reported with the snapshots and
 //! paths it affects.
+//!
+//! Two findings are warnings, not damage: a blob indexed in a pack that is missing but also in
+//! one that exists (an old index file put back; the copy that exists is used, as restore does),
+//! and, given a catalog, snapshots it saw that left the repository without a `forget` here
+//! (the one thing check takes from the catalog, since the repository cannot tell).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,13 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::check_index::CheckIndex;
 use super::{EngineError, Progress, display_bytes};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, VanishedSnapshot};
 use crate::format::pack::TRAILER_BYTES;
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::{BlobEntry, BlobKind};
 use crate::id::{BlobId, PackId, SnapshotId};
-use crate::repo::{BlobLocation, LockKind, Repository};
+use crate::repo::{LockKind, Repository};
 
 /// What to check.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -28,6 +35,9 @@ pub struct CheckOptions {
     /// Read and verify only this share of the packs: the least recently verified first (when
     /// a catalog remembers verification times), so N runs of `1/N` cover every pack.
     pub read_data_subset: Option<Subset>,
+    /// Stop reporting the snapshots that vanished (with a catalog): they were removed on
+    /// purpose, elsewhere.
+    pub acknowledge_vanished: bool,
 }
 
 /// A share of the packs.
@@ -117,79 +127,22 @@ pub struct CheckReport {
     pub unindexed_packs: u64,
     /// Problems; empty means the repository is sound.
     pub problems: Vec<Problem>,
+    /// Findings that leave every snapshot restorable: blobs indexed in a missing pack besides
+    /// an existing one, and indexed packs that are missing but hold nothing without a copy.
+    pub warnings: Vec<Problem>,
+    /// Blobs indexed in two packs that both exist (two backups stored them at once, or a prune
+    /// was interrupted; harmless, the next prune keeps one).
+    pub duplicate_blobs: u64,
+    /// Snapshots the catalog saw that left the repository without a `forget` through it
+    /// (deleted behind coffer's back, forgotten on another host, or an older state of the
+    /// repository put back); reported until acknowledged.
+    pub vanished_snapshots: Vec<VanishedSnapshot>,
+    /// Vanished snapshots this run acknowledged (`acknowledge_vanished`).
+    pub acknowledged_snapshots: Vec<VanishedSnapshot>,
 }
 
-/// The repository's index as `check` holds it: each pack's entries once, and per blob id only
-/// where its first entry is, in a table sorted by id and built once at its final size (40 bytes
-/// a blob; a hash map of locations took about 3 times that with its spare room and rehashing).
-#[derive(Default)]
-struct CheckIndex {
-    packs: Vec<(PackId, Vec<BlobEntry>)>,
-    pack_no: HashMap<PackId, u32>,
-    /// (blob id, pack number, entry number), sorted by id, one row per id.
-    blobs: Vec<(BlobId, u32, u32)>,
-}
-
-impl CheckIndex {
-    /// Add a pack's entries as an index file lists them (a pack listed twice gets both).
-    fn add_pack(&mut self, pack: PackId, blobs: Vec<BlobEntry>) {
-        match self.pack_no.get(&pack) {
-            Some(&n) => self.packs[n as usize].1.extend(blobs),
-            None => {
-                self.pack_no.insert(pack, self.packs.len() as u32);
-                self.packs.push((pack, blobs));
-            }
-        }
-    }
-
-    /// Build the blob id table; call once, after the last [`CheckIndex::add_pack`]. A blob
-    /// indexed twice is found at its first entry, in index file order.
-    fn index_blobs(&mut self) {
-        let n = self.packs.iter().map(|(_, b)| b.len()).sum();
-        let mut blobs = Vec::with_capacity(n);
-        for (p, (_, entries)) in self.packs.iter().enumerate() {
-            for (i, e) in entries.iter().enumerate() {
-                blobs.push((e.id, p as u32, i as u32));
-            }
-        }
-        // Stable: of equal ids the first added stays first, and dedup keeps it.
-        blobs.sort_by_key(|b| b.0);
-        blobs.dedup_by_key(|b| b.0);
-        blobs.shrink_to_fit();
-        self.blobs = blobs;
-    }
-
-    fn blob_count(&self) -> usize {
-        self.blobs.len()
-    }
-
-    fn position(&self, id: &BlobId) -> Option<(u32, u32)> {
-        let i = self.blobs.binary_search_by(|b| b.0.cmp(id)).ok()?;
-        Some((self.blobs[i].1, self.blobs[i].2))
-    }
-
-    fn contains(&self, id: &BlobId) -> bool {
-        self.position(id).is_some()
-    }
-
-    fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        let (p, i) = self.position(id)?;
-        let (pack, entries) = &self.packs[p as usize];
-        Some(BlobLocation {
-            pack: *pack,
-            entry: entries[i as usize],
-        })
-    }
-
-    fn entries(&self, pack: &PackId) -> Option<&[BlobEntry]> {
-        let &n = self.pack_no.get(pack)?;
-        Some(&self.packs[n as usize].1)
-    }
-
-    fn packs(&self) -> impl Iterator<Item = (&PackId, &Vec<BlobEntry>)> {
-        self.packs.iter().map(|(p, e)| (p, e))
-    }
-}
+/// Conflicts named one by one in the warnings; the rest are counted.
+const CONFLICTS_NAMED: usize = 20;
 
 /// Check the repository.
 pub fn check(
@@ -199,6 +152,22 @@ pub fn check(
 ) -> Result<CheckReport, EngineError> {
     check_with_catalog(repo, None, opts, progress)
 }
+
+/// What a check found so far: damage, warnings, and the blobs and trees found bad (with why).
+#[derive(Default)]
+struct Findings {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    bad_blobs: HashMap<BlobId, String>,
+    bad_trees: HashMap<BlobId, String>,
+}
+
+/// A snapshot that opened, with its id.
+type LoadedSnapshot = (SnapshotId, Snapshot);
+
+/// What reading one pack whole found: the blobs in it that are bad (with why), or why the
+/// pack as a whole is.
+type PackResult = (PackId, Result<Vec<(BlobId, String)>, String>);
 
 /// Check the repository; with a catalog, a data subset is chosen by and recorded in its
 /// verification times (rolling verification).
@@ -210,17 +179,70 @@ pub fn check_with_catalog(
 ) -> Result<CheckReport, EngineError> {
     let _lock = repo.lock(LockKind::Shared, "check")?;
     let mut report = CheckReport::default();
-    let mut problems = Vec::new();
+    let mut f = Findings::default();
 
+    // Index files, and the packs they name.
     let packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = packs.len() as u64;
+    let mut index = load_check_index(repo, &mut report, &mut f.problems)?;
+    let duplicates = index.index_blobs(|p| packs.contains_key(p));
+    report.blobs = index.blob_count() as u64;
+    report.duplicate_blobs = duplicates.in_existing_packs;
+    f.warnings = conflict_warnings(&duplicates.conflicts);
+    check_indexed_packs(&index, &packs, &mut f);
+    report.unindexed_packs = packs.keys().filter(|p| index.entries(p).is_none()).count() as u64;
+
+    // Snapshots and their trees.
+    let snapshot_ids = repo.list_snapshots()?;
+    let snapshots = load_snapshots(repo, &snapshot_ids, &mut f.problems);
+    report.snapshots = snapshots.len() as u64;
+    if let Some(c) = catalog {
+        note_vanished(c, &snapshot_ids, &snapshots, opts, &mut report)?;
+    }
+    let good_trees = check_trees(repo, &index, &snapshots, &mut f);
+    report.trees = good_trees.len() as u64;
+
+    // Pack contents.
+    if opts.read_data || opts.read_data_subset.is_some() {
+        let to_read = packs_to_read(catalog, opts, &packs)?;
+        let results = read_packs(repo, &index, &packs, &to_read, progress, &mut report);
+        if let Some(c) = catalog {
+            c.record_pack_checks(
+                &sound_packs(&results),
+                chrono::Utc::now().timestamp_millis(),
+            )?;
+        }
+        note_pack_results(results, &index, &mut report, &mut f);
+        // A damaged tree blob found by reading data is a damaged tree.
+        for (b, msg) in &f.bad_blobs {
+            if good_trees.contains(b) {
+                f.bad_trees.insert(*b, msg.clone());
+            }
+        }
+    }
+
+    if !f.bad_blobs.is_empty() || !f.bad_trees.is_empty() {
+        report_damage(repo, &index, &snapshots, &mut f);
+    }
+    f.problems.sort_by(|a, b| a.object.cmp(&b.object));
+    report.problems = f.problems;
+    report.warnings = f.warnings;
+    Ok(report)
+}
+
+/// Every index file's entries; an index file that does not open is a problem.
+fn load_check_index(
+    repo: &Repository,
+    report: &mut CheckReport,
+    problems: &mut Vec<Problem>,
+) -> Result<CheckIndex, EngineError> {
     let mut index = CheckIndex::default();
     for iid in repo.list_index_files()? {
         report.index_files += 1;
         match repo.load_index(&iid) {
             Ok(list) => {
                 for p in list {
-                    index.add_pack(p.pack, p.blobs);
+                    index.add_pack(iid, p.pack, p.blobs);
                 }
             }
             Err(e) => problems.push(Problem {
@@ -230,38 +252,70 @@ pub fn check_with_catalog(
             }),
         }
     }
-    index.index_blobs();
-    report.blobs = index.blob_count() as u64;
-    let mut bad_blobs: HashMap<BlobId, String> = HashMap::new();
+    Ok(index)
+}
+
+/// Each indexed pack must exist and hold its blobs: a missing pack loses the blobs that have
+/// no copy elsewhere (or is only a warning when all have one), and an entry past the end of
+/// its pack is a bad blob.
+fn check_indexed_packs(index: &CheckIndex, packs: &HashMap<PackId, u64>, f: &mut Findings) {
     for (pack, entries) in index.packs() {
         let name = crate::repo::path::pack(pack);
         match packs.get(pack) {
             None => {
-                problems.push(Problem {
+                // Blobs whose only indexed copy was in this pack are lost; the others are
+                // used from the pack that exists.
+                let lost: Vec<&BlobEntry> = entries
+                    .iter()
+                    .filter(|e| index.get(&e.id).is_none_or(|l| l.pack == *pack))
+                    .collect();
+                let named_by = index
+                    .named_by(pack)
+                    .map(|i| format!(" (named by {})", crate::repo::path::index(&i)))
+                    .unwrap_or_default();
+                if lost.is_empty() {
+                    f.warnings.push(Problem {
+                        object: name,
+                        message: format!(
+                            "indexed pack is missing{named_by}, but every blob in it is \
+                             indexed in a pack that exists too (an old index file put back?); \
+                             `coffer prune` writes a clean index"
+                        ),
+                        affects: vec![],
+                    });
+                    continue;
+                }
+                f.problems.push(Problem {
                     object: name,
-                    message: "indexed pack is missing".into(),
+                    message: format!("indexed pack is missing{named_by}"),
                     affects: vec![],
                 });
-                for e in entries {
-                    bad_blobs.insert(e.id, format!("its pack {} is missing", pack.short()));
+                for e in lost {
+                    f.bad_blobs
+                        .insert(e.id, format!("its pack {} is missing", pack.short()));
                 }
             }
             Some(&size) => {
                 let limit = size.saturating_sub(TRAILER_BYTES as u64);
                 for e in entries {
                     if u64::from(e.offset) + u64::from(e.packed_len) > limit {
-                        bad_blobs.insert(e.id, format!("outside its pack {}", pack.short()));
+                        f.bad_blobs
+                            .insert(e.id, format!("outside its pack {}", pack.short()));
                     }
                 }
             }
         }
     }
-    report.unindexed_packs = packs.keys().filter(|p| index.entries(p).is_none()).count() as u64;
+}
 
-    // Snapshots and their trees.
-    let snapshot_ids = repo.list_snapshots()?;
+/// The snapshots that open; one that does not is a problem.
+fn load_snapshots(
+    repo: &Repository,
+    ids: &[SnapshotId],
+    problems: &mut Vec<Problem>,
+) -> Vec<LoadedSnapshot> {
     let mut snapshots = Vec::new();
-    for id in &snapshot_ids {
+    for id in ids {
         match repo.load_snapshot(id) {
             Ok(s) => snapshots.push((*id, s)),
             Err(e) => problems.push(Problem {
@@ -271,16 +325,44 @@ pub fn check_with_catalog(
             }),
         }
     }
-    report.snapshots = snapshots.len() as u64;
+    snapshots
+}
+
+/// The repository cannot tell which snapshots it lost; the catalog remembers. Report them, or
+/// acknowledge them when asked.
+fn note_vanished(
+    c: &Catalog,
+    ids: &[SnapshotId],
+    snapshots: &[LoadedSnapshot],
+    opts: &CheckOptions,
+    report: &mut CheckReport,
+) -> Result<(), EngineError> {
+    let loaded: HashMap<&SnapshotId, &Snapshot> = snapshots.iter().map(|(id, s)| (id, s)).collect();
+    c.update_snapshots(ids, |id| loaded.get(id).map(|s| (*s).clone()))?;
+    if opts.acknowledge_vanished {
+        report.acknowledged_snapshots = c.acknowledge_vanished()?;
+    } else {
+        report.vanished_snapshots = c.vanished_snapshots()?;
+    }
+    Ok(())
+}
+
+/// Open every tree the snapshots reach and look up every blob they name. Returns the trees
+/// that opened; the others, and the blobs no index names, go to the findings.
+fn check_trees(
+    repo: &Repository,
+    index: &CheckIndex,
+    snapshots: &[LoadedSnapshot],
+    f: &mut Findings,
+) -> HashSet<BlobId> {
     let mut good_trees: HashSet<BlobId> = HashSet::new();
-    let mut bad_trees: HashMap<BlobId, String> = HashMap::new();
-    for (_, s) in &snapshots {
+    for (_, s) in snapshots {
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {
-            if good_trees.contains(&t) || bad_trees.contains_key(&t) {
+            if good_trees.contains(&t) || f.bad_trees.contains_key(&t) {
                 continue;
             }
-            match load_checked_tree(repo, &index, &t) {
+            match load_checked_tree(repo, index, &t) {
                 Ok(tree) => {
                     good_trees.insert(t);
                     for n in &tree.nodes {
@@ -289,7 +371,7 @@ pub fn check_with_catalog(
                         }
                         for c in &n.content {
                             if !index.contains(c) {
-                                bad_blobs
+                                f.bad_blobs
                                     .entry(*c)
                                     .or_insert_with(|| "not in any index".into());
                             }
@@ -297,123 +379,185 @@ pub fn check_with_catalog(
                     }
                 }
                 Err(msg) => {
-                    bad_trees.insert(t, msg);
+                    f.bad_trees.insert(t, msg);
                 }
             }
         }
     }
-    report.trees = good_trees.len() as u64;
+    good_trees
+}
 
-    if opts.read_data || opts.read_data_subset.is_some() {
-        let mut all: Vec<PackId> = packs.keys().copied().collect();
-        all.sort();
-        let to_read: Vec<PackId> = match opts.read_data_subset {
-            Some(subset) if !opts.read_data => {
-                let verified = match catalog {
-                    Some(c) => c.pack_check_times()?,
-                    None => HashMap::new(),
-                };
-                pick_least_recently_verified(&all, &verified, subset.count_of(all.len()))
-            }
-            _ => all,
-        };
-        let total: u64 = to_read.iter().filter_map(|p| packs.get(p)).sum();
-        progress.total_bytes.store(total, Ordering::Relaxed);
-        let bytes_read = AtomicU64::new(0);
-        type PackResult = (PackId, Result<Vec<(BlobId, String)>, String>);
-        let results: Vec<PackResult> = to_read
-            .par_iter()
-            .filter_map(|id| packs.get(id).map(|size| (id, size)))
-            .map(|(id, size)| {
-                let r = (|| {
-                    // In pieces: memory stays at a few MiB per thread, whatever the pack size.
-                    let verified = repo.verify_stored_pack(id, *size);
-                    bytes_read.fetch_add(*size, Ordering::Relaxed);
-                    progress.file_done(*size);
-                    let (entries, bad) = verified.map_err(|e| e.to_string())?;
-                    let mut out: Vec<(BlobId, String)> = bad
-                        .into_iter()
-                        .map(|(e, err)| (e.id, err.to_string()))
-                        .collect();
-                    if let Some(indexed) = index.entries(id) {
-                        let in_header: HashMap<BlobId, &BlobEntry> =
-                            entries.iter().map(|e| (e.id, e)).collect();
-                        for e in indexed {
-                            if in_header.get(&e.id).is_none_or(|h| **h != *e) {
-                                out.push((
-                                    e.id,
-                                    "index entry does not match the pack header".into(),
-                                ));
-                            }
-                        }
-                    }
-                    Ok(out)
-                })();
-                (*id, r)
-            })
-            .collect();
-        report.bytes_read = bytes_read.load(Ordering::Relaxed);
-        let sound: Vec<PackId> = results
-            .iter()
-            .filter(|(_, r)| r.as_ref().is_ok_and(|bad| bad.is_empty()))
-            .map(|(p, _)| *p)
-            .collect();
-        if let Some(c) = catalog {
-            c.record_pack_checks(&sound, chrono::Utc::now().timestamp_millis())?;
+/// The packs to read whole: all of them, or the share asked for, least recently verified
+/// first when a catalog remembers.
+fn packs_to_read(
+    catalog: Option<&Catalog>,
+    opts: &CheckOptions,
+    packs: &HashMap<PackId, u64>,
+) -> Result<Vec<PackId>, EngineError> {
+    let mut all: Vec<PackId> = packs.keys().copied().collect();
+    all.sort();
+    Ok(match opts.read_data_subset {
+        Some(subset) if !opts.read_data => {
+            let verified = match catalog {
+                Some(c) => c.pack_check_times()?,
+                None => HashMap::new(),
+            };
+            pick_least_recently_verified(&all, &verified, subset.count_of(all.len()))
         }
-        for (pack, r) in results {
-            report.packs_read += 1;
-            match r {
-                Ok(bad) => {
-                    for (b, msg) in bad {
-                        bad_blobs.insert(b, msg);
-                    }
-                }
-                Err(msg) => {
-                    problems.push(Problem {
-                        object: crate::repo::path::pack(&pack),
-                        message: msg,
-                        affects: vec![],
-                    });
-                    for e in index.entries(&pack).into_iter().flatten() {
-                        bad_blobs.insert(e.id, format!("its pack {} is damaged", pack.short()));
-                    }
-                }
-            }
-        }
-        // A damaged tree blob found by reading data is a damaged tree.
-        for (b, msg) in &bad_blobs {
-            if good_trees.contains(b) {
-                bad_trees.insert(*b, msg.clone());
-            }
-        }
-    }
+        _ => all,
+    })
+}
 
-    if !bad_blobs.is_empty() || !bad_trees.is_empty() {
-        let affects = affected_paths(repo, &index, &snapshots, &bad_blobs, &bad_trees);
-        for (t, msg) in &bad_trees {
-            problems.push(Problem {
-                object: format!("tree {t}"),
-                message: msg.clone(),
-                affects: affects.get(t).cloned().unwrap_or_default(),
-            });
-        }
-        for (b, msg) in &bad_blobs {
-            // Only report blobs that matter: referenced, or in a damaged pack.
-            let a = affects.get(b).cloned().unwrap_or_default();
-            if a.is_empty() && !index.contains(b) {
-                continue;
+/// Read the packs `to_read` whole, in parallel, and compare their headers with the index.
+fn read_packs(
+    repo: &Repository,
+    index: &CheckIndex,
+    packs: &HashMap<PackId, u64>,
+    to_read: &[PackId],
+    progress: &Progress,
+    report: &mut CheckReport,
+) -> Vec<PackResult> {
+    let total: u64 = to_read.iter().filter_map(|p| packs.get(p)).sum();
+    progress.total_bytes.store(total, Ordering::Relaxed);
+    let bytes_read = AtomicU64::new(0);
+    let results: Vec<PackResult> = to_read
+        .par_iter()
+        .filter_map(|id| packs.get(id).map(|size| (id, size)))
+        .map(|(id, size)| {
+            let r = read_pack(repo, index, id, *size, progress, &bytes_read);
+            (*id, r)
+        })
+        .collect();
+    report.bytes_read = bytes_read.load(Ordering::Relaxed);
+    results
+}
+
+/// Read one pack whole and return its bad blobs: those that do not open, and those whose
+/// index entry differs from the pack's header.
+fn read_pack(
+    repo: &Repository,
+    index: &CheckIndex,
+    id: &PackId,
+    size: u64,
+    progress: &Progress,
+    bytes_read: &AtomicU64,
+) -> Result<Vec<(BlobId, String)>, String> {
+    // In pieces: memory stays at a few MiB per thread, whatever the pack size.
+    let verified = repo.verify_stored_pack(id, size);
+    bytes_read.fetch_add(size, Ordering::Relaxed);
+    progress.file_done(size);
+    let (entries, bad) = verified.map_err(|e| e.to_string())?;
+    let mut out: Vec<(BlobId, String)> = bad
+        .into_iter()
+        .map(|(e, err)| (e.id, err.to_string()))
+        .collect();
+    if let Some(indexed) = index.entries(id) {
+        let in_header: HashMap<BlobId, &BlobEntry> = entries.iter().map(|e| (e.id, e)).collect();
+        for e in indexed {
+            if in_header.get(&e.id).is_none_or(|h| **h != *e) {
+                out.push((e.id, "index entry does not match the pack header".into()));
             }
-            problems.push(Problem {
-                object: format!("blob {b}"),
-                message: msg.clone(),
-                affects: a,
-            });
         }
     }
-    problems.sort_by(|a, b| a.object.cmp(&b.object));
-    report.problems = problems;
-    Ok(report)
+    Ok(out)
+}
+
+/// The packs read that were found sound.
+fn sound_packs(results: &[PackResult]) -> Vec<PackId> {
+    results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|bad| bad.is_empty()))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// Add what reading the packs found: bad blobs, and damaged packs whose blobs are all bad.
+fn note_pack_results(
+    results: Vec<PackResult>,
+    index: &CheckIndex,
+    report: &mut CheckReport,
+    f: &mut Findings,
+) {
+    for (pack, r) in results {
+        report.packs_read += 1;
+        match r {
+            Ok(bad) => {
+                for (b, msg) in bad {
+                    f.bad_blobs.insert(b, msg);
+                }
+            }
+            Err(msg) => {
+                f.problems.push(Problem {
+                    object: crate::repo::path::pack(&pack),
+                    message: msg,
+                    affects: vec![],
+                });
+                for e in index.entries(&pack).into_iter().flatten() {
+                    f.bad_blobs
+                        .insert(e.id, format!("its pack {} is damaged", pack.short()));
+                }
+            }
+        }
+    }
+}
+
+/// One problem per bad tree and per bad blob that matters, with the paths it affects.
+fn report_damage(
+    repo: &Repository,
+    index: &CheckIndex,
+    snapshots: &[LoadedSnapshot],
+    f: &mut Findings,
+) {
+    let affects = affected_paths(repo, index, snapshots, &f.bad_blobs, &f.bad_trees);
+    for (t, msg) in &f.bad_trees {
+        f.problems.push(Problem {
+            object: format!("tree {t}"),
+            message: msg.clone(),
+            affects: affects.get(t).cloned().unwrap_or_default(),
+        });
+    }
+    for (b, msg) in &f.bad_blobs {
+        // Only report blobs that matter: referenced, or in a damaged pack.
+        let a = affects.get(b).cloned().unwrap_or_default();
+        if a.is_empty() && !index.contains(b) {
+            continue;
+        }
+        f.problems.push(Problem {
+            object: format!("blob {b}"),
+            message: msg.clone(),
+            affects: a,
+        });
+    }
+}
+
+/// One warning per conflicting blob (the first [`CONFLICTS_NAMED`]), then one for the rest.
+fn conflict_warnings(conflicts: &[super::check_index::Conflict]) -> Vec<Problem> {
+    let mut out: Vec<Problem> = conflicts
+        .iter()
+        .take(CONFLICTS_NAMED)
+        .map(|c| Problem {
+            object: format!("blob {}", c.blob),
+            message: format!(
+                "indexed in pack {} and in pack {}, which is missing (an old index file put \
+                 back?); the copy in {} is used",
+                c.used,
+                c.missing,
+                c.used.short()
+            ),
+            affects: vec![],
+        })
+        .collect();
+    if conflicts.len() > CONFLICTS_NAMED {
+        out.push(Problem {
+            object: "index".into(),
+            message: format!(
+                "{} more blobs are indexed in a missing pack besides an existing one",
+                conflicts.len() - CONFLICTS_NAMED
+            ),
+            affects: vec![],
+        });
+    }
+    out
 }
 
 fn load_checked_tree(repo: &Repository, index: &CheckIndex, id: &BlobId) -> Result<Tree, String> {
@@ -431,7 +575,7 @@ fn load_checked_tree(repo: &Repository, index: &CheckIndex, id: &BlobId) -> Resu
 fn affected_paths(
     repo: &Repository,
     index: &CheckIndex,
-    snapshots: &[(SnapshotId, crate::format::snapshot::Snapshot)],
+    snapshots: &[LoadedSnapshot],
     bad_blobs: &HashMap<BlobId, String>,
     bad_trees: &HashMap<BlobId, String>,
 ) -> HashMap<BlobId, Vec<String>> {
@@ -531,9 +675,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError
     }
     // Their packs are indexed again above: the damaged files can go.
     for iid in corrupt {
-        repo.store()
-            .delete(&crate::repo::path::index(&iid))
-            .map_err(crate::repo::RepoError::from)?;
+        repo.delete_index(&iid)?;
         s.damaged_index_files_removed += 1;
     }
     Ok(s)
@@ -542,41 +684,6 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexSummary, EngineError
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn check_index_finds_first_entry_of_each_blob() {
-        let entry = |id: u8, offset: u32| BlobEntry {
-            id: BlobId([id; 32]),
-            kind: BlobKind::Data,
-            compression: crate::format::Compression::None,
-            offset,
-            packed_len: 50,
-            data_len: 10,
-            raw_len: 10,
-        };
-        let (p1, p2) = (PackId([1; 32]), PackId([2; 32]));
-        let mut index = CheckIndex::default();
-        index.add_pack(p1, vec![entry(9, 0), entry(3, 50)]);
-        index.add_pack(p2, vec![entry(3, 0), entry(5, 50)]);
-        // The same pack listed by a second index file: its entries are kept beside the first.
-        index.add_pack(p1, vec![entry(7, 100)]);
-        index.index_blobs();
-
-        assert_eq!(index.blob_count(), 4);
-        let three = index.get(&BlobId([3; 32])).unwrap();
-        assert_eq!(
-            (three.pack, three.entry.offset),
-            (p1, 50),
-            "first listed wins"
-        );
-        assert_eq!(index.get(&BlobId([7; 32])).unwrap().pack, p1);
-        assert_eq!(index.get(&BlobId([5; 32])).unwrap().pack, p2);
-        assert!(!index.contains(&BlobId([4; 32])));
-        assert!(index.get(&BlobId([0; 32])).is_none());
-        assert_eq!(index.entries(&p1).unwrap().len(), 3);
-        assert!(index.entries(&PackId([3; 32])).is_none());
-        assert_eq!(index.packs().count(), 2);
-    }
 
     #[test]
     fn subsets_parse_and_count() {

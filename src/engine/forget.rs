@@ -102,8 +102,10 @@ pub fn forget(
             if !opts.dry_run {
                 let id = SnapshotId::from_hex(&d.id)
                     .map_err(|e| EngineError::Usage(format!("snapshot id {}: {e}", d.id)))?;
-                repo.delete_snapshot(&id)?;
+                // Recorded as forgotten first, so that the catalog never takes this
+                // snapshot's disappearance for a vanished one.
                 catalog.remove_snapshot(&id)?;
+                repo.delete_snapshot(&id)?;
             }
         }
         summary.snapshots.push(ForgetEntry {

@@ -3,36 +3,36 @@
 //! operation takes an options value and returns a summary value, both serializable, so
 //! `--json` costs nothing.
 //!
-//! Export and import move snapshots to and from gzip tar archives in the layout of the old
-//! nightly backups, one concept a file: `export` walks a snapshot into tar entries and
-//! `export_file` puts the archive on disk atomically (with the `latest` link); `tar_writer`
-//! writes GNU tar records, `blob_reader` streams a file's verified blobs, `pax` encodes and
-//! decodes PAX records, `archive_name` turns snapshot times into archive names and back, and
-//! `gzip_pipe` runs gzip or gunzip on its own thread behind a bounded channel. `import` drives
-//! an import into a snapshot, `import_entry` turns each tar entry into a node with saved
-//! content, and `import_tree` assembles those nodes and saves the trees bottom-up.
+//! Export to and import from tar archives live in [`archive`]; their old paths
+//! (`engine::export`, `engine::import`, `engine::archive_prune`) are kept as re-exports.
+//!
+//! Docker volumes: `volume_backup` backs volumes up in two passes with their labelled
+//! containers stopped only for the second, `volume_restore` restores into a volume with its
+//! users stopped, and `volume_job` is the restore's work, done here or in a helper container.
+//! They reach the container engine only through [`crate::docker::ContainerEngine`].
 
-mod archive_name;
-pub mod archive_prune;
+pub mod archive;
 pub mod backup;
 mod blob_reader;
 pub mod check;
-pub mod export;
-mod export_file;
+mod check_index;
+mod content;
 pub mod forget;
-mod gzip_pipe;
-pub mod import;
-mod import_entry;
-mod import_tree;
-mod pax;
 pub mod progress;
 pub mod prune;
+mod refresh;
 pub mod restore;
 pub mod retention;
 mod saver;
+pub mod session;
 pub mod sync;
-mod tar_writer;
+pub mod volume_backup;
+pub mod volume_job;
+pub mod volume_restore;
 pub mod walk;
+
+pub use archive::prune as archive_prune;
+pub use archive::{export, import};
 
 use std::sync::Mutex;
 

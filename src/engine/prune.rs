@@ -25,8 +25,10 @@ use super::{EngineError, Progress, load_tree};
 use crate::catalog::Catalog;
 use crate::format::index::PackIndex;
 use crate::format::{BlobEntry, BlobKind};
-use crate::id::{BlobId, IndexId, PackId};
-use crate::repo::{BlobLocation, LockKind, PackBuilder, RepoError, Repository, SealedBlob, path};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::{
+    BlobLocation, LockKind, PackBuilder, RepoError, Repository, SealedBlob, StoredObject, path,
+};
 
 /// Target size of repacked tree packs.
 const TREE_PACK_BYTES: usize = 4 << 20;
@@ -111,43 +113,9 @@ impl PrunePlan {
             pack_bytes: packs.values().sum(),
             ..PrunePlan::default()
         };
-        // Entries per existing pack, each blob once per pack.
-        let mut entries: BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>> = BTreeMap::new();
-        for p in index {
-            if !packs.contains_key(&p.pack) {
-                continue;
-            }
-            let e = entries.entry(p.pack).or_default();
-            for b in &p.blobs {
-                e.entry(b.id).or_insert(*b);
-            }
-        }
-        // Each used blob is kept in one pack: the first (by pack id) that holds it.
-        for (pack, blobs) in &entries {
-            for (id, e) in blobs {
-                if used.contains(id) && !plan.live.contains_key(id) {
-                    plan.live.insert(
-                        *id,
-                        BlobLocation {
-                            pack: *pack,
-                            entry: *e,
-                        },
-                    );
-                }
-            }
-        }
-        let missing = used.iter().filter(|b| !plan.live.contains_key(b)).count();
-        if missing > 0 {
-            let example = used
-                .iter()
-                .find(|b| !plan.live.contains_key(b))
-                .map(|b| b.to_string())
-                .unwrap_or_default();
-            return Err(format!(
-                "{missing} blob(s) that snapshots need are in no pack (e.g. {example}): \
-                 nothing was deleted; run `coffer check` and `coffer repair index`"
-            ));
-        }
+        let entries = entries_per_pack(packs, index);
+        plan.live = live_locations(&entries, used);
+        refuse_missing(used, &plan.live)?;
         let mut live_per_pack: HashMap<PackId, u64> = HashMap::new();
         for loc in plan.live.values() {
             *live_per_pack.entry(loc.pack).or_default() += u64::from(loc.entry.packed_len);
@@ -156,23 +124,38 @@ impl PrunePlan {
         plan.live_blobs = plan.live.len() as u64;
         plan.unused_bytes_before = plan.pack_bytes.saturating_sub(plan.live_bytes);
 
+        let candidates = plan.keep_or_delete(packs, &entries, &live_per_pack);
+        plan.choose_repacks(candidates, &live_per_pack, max_unused_percent);
+        plan.count_actions(packs);
+        Ok(plan)
+    }
+
+    /// Delete the packs that hold nothing live (or that no index names) and keep the others.
+    /// Returns the kept packs that hold unused bytes, as `(pack, unused, size)`: the
+    /// candidates for repacking.
+    fn keep_or_delete(
+        &mut self,
+        packs: &HashMap<PackId, u64>,
+        entries: &BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>>,
+        live_per_pack: &HashMap<PackId, u64>,
+    ) -> Vec<(PackId, u64, u64)> {
         let mut candidates: Vec<(PackId, u64, u64)> = Vec::new(); // (pack, unused, size)
         for (pack, &size) in packs {
             if !entries.contains_key(pack) {
-                plan.unindexed_packs += 1;
-                plan.actions.insert(*pack, PackAction::Delete);
+                self.unindexed_packs += 1;
+                self.actions.insert(*pack, PackAction::Delete);
                 continue;
             }
             let live = live_per_pack.get(pack).copied().unwrap_or(0);
             if live == 0 {
-                plan.actions.insert(*pack, PackAction::Delete);
+                self.actions.insert(*pack, PackAction::Delete);
             } else {
-                plan.actions.insert(*pack, PackAction::Keep);
+                self.actions.insert(*pack, PackAction::Keep);
                 // Unused: blobs in it that are not live here (dead, or duplicates kept
                 // elsewhere). The header is overhead every pack has, not waste.
                 let unused: u64 = entries[pack]
                     .values()
-                    .filter(|e| plan.live.get(&e.id).is_none_or(|l| l.pack != *pack))
+                    .filter(|e| self.live.get(&e.id).is_none_or(|l| l.pack != *pack))
                     .map(|e| u64::from(e.packed_len))
                     .sum();
                 if unused > 0 {
@@ -180,40 +163,112 @@ impl PrunePlan {
                 }
             }
         }
-        // Repack the packs with the largest unused share first, until what is left unused in
-        // kept packs is within the tolerance.
+        candidates
+    }
+
+    /// Repack the packs with the largest unused share first, until what is left unused in
+    /// kept packs is within the tolerance.
+    fn choose_repacks(
+        &mut self,
+        mut candidates: Vec<(PackId, u64, u64)>,
+        live_per_pack: &HashMap<PackId, u64>,
+        max_unused_percent: f64,
+    ) {
         candidates.sort_by(|a, b| {
             let ra = a.1 as f64 / a.2.max(1) as f64;
             let rb = b.1 as f64 / b.2.max(1) as f64;
             rb.total_cmp(&ra).then_with(|| a.0.cmp(&b.0))
         });
-        let allowed = (plan.live_bytes as f64 * max_unused_percent.max(0.0) / 100.0) as u64;
+        let allowed = (self.live_bytes as f64 * max_unused_percent.max(0.0) / 100.0) as u64;
         let mut unused_kept: u64 = candidates.iter().map(|c| c.1).sum();
         for (pack, unused, _) in &candidates {
             if unused_kept <= allowed {
                 break;
             }
-            plan.actions.insert(*pack, PackAction::Repack);
+            self.actions.insert(*pack, PackAction::Repack);
             unused_kept -= unused;
-            plan.bytes_to_repack += live_per_pack.get(pack).copied().unwrap_or(0);
+            self.bytes_to_repack += live_per_pack.get(pack).copied().unwrap_or(0);
         }
-        plan.unused_bytes_after = unused_kept;
-        for (pack, action) in &plan.actions {
+        self.unused_bytes_after = unused_kept;
+    }
+
+    /// The counts and bytes of the packs deleted and repacked.
+    fn count_actions(&mut self, packs: &HashMap<PackId, u64>) {
+        for (pack, action) in &self.actions {
             match action {
                 PackAction::Keep => {}
                 PackAction::Repack => {
-                    plan.packs_to_repack += 1;
-                    plan.bytes_to_free += packs[pack];
+                    self.packs_to_repack += 1;
+                    self.bytes_to_free += packs[pack];
                 }
                 PackAction::Delete => {
-                    plan.packs_to_delete += 1;
-                    plan.bytes_to_free += packs[pack];
+                    self.packs_to_delete += 1;
+                    self.bytes_to_free += packs[pack];
                 }
             }
         }
-        plan.packs_to_delete -= plan.unindexed_packs;
-        Ok(plan)
+        self.packs_to_delete -= self.unindexed_packs;
     }
+}
+
+/// Entries per existing pack, each blob once per pack.
+fn entries_per_pack(
+    packs: &HashMap<PackId, u64>,
+    index: &[PackIndex],
+) -> BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>> {
+    let mut entries: BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>> = BTreeMap::new();
+    for p in index {
+        if !packs.contains_key(&p.pack) {
+            continue;
+        }
+        let e = entries.entry(p.pack).or_default();
+        for b in &p.blobs {
+            e.entry(b.id).or_insert(*b);
+        }
+    }
+    entries
+}
+
+/// Each used blob is kept in one pack: the first (by pack id) that holds it.
+fn live_locations(
+    entries: &BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>>,
+    used: &HashSet<BlobId>,
+) -> HashMap<BlobId, BlobLocation> {
+    let mut live: HashMap<BlobId, BlobLocation> = HashMap::new();
+    for (pack, blobs) in entries {
+        for (id, e) in blobs {
+            if used.contains(id) && !live.contains_key(id) {
+                live.insert(
+                    *id,
+                    BlobLocation {
+                        pack: *pack,
+                        entry: *e,
+                    },
+                );
+            }
+        }
+    }
+    live
+}
+
+/// Refuse to prune when a used blob is in no pack: it would make things worse.
+fn refuse_missing(
+    used: &HashSet<BlobId>,
+    live: &HashMap<BlobId, BlobLocation>,
+) -> Result<(), String> {
+    let missing = used.iter().filter(|b| !live.contains_key(b)).count();
+    if missing > 0 {
+        let example = used
+            .iter()
+            .find(|b| !live.contains_key(b))
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        return Err(format!(
+            "{missing} blob(s) that snapshots need are in no pack (e.g. {example}): \
+             nothing was deleted; run `coffer check` and `coffer repair index`"
+        ));
+    }
+    Ok(())
 }
 
 /// What prune did (or, with `dry_run`, would do).
@@ -264,29 +319,9 @@ pub fn prune_locked(
     // Everything from the repository itself: the catalog only serves cached trees.
     let packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     let index_ids: Vec<IndexId> = repo.list_index_files()?;
-    let mut index: Vec<PackIndex> = Vec::new();
-    for iid in &index_ids {
-        // An unreadable index file stops prune: its packs would look unindexed and be deleted.
-        index.extend(repo.load_index(iid)?);
-    }
+    let index = load_index_files(repo, &index_ids)?;
     let snapshots = repo.list_snapshots()?;
-    let mut used: HashSet<BlobId> = HashSet::new();
-    for sid in &snapshots {
-        let snap = repo.load_snapshot(sid)?;
-        let mut stack = vec![snap.tree];
-        while let Some(t) = stack.pop() {
-            if !used.insert(t) {
-                continue;
-            }
-            let tree = load_tree(repo, catalog, &t)?;
-            for node in &tree.nodes {
-                if let Some(st) = node.subtree {
-                    stack.push(st);
-                }
-                used.extend(node.content.iter().copied());
-            }
-        }
-    }
+    let used = used_blobs(repo, catalog, &snapshots)?;
     let plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)
         .map_err(EngineError::Usage)?;
     let mut summary = PruneSummary {
@@ -308,75 +343,162 @@ pub fn prune_locked(
 
     // Temporary files of killed writers (half-written packs on a local disk): under the
     // exclusive lock no other process is writing, so every one of them is garbage.
-    let leftovers = repo.store().clean_leftovers().map_err(RepoError::from)?;
+    let leftovers = repo.clean_leftovers()?;
     if leftovers > 0 {
         tracing::info!("removed {leftovers} temporary files left by interrupted writes");
     }
 
     // 1. Repack.
-    let mut new_index: Vec<PackIndex> = Vec::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
     for loc in plan.live.values() {
         by_pack.entry(loc.pack).or_default().push(*loc);
     }
+    let new_index = repack(repo, &plan, &by_pack, progress, &mut summary.packs_written)?;
+    // 2. New index files: every live blob of kept packs, plus the new packs.
+    summary.index_files_written = write_index(repo, &plan, &by_pack, new_index)?;
+    // 3. Old index files.
+    for iid in &index_ids {
+        repo.delete_index(iid)?;
+        summary.index_files_deleted += 1;
+    }
+    // 4. Packs that nothing indexes any more.
+    for (pack, action) in &plan.actions {
+        if *action != PackAction::Keep {
+            repo.delete_pack(pack)?;
+            summary.packs_deleted += 1;
+        }
+    }
+    catalog.refresh(repo)?;
+    summary.bytes_after = repo.list_packs()?.iter().map(|(_, s)| s).sum();
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    summary.plan = plan;
+    Ok(summary)
+}
+
+/// Every entry of these index files. An unreadable index file stops prune: its packs would
+/// look unindexed and be deleted.
+fn load_index_files(repo: &Repository, ids: &[IndexId]) -> Result<Vec<PackIndex>, EngineError> {
+    let mut index: Vec<PackIndex> = Vec::new();
+    for iid in ids {
+        index.extend(repo.load_index(iid)?);
+    }
+    Ok(index)
+}
+
+/// Every blob the snapshots reach: their trees and the file contents those trees name.
+fn used_blobs(
+    repo: &Repository,
+    catalog: &Catalog,
+    snapshots: &[SnapshotId],
+) -> Result<HashSet<BlobId>, EngineError> {
+    let mut used: HashSet<BlobId> = HashSet::new();
+    for sid in snapshots {
+        let snap = repo.load_snapshot(sid)?;
+        let mut stack = vec![snap.tree];
+        while let Some(t) = stack.pop() {
+            if !used.insert(t) {
+                continue;
+            }
+            let tree = load_tree(repo, catalog, &t)?;
+            for node in &tree.nodes {
+                if let Some(st) = node.subtree {
+                    stack.push(st);
+                }
+                used.extend(node.content.iter().copied());
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Copy the live blobs of the packs to repack into new packs, data and trees apart, and
+/// store them; `written` counts them. Returns the new packs' index entries.
+fn repack(
+    repo: &Repository,
+    plan: &PrunePlan,
+    by_pack: &BTreeMap<PackId, Vec<BlobLocation>>,
+    progress: &Progress,
+    written: &mut u64,
+) -> Result<Vec<PackIndex>, EngineError> {
+    let mut new_index: Vec<PackIndex> = Vec::new();
     let data_target = repo.config().pack_bytes as usize;
     let mut data = PackBuilder::new(data_target);
     let mut trees = PackBuilder::new(TREE_PACK_BYTES);
-    let mut flush =
-        |b: &mut PackBuilder, new_index: &mut Vec<PackIndex>| -> Result<(), EngineError> {
-            if b.count() == 0 {
-                return Ok(());
-            }
-            let packed = b.take().finish(repo)?;
-            let index = PackIndex {
-                pack: packed.id,
-                blobs: packed.entries.clone(),
-            };
-            repo.save_pack(packed)?;
-            summary.packs_written += 1;
-            new_index.push(index);
-            Ok(())
-        };
     for (pack, action) in &plan.actions {
         if *action != PackAction::Repack {
             continue;
         }
-        let bytes = repo
-            .store()
-            .read(&path::pack(pack))
-            .map_err(RepoError::from)?;
+        let bytes = repo.read_raw(StoredObject::Pack(*pack))?;
         for loc in by_pack.get(pack).into_iter().flatten() {
-            let e = &loc.entry;
-            let sealed = bytes
-                .get(e.offset as usize..e.offset as usize + e.packed_len as usize)
-                .ok_or_else(|| {
-                    RepoError::corrupt(path::pack(pack), format!("blob {} is outside", e.id))
-                })?;
-            // Verify before copying: a damaged blob must not get a fresh, trusted home.
-            repo.open_blob(loc, sealed)?;
-            let blob = SealedBlob {
-                id: e.id,
-                kind: e.kind,
-                compression: e.compression,
-                bytes: sealed.to_vec(),
-                data_len: e.data_len,
-                raw_len: e.raw_len,
-            };
-            progress.add_bytes(u64::from(e.packed_len));
-            let (b, target) = match e.kind {
+            let blob = verified_copy(repo, pack, &bytes, loc)?;
+            progress.add_bytes(u64::from(loc.entry.packed_len));
+            let (b, target) = match loc.entry.kind {
                 BlobKind::Data => (&mut data, data_target),
                 BlobKind::Tree => (&mut trees, TREE_PACK_BYTES),
             };
             b.add(repo, blob)?;
             if b.len_bytes() >= target {
-                flush(b, &mut new_index)?;
+                store_pack(repo, b, &mut new_index, written)?;
             }
         }
     }
-    flush(&mut data, &mut new_index)?;
-    flush(&mut trees, &mut new_index)?;
+    store_pack(repo, &mut data, &mut new_index, written)?;
+    store_pack(repo, &mut trees, &mut new_index, written)?;
+    Ok(new_index)
+}
 
-    // 2. New index files: every live blob of kept packs, plus the new packs.
+/// A live blob of `pack` (whose bytes are `bytes`), verified and ready for a new pack.
+fn verified_copy(
+    repo: &Repository,
+    pack: &PackId,
+    bytes: &[u8],
+    loc: &BlobLocation,
+) -> Result<SealedBlob, EngineError> {
+    let e = &loc.entry;
+    let sealed = bytes
+        .get(e.offset as usize..e.offset as usize + e.packed_len as usize)
+        .ok_or_else(|| RepoError::corrupt(path::pack(pack), format!("blob {} is outside", e.id)))?;
+    // Verify before copying: a damaged blob must not get a fresh, trusted home.
+    repo.open_blob(loc, sealed)?;
+    Ok(SealedBlob {
+        id: e.id,
+        kind: e.kind,
+        compression: e.compression,
+        bytes: sealed.to_vec(),
+        data_len: e.data_len,
+        raw_len: e.raw_len,
+    })
+}
+
+/// Seal and store the pack `b` holds, if any, and add its entries to `new_index`.
+fn store_pack(
+    repo: &Repository,
+    b: &mut PackBuilder,
+    new_index: &mut Vec<PackIndex>,
+    written: &mut u64,
+) -> Result<(), EngineError> {
+    if b.count() == 0 {
+        return Ok(());
+    }
+    let packed = b.take().finish(repo)?;
+    let index = PackIndex {
+        pack: packed.id,
+        blobs: packed.entries.clone(),
+    };
+    repo.save_pack(packed)?;
+    *written += 1;
+    new_index.push(index);
+    Ok(())
+}
+
+/// Write index files naming the new packs and every live blob of the kept packs. Returns
+/// how many.
+fn write_index(
+    repo: &Repository,
+    plan: &PrunePlan,
+    by_pack: &BTreeMap<PackId, Vec<BlobLocation>>,
+    mut new_index: Vec<PackIndex>,
+) -> Result<u64, EngineError> {
     for (pack, action) in &plan.actions {
         if *action == PackAction::Keep {
             let mut blobs: Vec<BlobEntry> = by_pack
@@ -389,31 +511,12 @@ pub fn prune_locked(
             new_index.push(PackIndex { pack: *pack, blobs });
         }
     }
+    let mut written = 0;
     for chunk in new_index.chunks(PACKS_PER_INDEX) {
         repo.save_index(chunk)?;
-        summary.index_files_written += 1;
+        written += 1;
     }
-    // 3. Old index files.
-    for iid in &index_ids {
-        repo.store()
-            .delete(&path::index(iid))
-            .map_err(RepoError::from)?;
-        summary.index_files_deleted += 1;
-    }
-    // 4. Packs that nothing indexes any more.
-    for (pack, action) in &plan.actions {
-        if *action != PackAction::Keep {
-            repo.store()
-                .delete(&path::pack(pack))
-                .map_err(RepoError::from)?;
-            summary.packs_deleted += 1;
-        }
-    }
-    catalog.refresh(repo)?;
-    summary.bytes_after = repo.list_packs()?.iter().map(|(_, s)| s).sum();
-    summary.duration_secs = start.elapsed().as_secs_f64();
-    summary.plan = plan;
-    Ok(summary)
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -16,11 +16,9 @@ use serde::Serialize;
 
 use super::{EngineError, Progress, load_tree};
 use crate::catalog::Catalog;
-use crate::crypto::MasterKey;
 use crate::format::index::PackIndex;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::repo::{InitOptions, LockKind, RepoError, Repository, path};
-use crate::storage::ObjectStore;
+use crate::repo::{InitOptions, LockKind, ObjectStore, RepoError, Repository, StoredObject, path};
 
 /// Packs named by one index file that sync writes itself (when a source index file cannot be
 /// copied whole because it names packs the selected snapshots do not need).
@@ -86,7 +84,7 @@ pub fn init_from(
     passphrase: &[u8],
     kdf: crate::crypto::KdfParams,
 ) -> Result<Repository, EngineError> {
-    if store.size(path::CONFIG).map_err(RepoError::from)?.is_some() {
+    if Repository::config_exists(store.as_ref())? {
         return Err(RepoError::AlreadyExists(store.describe()).into());
     }
     let c = source.config();
@@ -98,7 +96,7 @@ pub fn init_from(
         // A mirror keeps its source's version: the packs it receives were written by it.
         format_version: c.version,
     };
-    let master = MasterKey::from_bytes(*source.master_key().as_bytes());
+    let master = source.master_key().clone();
     Ok(Repository::init_with_master(
         store, passphrase, opts, master,
     )?)
@@ -118,16 +116,12 @@ fn same_master(source: &Repository, target: &Repository) -> bool {
         == 0
 }
 
-fn read_verified<T: PartialEq + std::fmt::Display>(
-    store: &dyn ObjectStore,
-    name: &str,
-    id: &T,
-    hash: impl Fn(&[u8]) -> T,
-) -> Result<Vec<u8>, EngineError> {
-    let bytes = store.read(name).map_err(RepoError::from)?;
-    if hash(&bytes) != *id {
+/// Read an object of `repo` as stored, and check that its bytes are what its name says.
+fn read_verified(repo: &Repository, obj: StoredObject) -> Result<Vec<u8>, EngineError> {
+    let bytes = repo.read_raw(obj)?;
+    if !obj.names(&bytes) {
         return Err(RepoError::corrupt(
-            format!("{name} in {}", store.describe()),
+            format!("{} in {}", obj.name(), repo.describe()),
             "content does not match its name; not copied (run `coffer check --read-data` on the source)",
         )
         .into());
@@ -202,42 +196,18 @@ pub fn sync(
     progress: &Progress,
 ) -> Result<SyncSummary, EngineError> {
     let started = Instant::now();
-    let src = source.store().as_ref();
-    let dst = target.store().as_ref();
     let mut sum = SyncSummary {
-        source: src.describe(),
-        target: dst.describe(),
+        source: source.describe(),
+        target: target.describe(),
         ..Default::default()
     };
-    if !same_master(source, target) {
-        return Err(EngineError::Usage(format!(
-            "{} does not share the master key of {}: sync copies encrypted objects as they are, \
-             so the target must be created with `coffer init --repo TARGET --from SOURCE`",
-            sum.target, sum.source
-        )));
-    }
-    if source.config().id == target.config().id {
-        return Err(EngineError::Usage(
-            "source and target are the same repository".into(),
-        ));
-    }
+    refuse_unrelated(source, target, &sum)?;
     let _source_lock = source.lock(LockKind::Shared, "sync (source)")?;
     let _target_lock = target.lock(LockKind::Shared, "sync (target)")?;
     catalog.refresh(source)?;
 
     // Which snapshots.
-    let selected: Vec<SnapshotId> = if opts.snapshots.is_empty() {
-        source.list_snapshots()?
-    } else {
-        let mut ids = Vec::new();
-        for spec in &opts.snapshots {
-            let id = catalog.resolve_snapshot(spec)?.id;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
-    };
+    let selected = select_snapshots(source, catalog, opts)?;
     let target_snapshots: HashSet<SnapshotId> = target.list_snapshots()?.into_iter().collect();
     let missing_snapshots: Vec<SnapshotId> = selected
         .iter()
@@ -251,39 +221,143 @@ pub fn sync(
     for iid in source.list_index_files()? {
         source_index.push((iid, source.load_index(&iid)?));
     }
-    let mut pack_entries: HashMap<PackId, &PackIndex> = HashMap::new();
-    for (_, packs) in &source_index {
-        for p in packs {
-            pack_entries.entry(p.pack).or_insert(p);
-        }
-    }
+    let pack_entries = entries_by_pack(&source_index);
 
     // Which packs the copied snapshots need.
     let needed: HashSet<PackId> = if opts.snapshots.is_empty() {
         pack_entries.keys().copied().collect()
     } else {
-        let mut roots = Vec::new();
-        for id in &missing_snapshots {
-            roots.push(source.load_snapshot(id)?.tree);
-        }
-        let mut packs = HashSet::new();
-        for blob in reachable_blobs(source, catalog, &roots)? {
-            let loc = catalog.blob_location(&blob)?.ok_or_else(|| {
-                RepoError::corrupt(
-                    format!("blob {blob}"),
-                    "a selected snapshot needs it but no index names it (run `coffer check`)",
-                )
-            })?;
-            packs.insert(loc.pack);
-        }
-        packs
+        packs_needed(source, catalog, &missing_snapshots)?
     };
 
     // Packs: the set difference of names.
     let source_packs: HashMap<PackId, u64> = source.list_packs()?.into_iter().collect();
     let target_packs: HashMap<PackId, u64> = target.list_packs()?.into_iter().collect();
+    let to_copy = packs_to_copy(&needed, &source_packs, &target_packs, &mut sum)?;
+    let copier = Copier {
+        source,
+        target,
+        bytes_copied: AtomicU64::new(0),
+    };
+    copier.copy_packs(&to_copy, opts.connections, progress)?;
+    sum.packs_copied = to_copy.len() as u64;
+
+    // Index files: what the target's index already covers.
+    let present: HashSet<PackId> = target_packs
+        .keys()
+        .copied()
+        .chain(to_copy.iter().map(|(id, _)| *id))
+        .collect();
+    copier.copy_index(&source_index, &pack_entries, &needed, &present, &mut sum)?;
+
+    // Snapshots last.
+    for id in &missing_snapshots {
+        copier.copy(StoredObject::Snapshot(*id))?;
+        sum.snapshots_copied += 1;
+    }
+
+    sum.bytes_copied = copier.bytes_copied.load(Ordering::Relaxed);
+    sum.objects_copied =
+        sum.packs_copied + sum.index_files_copied + sum.index_files_written + sum.snapshots_copied;
+    sum.objects_skipped = sum.packs_skipped + sum.index_files_skipped + sum.snapshots_skipped;
+    sum.duration_secs = started.elapsed().as_secs_f64();
+    Ok(sum)
+}
+
+/// Refuse a target that does not share the source's master key, or that is the source.
+fn refuse_unrelated(
+    source: &Repository,
+    target: &Repository,
+    sum: &SyncSummary,
+) -> Result<(), EngineError> {
+    if !same_master(source, target) {
+        return Err(EngineError::Usage(format!(
+            "{} does not share the master key of {}: sync copies encrypted objects as they are, \
+             so the target must be created with `coffer init --repo TARGET --from SOURCE`",
+            sum.target, sum.source
+        )));
+    }
+    if source.config().id == target.config().id {
+        return Err(EngineError::Usage(
+            "source and target are the same repository".into(),
+        ));
+    }
+    // Index files and snapshots are copied as they are, and format 3 pads them where 1 and 2
+    // do not: a target of the other kind could not read what it receives.
+    let (from, to) = (source.config().version, target.config().version);
+    if (from >= 3) != (to >= 3) {
+        return Err(EngineError::Usage(format!(
+            "{} has format version {to} and {} has {from}: sync copies objects as they are, so \
+             the target must be created with `coffer init --repo TARGET --from SOURCE`",
+            sum.target, sum.source
+        )));
+    }
+    Ok(())
+}
+
+/// Each pack's entries, as the first index file naming it lists them.
+fn entries_by_pack(index: &[(IndexId, Vec<PackIndex>)]) -> HashMap<PackId, &PackIndex> {
+    let mut pack_entries: HashMap<PackId, &PackIndex> = HashMap::new();
+    for (_, packs) in index {
+        for p in packs {
+            pack_entries.entry(p.pack).or_insert(p);
+        }
+    }
+    pack_entries
+}
+
+/// The snapshots the options name (every one when they name none), each once.
+fn select_snapshots(
+    source: &Repository,
+    catalog: &Catalog,
+    opts: &SyncOptions,
+) -> Result<Vec<SnapshotId>, EngineError> {
+    if opts.snapshots.is_empty() {
+        return Ok(source.list_snapshots()?);
+    }
+    let mut ids = Vec::new();
+    for spec in &opts.snapshots {
+        let id = catalog.resolve_snapshot(spec)?.id;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The packs holding every blob these snapshots reach.
+fn packs_needed(
+    source: &Repository,
+    catalog: &Catalog,
+    snapshots: &[SnapshotId],
+) -> Result<HashSet<PackId>, EngineError> {
+    let mut roots = Vec::new();
+    for id in snapshots {
+        roots.push(source.load_snapshot(id)?.tree);
+    }
+    let mut packs = HashSet::new();
+    for blob in reachable_blobs(source, catalog, &roots)? {
+        let loc = catalog.blob_location(&blob)?.ok_or_else(|| {
+            RepoError::corrupt(
+                format!("blob {blob}"),
+                "a selected snapshot needs it but no index names it (run `coffer check`)",
+            )
+        })?;
+        packs.insert(loc.pack);
+    }
+    Ok(packs)
+}
+
+/// The needed packs the target lacks, by id, with their sizes; those it has are counted as
+/// skipped.
+fn packs_to_copy(
+    needed: &HashSet<PackId>,
+    source_packs: &HashMap<PackId, u64>,
+    target_packs: &HashMap<PackId, u64>,
+    sum: &mut SyncSummary,
+) -> Result<Vec<(PackId, u64)>, EngineError> {
     let mut to_copy: Vec<(PackId, u64)> = Vec::new();
-    for id in &needed {
+    for id in needed {
         if let Some(&size) = target_packs.get(id) {
             sum.packs_skipped += 1;
             sum.bytes_skipped += size;
@@ -298,100 +372,114 @@ pub fn sync(
         to_copy.push((*id, size));
     }
     to_copy.sort_by_key(|(id, _)| *id);
-    progress
-        .total_files
-        .store(to_copy.len() as u64, Ordering::Relaxed);
-    progress.total_bytes.store(
-        to_copy.iter().map(|(_, s)| s).sum::<u64>(),
-        Ordering::Relaxed,
-    );
-    let bytes_copied = AtomicU64::new(0);
-    copy_parallel(&to_copy, opts.connections, |(id, _)| {
-        let name = path::pack(id);
-        let bytes = read_verified(src, &name, id, PackId::of_bytes)?;
-        dst.write(&name, &bytes).map_err(RepoError::from)?;
-        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        progress.file_done(bytes.len() as u64);
+    Ok(to_copy)
+}
+
+/// Copies objects from the source to the target as they are stored, counting the bytes.
+struct Copier<'a> {
+    source: &'a Repository,
+    target: &'a Repository,
+    bytes_copied: AtomicU64,
+}
+
+impl Copier<'_> {
+    /// Copy one object, verified on the way; returns its size.
+    fn copy(&self, obj: StoredObject) -> Result<u64, EngineError> {
+        let bytes = read_verified(self.source, obj)?;
+        self.target.write_raw(obj, &bytes)?;
+        let n = bytes.len() as u64;
+        self.bytes_copied.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Copy these packs, `connections` at a time.
+    fn copy_packs(
+        &self,
+        to_copy: &[(PackId, u64)],
+        connections: usize,
+        progress: &Progress,
+    ) -> Result<(), EngineError> {
+        progress
+            .total_files
+            .store(to_copy.len() as u64, Ordering::Relaxed);
+        progress.total_bytes.store(
+            to_copy.iter().map(|(_, s)| s).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        copy_parallel(to_copy, connections, |(id, _)| {
+            let n = self.copy(StoredObject::Pack(*id))?;
+            progress.file_done(n);
+            Ok(())
+        })
+    }
+
+    /// Copy each source index file whole when it names a needed pack and the target has
+    /// every pack it names (`present`); then write index files of their own for the needed
+    /// packs the target's index still lacks.
+    fn copy_index(
+        &self,
+        source_index: &[(IndexId, Vec<PackIndex>)],
+        pack_entries: &HashMap<PackId, &PackIndex>,
+        needed: &HashSet<PackId>,
+        present: &HashSet<PackId>,
+        sum: &mut SyncSummary,
+    ) -> Result<(), EngineError> {
+        let (mut indexed, target_index_ids) = self.target_index(source_index)?;
+        for (iid, packs) in source_index {
+            if target_index_ids.contains(iid) {
+                sum.index_files_skipped += 1;
+                continue;
+            }
+            let names_needed = packs.iter().any(|p| needed.contains(&p.pack));
+            let complete = packs.iter().all(|p| present.contains(&p.pack));
+            if !names_needed || !complete {
+                continue;
+            }
+            self.copy(StoredObject::Index(*iid))?;
+            indexed.extend(packs.iter().map(|p| p.pack));
+            sum.index_files_copied += 1;
+        }
+        let mut rest: Vec<PackIndex> = needed
+            .iter()
+            .filter(|p| !indexed.contains(p))
+            .filter_map(|p| pack_entries.get(p).map(|e| (*e).clone()))
+            .collect();
+        rest.sort_by_key(|p| p.pack);
+        for chunk in rest.chunks(PACKS_PER_INDEX_FILE) {
+            self.target.save_index(chunk)?;
+            sum.index_files_written += 1;
+        }
         Ok(())
-    })?;
-    sum.packs_copied = to_copy.len() as u64;
-
-    // Index files: what the target's index already covers.
-    let source_index_ids: HashMap<IndexId, usize> = source_index
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
-    let mut indexed: HashSet<PackId> = HashSet::new();
-    let mut target_index_ids: HashSet<IndexId> = HashSet::new();
-    for iid in target.list_index_files()? {
-        target_index_ids.insert(iid);
-        match source_index_ids.get(&iid) {
-            Some(&i) => indexed.extend(source_index[i].1.iter().map(|p| p.pack)),
-            None => indexed.extend(target.load_index(&iid)?.into_iter().map(|p| p.pack)),
-        }
-    }
-    let present: HashSet<PackId> = target_packs
-        .keys()
-        .copied()
-        .chain(to_copy.iter().map(|(id, _)| *id))
-        .collect();
-    // Copy a source index file whole when the target has every pack it names.
-    for (iid, packs) in &source_index {
-        if target_index_ids.contains(iid) {
-            sum.index_files_skipped += 1;
-            continue;
-        }
-        let names_needed = packs.iter().any(|p| needed.contains(&p.pack));
-        let complete = packs.iter().all(|p| present.contains(&p.pack));
-        if !names_needed || !complete {
-            continue;
-        }
-        let name = path::index(iid);
-        let bytes = read_verified(src, &name, iid, IndexId::of_bytes)?;
-        dst.write(&name, &bytes).map_err(RepoError::from)?;
-        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        indexed.extend(packs.iter().map(|p| p.pack));
-        sum.index_files_copied += 1;
-    }
-    // Needed packs still unindexed in the target get index files of their own.
-    let mut rest: Vec<PackIndex> = needed
-        .iter()
-        .filter(|p| !indexed.contains(p))
-        .filter_map(|p| pack_entries.get(p).map(|e| (*e).clone()))
-        .collect();
-    rest.sort_by_key(|p| p.pack);
-    for chunk in rest.chunks(PACKS_PER_INDEX_FILE) {
-        target.save_index(chunk)?;
-        sum.index_files_written += 1;
     }
 
-    // Snapshots last.
-    for id in &missing_snapshots {
-        let name = path::snapshot(id);
-        let bytes = read_verified(src, &name, id, SnapshotId::of_bytes)?;
-        dst.write(&name, &bytes).map_err(RepoError::from)?;
-        bytes_copied.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        sum.snapshots_copied += 1;
+    /// The target's index files, and the packs they name (an index file the source has too is
+    /// not read again).
+    fn target_index(
+        &self,
+        source_index: &[(IndexId, Vec<PackIndex>)],
+    ) -> Result<(HashSet<PackId>, HashSet<IndexId>), EngineError> {
+        let source_index_ids: HashMap<IndexId, usize> = source_index
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        let mut indexed: HashSet<PackId> = HashSet::new();
+        let mut target_index_ids: HashSet<IndexId> = HashSet::new();
+        for iid in self.target.list_index_files()? {
+            target_index_ids.insert(iid);
+            match source_index_ids.get(&iid) {
+                Some(&i) => indexed.extend(source_index[i].1.iter().map(|p| p.pack)),
+                None => indexed.extend(self.target.load_index(&iid)?.into_iter().map(|p| p.pack)),
+            }
+        }
+        Ok((indexed, target_index_ids))
     }
-
-    sum.bytes_copied = bytes_copied.load(Ordering::Relaxed);
-    sum.objects_copied =
-        sum.packs_copied + sum.index_files_copied + sum.index_files_written + sum.snapshots_copied;
-    sum.objects_skipped = sum.packs_skipped + sum.index_files_skipped + sum.snapshots_skipped;
-    sum.duration_secs = started.elapsed().as_secs_f64();
-    Ok(sum)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::tests::fast_opts;
-    use crate::storage::OpendalStore;
-
-    fn memory_store() -> Arc<dyn ObjectStore> {
-        Arc::new(OpendalStore::memory().unwrap())
-    }
+    use crate::repo::tests::{fast_opts, memory_store};
 
     #[test]
     fn refuses_a_target_with_another_master_key() {
@@ -410,6 +498,76 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("does not share the master key"), "{err}");
+    }
+
+    /// Everything is copied once, the mirror checks clean, and a second run copies nothing.
+    #[test]
+    fn copies_what_the_target_lacks_and_nothing_twice() {
+        use crate::engine::backup::{BackupOptions, SourceSpec, backup};
+        use crate::engine::check::{CheckOptions, check};
+        let a = Repository::init(memory_store(), b"pw", fast_opts()).unwrap();
+        let b = init_from(&a, memory_store(), b"pw", fast_opts().kdf).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("a"), vec![1u8; 100_000]).unwrap();
+        std::fs::write(data.join("sub/b"), b"hello").unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let opts = BackupOptions {
+            sources: vec![SourceSpec {
+                name: "data".into(),
+                path: data,
+            }],
+            host: "h".into(),
+            ..Default::default()
+        };
+        backup(&a, &catalog, &opts, &Progress::default()).unwrap();
+        let first = sync(
+            &a,
+            &catalog,
+            &b,
+            &SyncOptions::default(),
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(first.snapshots_copied, 1);
+        assert!(first.packs_copied > 0 && first.index_files_copied > 0);
+        assert_eq!(first.objects_skipped, 0);
+        assert_eq!(b.list_snapshots().unwrap(), a.list_snapshots().unwrap());
+        let report = check(
+            &b,
+            &CheckOptions {
+                read_data: true,
+                ..Default::default()
+            },
+            &Progress::default(),
+        )
+        .unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let again = sync(
+            &a,
+            &catalog,
+            &b,
+            &SyncOptions::default(),
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(again.objects_copied, 0);
+        assert_eq!(again.snapshots_skipped, 1);
+        assert_eq!(again.packs_skipped, first.packs_copied);
+    }
+
+    #[test]
+    fn refuses_a_target_whose_format_pads_objects_differently() {
+        let a = Repository::init(memory_store(), b"pw", fast_opts()).unwrap();
+        let mut opts = fast_opts();
+        opts.format_version = 2;
+        let b = Repository::init_with_master(memory_store(), b"pw", opts, a.master_key().clone())
+            .unwrap();
+        let sum = SyncSummary::default();
+        let err = refuse_unrelated(&a, &b, &sum).unwrap_err().to_string();
+        assert!(err.contains("format version 2"), "{err}");
+        assert!(refuse_unrelated(&b, &a, &sum).is_err());
     }
 
     #[test]

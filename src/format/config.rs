@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::FormatError;
 
 /// Repository format version written by `init` in this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest repository format version this build reads and writes (in that version's rules).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Largest config accepted.
@@ -158,7 +158,7 @@ mod tests {
         newer.version = FORMAT_VERSION + 1;
         assert!(matches!(
             Config::decode(&newer.encode()),
-            Err(FormatError::UnsupportedVersion { found: 3, .. })
+            Err(FormatError::UnsupportedVersion { found: 4, .. })
         ));
         newer.version = 0;
         assert!(Config::decode(&newer.encode()).is_err());

@@ -8,6 +8,7 @@ pub mod config;
 pub mod index;
 pub mod keyfile;
 pub mod pack;
+pub mod padding;
 pub mod snapshot;
 pub mod tree;
 
@@ -63,15 +64,10 @@ impl FormatError {
     }
 }
 
-/// Kind of a blob.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum BlobKind {
-    /// A chunk of file content.
-    Data,
-    /// An encoded directory tree.
-    Tree,
-}
+pub use crate::id::BlobKind;
 
+// The stored byte of a blob kind is part of the pack and index codecs; the kind itself lives
+// with the ids, whose namespace it selects (crypto keys a blob's id by its kind).
 impl BlobKind {
     /// Stored byte.
     pub fn to_byte(self) -> u8 {
@@ -142,6 +138,15 @@ pub struct BlobEntry {
     pub data_len: u32,
     /// Length of the blob after decompression.
     pub raw_len: u32,
+}
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: crate::id::PackId,
+    /// Its entry in that pack.
+    pub entry: BlobEntry,
 }
 
 /// Largest blob plaintext we accept (the chunker's maximum is 16 MiB; trees are capped too).

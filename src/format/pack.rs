@@ -5,7 +5,8 @@
 //! pack:    | blob 0 | blob 1 | ... | blob n-1 | sealed header (h bytes) | h: u32 LE | "CFP1" |
 //! blob i:  sealed(key, aad = "coffer blob" || kind, payload || zero padding)
 //! header plaintext (before sealing, aad = "coffer pack header"):
-//!          | version: u8 = 1 | count: u32 LE | count x entry |
+//!          | version: u8 = 1 | count: u32 LE | count x entry |                  (format 1, 2)
+//!          | version: u8 = 2 | count: u32 LE | count x entry | zero padding |   (format 3)
 //! entry:   | id: [u8; 32] | kind: u8 | compression: u8 | packed_len: u32 LE |
 //!          | data_len: u32 LE | raw_len: u32 LE |                  (46 bytes)
 //! ```
@@ -19,8 +20,13 @@ use crate::id::BlobId;
 pub const PACK_MAGIC: &[u8; 4] = b"CFP1";
 /// Bytes of the trailer: header length and magic.
 pub const TRAILER_BYTES: usize = 8;
-/// Header format version written.
+/// Header version written in format versions 1 and 2: the entries fill the header exactly.
 pub const HEADER_VERSION: u8 = 1;
+/// Header version written in format version 3: the entries are followed by zero padding that
+/// brings the whole pack to `padding::pack_len`.
+pub const HEADER_VERSION_PADDED: u8 = 2;
+/// Bytes a sealed header adds to its plaintext (nonce and tag).
+pub const SEAL_OVERHEAD: usize = 40;
 /// Bytes of one header entry.
 pub const ENTRY_BYTES: usize = 46;
 /// Associated data of a sealed pack header.
@@ -57,10 +63,23 @@ pub fn padded_len(format_version: u32, data_len: usize) -> usize {
     data_len.div_ceil(granule).max(1) * granule
 }
 
-/// Encode the plaintext header listing `entries` in pack order.
+/// Encode the plaintext header listing `entries` in pack order (header version 1).
 pub fn encode_header(entries: &[BlobEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_BYTES);
-    out.push(HEADER_VERSION);
+    encode_with(HEADER_VERSION, entries, 0)
+}
+
+/// Encode a header version 2 for a pack whose blobs take `blobs_len` bytes, padded so that
+/// the finished pack (blobs, sealed header, trailer) is `padding::pack_len` bytes.
+pub fn encode_header_padded(entries: &[BlobEntry], blobs_len: u64) -> Vec<u8> {
+    let plain = 5 + entries.len() * ENTRY_BYTES;
+    let unpadded = blobs_len + (plain + SEAL_OVERHEAD + TRAILER_BYTES) as u64;
+    let pad = super::padding::pack_len(unpadded) - unpadded;
+    encode_with(HEADER_VERSION_PADDED, entries, pad as usize)
+}
+
+fn encode_with(version: u8, entries: &[BlobEntry], pad: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_BYTES + pad);
+    out.push(version);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
         out.extend_from_slice(&e.id.0);
@@ -70,6 +89,7 @@ pub fn encode_header(entries: &[BlobEntry]) -> Vec<u8> {
         out.extend_from_slice(&e.data_len.to_le_bytes());
         out.extend_from_slice(&e.raw_len.to_le_bytes());
     }
+    out.resize(out.len() + pad, 0);
     out
 }
 
@@ -79,15 +99,20 @@ pub fn decode_header(bytes: &[u8], blobs_len: u64) -> Result<Vec<BlobEntry>, For
     const WHAT: &str = "pack header";
     let mut c = Cursor::new(bytes, WHAT);
     let version = c.u8()?;
-    if version != HEADER_VERSION {
+    if version != HEADER_VERSION && version != HEADER_VERSION_PADDED {
         return Err(FormatError::UnsupportedVersion {
             what: WHAT,
             found: version.into(),
-            supported: HEADER_VERSION.into(),
+            supported: HEADER_VERSION_PADDED.into(),
         });
     }
     let count = c.u32()? as usize;
-    if count.checked_mul(ENTRY_BYTES) != Some(c.remaining()) {
+    let fits = match count.checked_mul(ENTRY_BYTES) {
+        Some(n) if version == HEADER_VERSION => n == c.remaining(),
+        Some(n) => n <= c.remaining(),
+        None => false,
+    };
+    if !fits {
         return Err(FormatError::invalid(
             WHAT,
             format!("{count} entries do not fit"),
@@ -122,7 +147,9 @@ pub fn decode_header(bytes: &[u8], blobs_len: u64) -> Result<Vec<BlobEntry>, For
     if offset != blobs_len {
         return Err(FormatError::invalid(WHAT, "entries do not cover the pack"));
     }
-    c.finish()?;
+    if version == HEADER_VERSION {
+        c.finish()?;
+    }
     Ok(entries)
 }
 
@@ -270,6 +297,25 @@ mod tests {
         let mut huge = bytes.clone();
         huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_header(&huge, 100).is_err());
+    }
+
+    #[test]
+    fn padded_header_fills_the_pack_to_its_bucket() {
+        let entries: Vec<BlobEntry> = (0..3u8).map(|i| entry(i, 1000)).collect();
+        let blobs_len = 3000;
+        let plain = encode_header_padded(&entries, blobs_len);
+        assert_eq!(plain[0], HEADER_VERSION_PADDED);
+        let total = blobs_len + (plain.len() + SEAL_OVERHEAD + TRAILER_BYTES) as u64;
+        assert_eq!(total, crate::format::padding::pack_len(total));
+        assert_eq!(total, crate::format::padding::MIN_PACK_BYTES);
+        assert_eq!(decode_header(&plain, blobs_len).unwrap().len(), 3);
+        // Version 1 must fill its header exactly; padding is version 2 only.
+        let mut v1 = plain.clone();
+        v1[0] = HEADER_VERSION;
+        assert!(decode_header(&v1, blobs_len).is_err());
+        // Padding does not let entries run past the blobs or leave a gap.
+        assert!(decode_header(&plain, blobs_len + 1).is_err());
+        assert!(decode_header(&plain, blobs_len - 1).is_err());
     }
 
     #[test]

@@ -90,6 +90,68 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node of `kind` named `name` and nothing more known: mode, owner, times, size, inode,
+    /// device and rdev zero, one link, no link target, content, subtree or xattrs. The `with_`
+    /// methods fill in the rest.
+    pub fn new(name: impl Into<Vec<u8>>, kind: NodeKind) -> Self {
+        Node {
+            name: ByteBuf::from(name.into()),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            size: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            link_target: None,
+            content: Vec::new(),
+            subtree: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// With `mode` (permission and file type bits, as `st_mode`).
+    pub fn with_mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// With owner `uid` and group `gid`.
+    pub fn with_owner(mut self, uid: u32, gid: u32) -> Self {
+        (self.uid, self.gid) = (uid, gid);
+        self
+    }
+
+    /// With modification time `secs` and `nsec`.
+    pub fn with_mtime(mut self, secs: i64, nsec: u32) -> Self {
+        (self.mtime, self.mtime_nsec) = (secs, nsec);
+        self
+    }
+
+    /// With status change time `secs` and `nsec`.
+    pub fn with_ctime(mut self, secs: i64, nsec: u32) -> Self {
+        (self.ctime, self.ctime_nsec) = (secs, nsec);
+        self
+    }
+
+    /// With extended attributes `xattrs` (sorted by name).
+    pub fn with_xattrs(mut self, xattrs: Vec<Xattr>) -> Self {
+        self.xattrs = xattrs;
+        self
+    }
+
+    /// With the directory's tree `subtree`.
+    pub fn with_subtree(mut self, subtree: BlobId) -> Self {
+        self.subtree = Some(subtree);
+        self
+    }
+
     /// True when `name` is safe to join to a directory path.
     pub fn name_is_safe(name: &[u8]) -> bool {
         !name.is_empty()
@@ -239,26 +301,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_unsorted_and_unknown_version() {
-        let n = |s: &str| Node {
-            name: ByteBuf::from(s.as_bytes().to_vec()),
-            kind: NodeKind::File,
-            mode: 0o100644,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            ctime: 0,
-            ctime_nsec: 0,
-            size: 0,
-            inode: 0,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            link_target: None,
-            content: vec![],
-            subtree: None,
-            xattrs: vec![],
-        };
+        let n = |s: &str| Node::new(s, NodeKind::File).with_mode(0o100644);
         let mut junk = Tree::default().encode();
         junk.extend_from_slice(b"junk");
         assert!(Tree::decode(&junk).is_err());
@@ -274,8 +317,44 @@ pub(crate) mod tests {
             Err(FormatError::UnsupportedVersion { .. })
         ));
         assert!(Node::name_is_safe(b"ok"));
+        assert!(
+            Tree::decode(
+                &Tree {
+                    nodes: vec![n("a")]
+                }
+                .encode()
+            )
+            .is_ok()
+        );
         for bad in [&b""[..], b".", b"..", b"a/b", b"a\0"] {
             assert!(!Node::name_is_safe(bad));
         }
+    }
+
+    #[test]
+    fn builders_set_only_what_they_name() {
+        let id = BlobId([7; 32]);
+        let x = Xattr {
+            name: ByteBuf::from(b"user.a".to_vec()),
+            value: ByteBuf::from(b"1".to_vec()),
+        };
+        let n = Node::new(b"d".to_vec(), NodeKind::Dir)
+            .with_mode(0o40755)
+            .with_owner(1, 2)
+            .with_mtime(3, 4)
+            .with_ctime(5, 6)
+            .with_xattrs(vec![x.clone()])
+            .with_subtree(id);
+        let mut want = Node::new("d", NodeKind::Dir);
+        (want.mode, want.uid, want.gid) = (0o40755, 1, 2);
+        (want.mtime, want.mtime_nsec, want.ctime, want.ctime_nsec) = (3, 4, 5, 6);
+        (want.xattrs, want.subtree) = (vec![x], Some(id));
+        assert_eq!(n, want);
+        let bare = Node::new("f", NodeKind::File);
+        assert_eq!(
+            (bare.links, bare.size, bare.inode, bare.device),
+            (1, 0, 0, 0)
+        );
+        assert!(bare.content.is_empty() && bare.link_target.is_none() && bare.subtree.is_none());
     }
 }

@@ -7,7 +7,7 @@ use super::{RepoError, Repository, path};
 use crate::compress::{self, Compressor};
 use crate::crypto::{self, NONCE_BYTES, TAG_BYTES};
 use crate::format::pack::{blob_aad, padded_len};
-use crate::format::{BlobEntry, BlobKind, Compression};
+use crate::format::{BlobKind, BlobLocation, Compression};
 use crate::id::{BlobId, PackId};
 
 /// A blob ready to be appended to a pack.
@@ -24,15 +24,6 @@ pub struct SealedBlob {
     pub data_len: u32,
     /// Plaintext length.
     pub raw_len: u32,
-}
-
-/// Where a blob is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlobLocation {
-    /// The pack holding it.
-    pub pack: PackId,
-    /// Its entry in that pack.
-    pub entry: BlobEntry,
 }
 
 impl Repository {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RepoError, Repository, path};
 use crate::crypto;
-use crate::storage::ObjectStore;
+use crate::storage::{ObjectStore, StorageError};
 
 /// How often a held lock is refreshed.
 pub const LOCK_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -22,6 +22,8 @@ pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a waiting process looks again at the locks in its way.
 pub const LOCK_POLL_EVERY: Duration = Duration::from_secs(2);
 const LOCK_AAD: &[u8] = b"coffer lock";
+/// Largest lock object read; a larger one is unreadable (and not a lock of coffer's).
+const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
 /// Shared or exclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,16 +164,13 @@ impl Repository {
     pub fn list_locks(&self) -> Result<Vec<(String, Option<LockInfo>)>, RepoError> {
         let mut out = Vec::new();
         for l in self.store.list(path::LOCKS)? {
-            let info = if l.size > 64 * 1024 {
-                None
-            } else {
-                match self.store.read(&l.name) {
-                    Ok(b) => crypto::open(&self.keys.encryption, LOCK_AAD, &b)
-                        .ok()
-                        .and_then(|p| serde_json::from_slice(&p).ok()),
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e.into()),
-                }
+            let info = match self.store.read_at_most(&l.name, MAX_LOCK_BYTES) {
+                Ok(b) => crypto::open(&self.keys.encryption, LOCK_AAD, &b)
+                    .ok()
+                    .and_then(|p| serde_json::from_slice(&p).ok()),
+                Err(StorageError::TooLarge { .. }) => None,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
             };
             out.push((l.name, info));
         }
@@ -245,7 +244,8 @@ impl Repository {
         let refresher = {
             let current = current.clone();
             let store = self.store.clone();
-            let key = self.keys.encryption;
+            // The zeroizing keys themselves, shared: no copy of K_enc outlives them.
+            let keys = Arc::clone(&self.keys);
             std::thread::Builder::new()
                 .name("coffer-lock".into())
                 .spawn(move || {
@@ -256,7 +256,7 @@ impl Repository {
                         info.time = chrono::Utc::now().timestamp();
                         let Ok(name) = random_name() else { continue };
                         let json = serde_json::to_vec(&info).unwrap_or_default();
-                        let Ok(bytes) = crypto::seal(&key, LOCK_AAD, &json) else {
+                        let Ok(bytes) = crypto::seal(&keys.encryption, LOCK_AAD, &json) else {
                             continue;
                         };
                         if store.write(&name, &bytes).is_ok()

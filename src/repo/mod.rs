@@ -5,28 +5,38 @@
 mod blob;
 mod keys;
 mod lock;
+mod object;
 mod pack;
 
 use std::sync::Arc;
 
-pub use blob::{BlobLocation, SealedBlob};
-pub use keys::{KeyInfo, hostname};
+pub use crate::format::BlobLocation;
+/// The storage a repository is opened on (the engine names it only through here).
+pub use crate::storage::{ObjectStore, RepoLocation};
+pub use blob::SealedBlob;
+pub use keys::{KeyChoice, KeyInfo, KeysNotTried, MAX_KEY_ATTEMPTS, hostname};
 pub use lock::{
     LOCK_REFRESH_EVERY, LOCK_STALE_AFTER, LockGuard, LockInfo, LockKind, release_all_locks,
 };
+pub use object::StoredObject;
 pub use pack::{PackBuilder, PackedPack};
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, GearTable};
 use crate::crypto::{self, CryptoError, KdfParams, MasterKey, RepoKeys};
 use crate::format::FormatError;
 use crate::format::config::{ChunkerParams, Config, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::format::index::{self, INDEX_AAD, PackIndex};
+use crate::format::padding;
 use crate::format::snapshot::{SNAPSHOT_AAD, Snapshot};
 use crate::id::{IndexId, KeyId, PackId, SnapshotId};
-use crate::storage::{ObjectStore, StorageError};
+pub use crate::storage::StorageError;
 
-/// Largest index or snapshot object read whole.
-const MAX_OBJECT_BYTES: u64 = 512 << 20;
+/// Largest index object read. Writers split index files by packs, not bytes (32 to 1000
+/// packs each), so this is a sanity bound: about 10 million blob entries.
+pub const MAX_INDEX_OBJECT_BYTES: u64 = 512 << 20;
+/// Largest snapshot object read: the largest snapshot plaintext, sealed.
+pub const MAX_SNAPSHOT_OBJECT_BYTES: u64 =
+    crate::format::snapshot::MAX_SNAPSHOT_BYTES as u64 + crypto::SEAL_OVERHEAD as u64;
 
 /// Errors of the repository layer.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +50,9 @@ pub enum RepoError {
     /// No key file opens with this passphrase.
     #[error("wrong passphrase: no key in this repository opens with it")]
     WrongPassword,
+    /// No key file tried opens with this passphrase, and some were not tried.
+    #[error("{0}")]
+    KeysNotTried(keys::KeysNotTried),
     /// A stored object is damaged.
     #[error("corrupt object {object}: {reason}")]
     Corrupt {
@@ -69,6 +82,17 @@ impl RepoError {
             reason: reason.to_string(),
         }
     }
+}
+
+/// Read a whole object of at most `max` bytes; a larger one is corrupt. The size is checked on
+/// the bytes read, never on a listed or stat'ed size the object could outgrow in between.
+fn read_object(store: &dyn ObjectStore, name: &str, max: u64) -> Result<Vec<u8>, RepoError> {
+    store.read_at_most(name, max).map_err(|e| match e {
+        StorageError::TooLarge { max, .. } => {
+            RepoError::corrupt(name, format!("larger than {max} bytes"))
+        }
+        e => e.into(),
+    })
 }
 
 /// Object names.
@@ -144,7 +168,8 @@ pub struct Repository {
     store: Arc<dyn ObjectStore>,
     config: Config,
     master: MasterKey,
-    keys: RepoKeys,
+    /// Shared with the lock refresher thread (never copied out: it is zeroized on drop).
+    keys: Arc<RepoKeys>,
     key_id: KeyId,
     /// How long `lock` waits for a conflicting lock to go away before failing.
     lock_wait_ms: std::sync::atomic::AtomicU64,
@@ -160,7 +185,7 @@ impl Repository {
         passphrase: &[u8],
         opts: InitOptions,
     ) -> Result<Self, RepoError> {
-        if store.size(path::CONFIG)?.is_some() || !store.list(path::KEYS)?.is_empty() {
+        if Self::config_exists(store.as_ref())? || !store.list(path::KEYS)?.is_empty() {
             return Err(RepoError::AlreadyExists(store.describe()));
         }
         opts.chunker
@@ -184,7 +209,7 @@ impl Repository {
                 opts.format_version
             )));
         }
-        let keys = master.derive();
+        let keys = Arc::new(master.derive());
         let mut repo_id = [0u8; 32];
         crypto::random_bytes(&mut repo_id)?;
         let mut config = Config {
@@ -213,17 +238,13 @@ impl Repository {
 
     /// Read the config without a key: tells whether a repository exists and its version.
     pub fn load_config(store: &dyn ObjectStore) -> Result<Config, RepoError> {
-        if let Some(n) = store.size(path::CONFIG)?
-            && n > crate::format::config::MAX_CONFIG_BYTES as u64
-        {
-            return Err(RepoError::corrupt(
-                path::CONFIG,
-                format!("{n} bytes is too large"),
-            ));
-        }
-        let bytes = match store.read(path::CONFIG) {
+        let bytes = match read_object(
+            store,
+            path::CONFIG,
+            crate::format::config::MAX_CONFIG_BYTES as u64,
+        ) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => {
+            Err(RepoError::Storage(e)) if e.is_not_found() => {
                 // Keys without a config: a repository that lost its config, not an empty place.
                 if !store.list(path::KEYS)?.is_empty() {
                     return Err(RepoError::corrupt(
@@ -234,7 +255,7 @@ impl Repository {
                 }
                 return Err(RepoError::NotARepository(store.describe()));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         Config::decode(&bytes).map_err(|e| match e {
             FormatError::UnsupportedVersion { .. } => RepoError::Key(e.to_string()),
@@ -242,11 +263,22 @@ impl Repository {
         })
     }
 
-    /// Open with a passphrase.
+    /// Open with a passphrase, trying the key files in the order of their names.
     pub fn open(store: Arc<dyn ObjectStore>, passphrase: &[u8]) -> Result<Self, RepoError> {
         let config = Self::load_config(store.as_ref())?;
-        let (key_id, master) = keys::unlock(store.as_ref(), passphrase)?;
-        let keys = master.derive();
+        Self::open_with(store, config, passphrase, &KeyChoice::default())
+    }
+
+    /// Open with a passphrase and the config read by [`Repository::load_config`] (its MAC is
+    /// checked here, once a key opened), trying the key files `choice` says.
+    pub fn open_with(
+        store: Arc<dyn ObjectStore>,
+        config: Config,
+        passphrase: &[u8],
+        choice: &KeyChoice,
+    ) -> Result<Self, RepoError> {
+        let (key_id, master) = keys::unlock(store.as_ref(), passphrase, choice)?;
+        let keys = Arc::new(master.derive());
         let expected = keys.config_mac(&config.mac_input());
         if hex::encode(expected) != config.mac {
             return Err(RepoError::corrupt(
@@ -319,23 +351,34 @@ impl Repository {
         self.key_id
     }
 
-    /// The seeded chunker of this repository.
+    /// The keyed chunker of this repository: the version 3 gear table from the master key,
+    /// or the seeded table of versions 1 and 2 (which keeps their cut points).
     pub fn chunker(&self) -> Chunker {
-        Chunker::new(self.config.chunker, self.keys.chunker_seed)
+        let table = if self.config.version >= 3 {
+            GearTable::keyed(&self.master_key().chunker_gear_stream())
+        } else {
+            GearTable::seeded(self.keys.chunker_seed)
+        };
+        Chunker::new(self.config.chunker, table)
     }
 
-    fn read_bounded(&self, name: &str) -> Result<Vec<u8>, RepoError> {
-        match self.store.size(name)? {
-            None => return Err(StorageError::NotFound(name.to_string()).into()),
-            Some(n) if n > MAX_OBJECT_BYTES => {
-                return Err(RepoError::corrupt(
-                    name,
-                    format!("object of {n} bytes is too large"),
-                ));
-            }
-            Some(_) => {}
+    /// The plaintext of an index or snapshot object: padded to a size bucket from format
+    /// version 3 on, as it is before.
+    fn pad(&self, payload: Vec<u8>) -> Vec<u8> {
+        if self.config.version >= 3 {
+            padding::pad_object(&payload)
+        } else {
+            payload
         }
-        Ok(self.store.read(name)?)
+    }
+
+    /// The payload of an index or snapshot plaintext (see [`Self::pad`]).
+    fn unpad<'a>(&self, plain: &'a [u8], what: &'static str) -> Result<&'a [u8], FormatError> {
+        if self.config.version >= 3 {
+            padding::unpad_object(plain, what)
+        } else {
+            Ok(plain)
+        }
     }
 
     // ---- snapshots ----
@@ -348,18 +391,22 @@ impl Repository {
     /// Load and verify one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, RepoError> {
         let name = path::snapshot(id);
-        let bytes = self.read_bounded(&name)?;
+        let bytes = read_object(self.store.as_ref(), &name, MAX_SNAPSHOT_OBJECT_BYTES)?;
         if SnapshotId::of_bytes(&bytes) != *id {
             return Err(RepoError::corrupt(name, "content does not match its name"));
         }
         let plain = crypto::open(&self.keys.encryption, SNAPSHOT_AAD, &bytes)
             .map_err(|e| RepoError::corrupt(&name, e))?;
-        Snapshot::decode(&plain).map_err(|e| RepoError::corrupt(name, e))
+        let plain = self
+            .unpad(&plain, "snapshot")
+            .map_err(|e| RepoError::corrupt(&name, e))?;
+        Snapshot::decode(plain).map_err(|e| RepoError::corrupt(name, e))
     }
 
     /// Save a snapshot; the last write of a backup.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
-        let bytes = crypto::seal(&self.keys.encryption, SNAPSHOT_AAD, &snap.encode())?;
+        let plain = self.pad(snap.encode());
+        let bytes = crypto::seal(&self.keys.encryption, SNAPSHOT_AAD, &plain)?;
         let id = SnapshotId::of_bytes(&bytes);
         self.store.write(&path::snapshot(&id), &bytes)?;
         Ok(id)
@@ -380,18 +427,22 @@ impl Repository {
     /// Load and verify one index file.
     pub fn load_index(&self, id: &IndexId) -> Result<Vec<PackIndex>, RepoError> {
         let name = path::index(id);
-        let bytes = self.read_bounded(&name)?;
+        let bytes = read_object(self.store.as_ref(), &name, MAX_INDEX_OBJECT_BYTES)?;
         if IndexId::of_bytes(&bytes) != *id {
             return Err(RepoError::corrupt(name, "content does not match its name"));
         }
         let plain = crypto::open(&self.keys.encryption, INDEX_AAD, &bytes)
             .map_err(|e| RepoError::corrupt(&name, e))?;
-        index::decode(&plain).map_err(|e| RepoError::corrupt(name, e))
+        let plain = self
+            .unpad(&plain, "index")
+            .map_err(|e| RepoError::corrupt(&name, e))?;
+        index::decode(plain).map_err(|e| RepoError::corrupt(name, e))
     }
 
     /// Save an index file naming packs that are already stored.
     pub fn save_index(&self, packs: &[PackIndex]) -> Result<IndexId, RepoError> {
-        let bytes = crypto::seal(&self.keys.encryption, INDEX_AAD, &index::encode(packs))?;
+        let plain = self.pad(index::encode(packs));
+        let bytes = crypto::seal(&self.keys.encryption, INDEX_AAD, &plain)?;
         let id = IndexId::of_bytes(&bytes);
         self.store.write(&path::index(&id), &bytes)?;
         Ok(id)
@@ -446,9 +497,12 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn memory_store() -> Arc<dyn ObjectStore> {
+        Arc::new(OpendalStore::memory().unwrap())
+    }
+
     pub(crate) fn memory_repo() -> Repository {
-        let store: Arc<dyn ObjectStore> = Arc::new(OpendalStore::memory().unwrap());
-        Repository::init(store, b"pw", fast_opts()).unwrap()
+        Repository::init(memory_store(), b"pw", fast_opts()).unwrap()
     }
 
     #[test]
@@ -477,6 +531,126 @@ pub(crate) mod tests {
             Repository::open(store, b"pw"),
             Err(RepoError::Corrupt { .. })
         ));
+    }
+
+    /// A store whose listings and stats say every object holds 1 byte, and that counts the
+    /// bytes it hands out: what a reader checks must be the bytes it read, and it must not
+    /// take in more than its limit.
+    struct LyingSizes {
+        inner: OpendalStore,
+        handed_out: std::sync::atomic::AtomicU64,
+    }
+
+    impl LyingSizes {
+        fn count(&self, b: Result<Vec<u8>, StorageError>) -> Result<Vec<u8>, StorageError> {
+            if let Ok(b) = &b {
+                self.handed_out
+                    .fetch_add(b.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            }
+            b
+        }
+        fn handed_out(&self) -> u64 {
+            self.handed_out.swap(0, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl ObjectStore for LyingSizes {
+        fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
+            self.count(self.inner.read(name))
+        }
+        fn read_at_most(&self, name: &str, max: u64) -> Result<Vec<u8>, StorageError> {
+            self.count(self.inner.read_at_most(name, max))
+        }
+        fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+            self.count(self.inner.read_range(name, offset, len))
+        }
+        fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            self.inner.write(name, bytes)
+        }
+        fn create_new(&self, name: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+            self.inner.create_new(name, bytes)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::storage::Listed>, StorageError> {
+            let mut l = self.inner.list(prefix)?;
+            l.iter_mut().for_each(|l| l.size = 1);
+            Ok(l)
+        }
+        fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
+            Ok(self.inner.size(name)?.map(|_| 1))
+        }
+        fn delete(&self, name: &str) -> Result<(), StorageError> {
+            self.inner.delete(name)
+        }
+        fn describe(&self) -> String {
+            "lying sizes".into()
+        }
+    }
+
+    #[test]
+    fn object_sizes_are_checked_on_the_bytes_read() {
+        let lying = Arc::new(LyingSizes {
+            inner: OpendalStore::memory().unwrap(),
+            handed_out: Default::default(),
+        });
+        let store: Arc<dyn ObjectStore> = lying.clone();
+        let r = Repository::init(store.clone(), b"pw", fast_opts()).unwrap();
+        let limit = |e: RepoError| match e {
+            RepoError::Corrupt { reason, .. } if reason.starts_with("larger than") => reason,
+            e => panic!("not refused for its size: {e}"),
+        };
+
+        // A snapshot object one byte over the largest sealed snapshot: refused before it is
+        // opened (it was read up to 512 MiB).
+        let big = vec![7u8; MAX_SNAPSHOT_OBJECT_BYTES as usize + 1];
+        let id = SnapshotId::of_bytes(&big);
+        store.write(&path::snapshot(&id), &big).unwrap();
+        lying.handed_out();
+        assert_eq!(
+            limit(r.load_snapshot(&id).unwrap_err()),
+            format!("larger than {MAX_SNAPSHOT_OBJECT_BYTES} bytes")
+        );
+        assert_eq!(lying.handed_out(), 0);
+        // At the limit it is read (and fails to open, being junk).
+        let edge = vec![7u8; MAX_SNAPSHOT_OBJECT_BYTES as usize];
+        let id = SnapshotId::of_bytes(&edge);
+        store.write(&path::snapshot(&id), &edge).unwrap();
+        assert!(matches!(
+            r.load_snapshot(&id),
+            Err(RepoError::Corrupt { reason, .. }) if !reason.starts_with("larger than")
+        ));
+
+        // A lock object over 64 KiB is unreadable, whatever its listed size.
+        store.write("locks/big", &vec![1u8; 64 * 1024 + 1]).unwrap();
+        lying.handed_out();
+        assert_eq!(r.list_locks().unwrap(), vec![("locks/big".into(), None)]);
+        assert_eq!(lying.handed_out(), 0);
+        store.delete("locks/big").unwrap();
+
+        // A key file over 4096 bytes is ignored although listed as 1 byte; the real key opens.
+        let junk = vec![0u8; 5000];
+        store
+            .write(&path::key(&KeyId::of_bytes(&junk)), &junk)
+            .unwrap();
+        lying.handed_out();
+        assert!(Repository::open(store.clone(), b"pw").is_ok());
+        assert!(lying.handed_out() < 4096);
+
+        // A config over 64 KiB, though its stat says 1 byte: refused, and not taken in whole.
+        let config = r.config().encode();
+        let mut padded = config.clone();
+        padded.resize(1 << 20, b' ');
+        store.write(path::CONFIG, &padded).unwrap();
+        lying.handed_out();
+        assert_eq!(
+            limit(Repository::load_config(store.as_ref()).unwrap_err()),
+            format!(
+                "larger than {} bytes",
+                crate::format::config::MAX_CONFIG_BYTES
+            )
+        );
+        assert_eq!(lying.handed_out(), 0);
+        store.write(path::CONFIG, &config).unwrap();
+        assert!(Repository::open(store, b"pw").is_ok());
     }
 
     #[test]

@@ -137,11 +137,14 @@ impl PackBuilder {
             bytes,
             ..
         } = self;
-        let header = crypto::seal(
-            &repo.keys.encryption,
-            HEADER_AAD,
-            &pack::encode_header(&entries),
-        )?;
+        // Format version 3 pads the header so the whole pack lands on a size bucket: a lone
+        // small file in an incremental backup no longer gives its size away (docs/crypto.md).
+        let plain = if repo.config.version >= 3 {
+            pack::encode_header_padded(&entries, bytes as u64)
+        } else {
+            pack::encode_header(&entries)
+        };
+        let header = crypto::seal(&repo.keys.encryption, HEADER_AAD, &plain)?;
         let trailer = pack::encode_trailer(header.len() as u32);
         let len = (bytes + header.len() + TRAILER_BYTES) as u64;
         hasher.update(&header);

@@ -113,12 +113,20 @@ fn restored_mode(node: &Node) -> u32 {
 
 fn mode_for(mode: u32, owner_restored: bool) -> u32 {
     let mode = mode & 0o7777;
-    if owner_restored { mode } else { mode & !0o6000 }
+    if owner_restored {
+        mode
+    } else {
+        mode & !SET_ID_BITS
+    }
 }
 
-/// Whether an xattr is restored: `security.*` (capabilities, SELinux labels) and `trusted.*`
-/// only when `privileged`, since they grant rights a snapshot from elsewhere must not.
-fn xattr_allowed(name: &[u8], privileged: bool) -> bool {
+/// The setuid and setgid bits of a mode.
+pub(crate) const SET_ID_BITS: u32 = 0o6000;
+
+/// Whether an xattr is restored (or imported): `security.*` (capabilities, SELinux labels) and
+/// `trusted.*` only when `privileged`, since they grant rights a snapshot from elsewhere must
+/// not.
+pub(crate) fn xattr_allowed(name: &[u8], privileged: bool) -> bool {
     privileged || !(name.starts_with(b"security.") || name.starts_with(b"trusted."))
 }
 

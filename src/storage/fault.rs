@@ -61,6 +61,11 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         self.bytes_read.fetch_add(b.len() as u64, Ordering::SeqCst);
         Ok(b)
     }
+    fn read_at_most(&self, name: &str, max: u64) -> Result<Vec<u8>, StorageError> {
+        let b = self.inner.read_at_most(name, max)?;
+        self.bytes_read.fetch_add(b.len() as u64, Ordering::SeqCst);
+        Ok(b)
+    }
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         let b = self.inner.read_range(name, offset, len)?;
         self.bytes_read.fetch_add(b.len() as u64, Ordering::SeqCst);

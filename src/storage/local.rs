@@ -210,6 +210,28 @@ impl ObjectStore for LocalStore {
         fs::read(&p).map_err(|e| io("read", &p, e))
     }
 
+    fn read_at_most(&self, name: &str, max: u64) -> Result<Vec<u8>, StorageError> {
+        use std::io::Read;
+        let p = self.path(name);
+        let f = fs::File::open(&p).map_err(|e| io("open", &p, e))?;
+        // The length only sizes the buffer; the limit is applied to what is read.
+        let hint = f
+            .metadata()
+            .map_or(0, |m| m.len())
+            .min(max.saturating_add(1));
+        let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+        f.take(max.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| io("read", &p, e))?;
+        if buf.len() as u64 > max {
+            return Err(StorageError::TooLarge {
+                path: p.display().to_string(),
+                max,
+            });
+        }
+        Ok(buf)
+    }
+
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
         let p = self.path(name);
         // Packs never change under their name: keep a few open for the blob-by-blob reads of

@@ -1,16 +1,19 @@
 //! Object storage: a small trait over named, immutable objects, and its implementations
-//! (local disk, opendal services, a fault-injecting wrapper for tests).
+//! (local disk, opendal services, a fault-injecting wrapper for tests), and the location a
+//! store is opened at.
 //!
 //! Storage knows nothing of encryption or formats. Every `write` is all-or-nothing: a reader
 //! never sees half an object under its final name.
 
 mod fault;
 mod local;
+mod location;
 mod opendal_store;
 pub mod s3;
 
 pub use fault::FaultStore;
 pub use local::{LocalStore, TempFileWriter};
+pub use location::RepoLocation;
 pub use opendal_store::OpendalStore;
 pub use s3::{S3Location, S3Store};
 
@@ -43,6 +46,14 @@ pub enum StorageError {
     /// An injected failure (tests).
     #[error("injected fault on {0}")]
     Injected(String),
+    /// An object larger than the caller accepts ([`ObjectStore::read_at_most`]).
+    #[error("object {path} holds more than {max} bytes")]
+    TooLarge {
+        /// The object.
+        path: String,
+        /// The most the caller accepts.
+        max: u64,
+    },
     /// A storage location that is misconfigured or cannot be used (a bad URL, missing
     /// credentials, denied access, a missing bucket, an unreachable endpoint).
     #[error("{0}")]
@@ -81,6 +92,11 @@ pub struct IoStats {
 pub trait ObjectStore: Send + Sync {
     /// Read a whole object.
     fn read(&self, name: &str) -> Result<Vec<u8>, StorageError>;
+    /// Read a whole object of at most `max` bytes, or fail with [`StorageError::TooLarge`]
+    /// having read no more than `max + 1` of them. The size is judged on the bytes read, in
+    /// the same request: a size from a listing or a stat can be outrun by a writer that
+    /// replaces the object in between.
+    fn read_at_most(&self, name: &str, max: u64) -> Result<Vec<u8>, StorageError>;
     /// Read `len` bytes at `offset`; fails if the object is shorter.
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError>;
     /// Write an object atomically (replaces an existing one).
@@ -150,6 +166,17 @@ pub(crate) mod conformance {
         assert_eq!(store.read("config").unwrap(), b"world!");
         assert_eq!(store.read_range("config", 1, 3).unwrap(), b"orl");
         assert!(store.read_range("config", 4, 10).is_err());
+        assert_eq!(store.read_at_most("config", 6).unwrap(), b"world!");
+        assert_eq!(store.read_at_most("config", 1 << 40).unwrap(), b"world!");
+        assert!(matches!(
+            store.read_at_most("config", 5),
+            Err(StorageError::TooLarge { max: 5, .. })
+        ));
+        assert!(store.read_at_most("missing", 5).unwrap_err().is_not_found());
+        store.write("empty", b"").unwrap();
+        assert_eq!(store.read_at_most("empty", 0).unwrap(), b"");
+        assert_eq!(store.read_at_most("empty", 5).unwrap(), b"");
+        store.delete("empty").unwrap();
 
         assert!(store.create_new("locks/a", b"1").unwrap());
         assert!(!store.create_new("locks/a", b"2").unwrap());

@@ -33,9 +33,59 @@ fn backend(op: &'static str, path: &str, e: opendal::Error) -> StorageError {
         StorageError::Backend {
             op,
             path: path.to_string(),
-            message: super::s3::describe_error(&e),
+            message: describe_error(&e),
         }
     }
+}
+
+/// A short, secret-free account of an opendal error: its kind, the S3 error code and
+/// message when the server sent one, and the transport cause otherwise.
+pub fn describe_error(e: &opendal::Error) -> String {
+    let mut s = match e.kind() {
+        ErrorKind::PermissionDenied => "access denied".to_string(),
+        ErrorKind::NotFound => "not found".to_string(),
+        ErrorKind::RateLimited => "throttled".to_string(),
+        k => k.to_string(),
+    };
+    let msg = e.message();
+    // opendal renders the S3 error body as `S3Error { code: "..", message: "..", .. }`.
+    let field = |name: &str| {
+        let start = msg.find(&format!("{name}: \""))? + name.len() + 3;
+        let end = msg[start..].find('"')? + start;
+        Some(msg[start..end].to_string())
+    };
+    match (field("code"), field("message")) {
+        (Some(code), Some(m)) if !code.is_empty() => {
+            s.push_str(&format!(": {code}"));
+            if !m.is_empty() {
+                s.push_str(&format!(" ({m})"));
+            }
+        }
+        _ => {
+            let first = msg.lines().next().unwrap_or("").trim();
+            if !first.is_empty() && first.len() <= 200 && !first.starts_with('<') {
+                s.push_str(": ");
+                s.push_str(first);
+            }
+        }
+    }
+    // The transport cause (connection refused, timeout, DNS) is the useful part of a
+    // request that never got an answer.
+    let mut src = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = src {
+        last = Some(c.to_string());
+        src = c.source();
+    }
+    if let Some(c) = last
+        && !s.contains(&c)
+    {
+        s.push_str(&format!(" ({c})"));
+    }
+    if e.is_persistent() {
+        s.push_str(" [gave up after retries]");
+    }
+    s
 }
 
 impl OpendalStore {
@@ -138,6 +188,38 @@ impl ObjectStore for OpendalStore {
             .map_err(|e| backend("read", name, e))?
             .to_vec();
         self.count(0, 0, buf.len() as u64);
+        Ok(buf)
+    }
+
+    fn read_at_most(&self, name: &str, max: u64) -> Result<Vec<u8>, StorageError> {
+        // One unranged GET, streamed: the response body is read piece by piece and dropped
+        // (closing the connection) as soon as it passes `max`. A ranged GET would not do: S3
+        // answers a range on an empty object with 416.
+        self.count(1, 0, 0);
+        let pieces = self
+            .op
+            .reader(name)
+            .and_then(|r| r.into_bytes_iterator(..))
+            .map_err(|e| backend("read", name, e))?;
+        let mut buf = Vec::new();
+        for piece in pieces {
+            let piece = piece.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
+                _ => StorageError::Backend {
+                    op: "read",
+                    path: name.to_string(),
+                    message: e.to_string(),
+                },
+            })?;
+            self.count(0, 0, piece.len() as u64);
+            if (buf.len() + piece.len()) as u64 > max {
+                return Err(StorageError::TooLarge {
+                    path: name.to_string(),
+                    max,
+                });
+            }
+            buf.extend_from_slice(&piece);
+        }
         Ok(buf)
     }
 

@@ -15,6 +15,7 @@ use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 use zeroize::Zeroizing;
 
+pub use super::opendal_store::describe_error;
 use super::{OpendalStore, StorageError};
 
 /// Default number of HTTP requests in flight per repository.
@@ -181,52 +182,10 @@ impl S3Location {
             .strip_prefix("s3://")
             .ok_or_else(|| config_err(format!("{url:?} is not an s3:// URL")))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-        let valid_bucket = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
-        if !valid_bucket {
-            return Err(config_err(format!(
-                "invalid bucket name {bucket:?} in the repository URL (expected s3://BUCKET/PREFIX, \
-                 3 to 63 lowercase letters, digits, '-' or '.')"
-            )));
-        }
-        let prefix = prefix.trim_matches('/').to_string();
-        if prefix.split('/').any(|c| c == "." || c == "..") {
-            return Err(config_err(format!("invalid prefix {prefix:?}")));
-        }
-        let mut endpoint = None;
-        let mut region = None;
-        let mut path_style = true;
-        let mut credentials_file = None;
-        let mut profile = None;
-        let mut connections = None;
-        let mut retries = None;
-        let mut timeout = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v)?;
-            match k {
-                "endpoint" => endpoint = Some(v),
-                "region" => region = Some(v),
-                "path_style" => path_style = parse_bool(k, &v)?,
-                "virtual_host" => path_style = !parse_bool(k, &v)?,
-                "credentials_file" => credentials_file = Some(PathBuf::from(v)),
-                "profile" => profile = Some(v),
-                "connections" => connections = Some(parse_count(k, &v, 1, 256)?),
-                "retries" => retries = Some(parse_count(k, &v, 0, 100)?),
-                "timeout" => timeout = Some(parse_count(k, &v, 1, 3600)?),
-                _ => {
-                    return Err(config_err(format!(
-                        "unknown setting {k:?} in the repository URL (known: endpoint, region, \
-                         path_style, virtual_host, credentials_file, profile, connections, retries, \
-                         timeout)"
-                    )));
-                }
-            }
-        }
-        let endpoint = endpoint
+        let (bucket, prefix) = bucket_and_prefix(path)?;
+        let q = UrlSettings::parse(query)?;
+        let endpoint = q
+            .endpoint
             .or_else(|| env("COFFER_S3_ENDPOINT"))
             .map(|e| e.trim_end_matches('/').to_string());
         if let Some(e) = &endpoint
@@ -237,44 +196,30 @@ impl S3Location {
                 redact_endpoint(e)
             )));
         }
-        let region = region
+        let region = q
+            .region
             .or_else(|| env("COFFER_S3_REGION"))
             .or_else(|| endpoint.as_deref().and_then(region_from_endpoint))
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_string());
-        let connections = match connections {
-            Some(n) => n,
-            None => match env("COFFER_S3_CONNECTIONS") {
-                Some(v) => parse_count("COFFER_S3_CONNECTIONS", &v, 1, 256)?,
-                None => DEFAULT_CONNECTIONS,
-            },
-        };
-        let retries = match retries {
-            Some(n) => n,
-            None => match env("COFFER_S3_RETRIES") {
-                Some(v) => parse_count("COFFER_S3_RETRIES", &v, 0, 100)?,
-                None => DEFAULT_RETRIES,
-            },
-        };
-        let io_timeout = match timeout {
-            Some(n) => Duration::from_secs(n as u64),
-            None => match env("COFFER_S3_TIMEOUT") {
-                Some(v) => {
-                    Duration::from_secs(parse_count("COFFER_S3_TIMEOUT", &v, 1, 3600)? as u64)
-                }
-                None => DEFAULT_IO_TIMEOUT,
-            },
-        };
+        let connections = count_or_env(q.connections, env, "COFFER_S3_CONNECTIONS", 1, 256)?
+            .unwrap_or(DEFAULT_CONNECTIONS);
+        let retries =
+            count_or_env(q.retries, env, "COFFER_S3_RETRIES", 0, 100)?.unwrap_or(DEFAULT_RETRIES);
+        let io_timeout = count_or_env(q.timeout, env, "COFFER_S3_TIMEOUT", 1, 3600)?
+            .map_or(DEFAULT_IO_TIMEOUT, |n| Duration::from_secs(n as u64));
         Ok(Self {
-            bucket: bucket.to_string(),
+            bucket,
             prefix,
             endpoint,
             region,
-            path_style,
-            credentials_file: credentials_file
+            path_style: q.path_style,
+            credentials_file: q
+                .credentials_file
                 .or_else(|| env("COFFER_S3_CREDENTIALS_FILE").map(PathBuf::from)),
-            profile: profile
+            profile: q
+                .profile
                 .or_else(|| env("AWS_PROFILE"))
                 .unwrap_or_else(|| "default".into()),
             connections,
@@ -396,56 +341,6 @@ pub fn parse_credentials_file(text: &str, profile: &str) -> Option<Credentials> 
     })
 }
 
-/// A short, secret-free account of an opendal error: its kind, the S3 error code and
-/// message when the server sent one, and the transport cause otherwise.
-pub fn describe_error(e: &opendal::Error) -> String {
-    let mut s = match e.kind() {
-        ErrorKind::PermissionDenied => "access denied".to_string(),
-        ErrorKind::NotFound => "not found".to_string(),
-        ErrorKind::RateLimited => "throttled".to_string(),
-        k => k.to_string(),
-    };
-    let msg = e.message();
-    // opendal renders the S3 error body as `S3Error { code: "..", message: "..", .. }`.
-    let field = |name: &str| {
-        let start = msg.find(&format!("{name}: \""))? + name.len() + 3;
-        let end = msg[start..].find('"')? + start;
-        Some(msg[start..end].to_string())
-    };
-    match (field("code"), field("message")) {
-        (Some(code), Some(m)) if !code.is_empty() => {
-            s.push_str(&format!(": {code}"));
-            if !m.is_empty() {
-                s.push_str(&format!(" ({m})"));
-            }
-        }
-        _ => {
-            let first = msg.lines().next().unwrap_or("").trim();
-            if !first.is_empty() && first.len() <= 200 && !first.starts_with('<') {
-                s.push_str(": ");
-                s.push_str(first);
-            }
-        }
-    }
-    // The transport cause (connection refused, timeout, DNS) is the useful part of a
-    // request that never got an answer.
-    let mut src = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = src {
-        last = Some(c.to_string());
-        src = c.source();
-    }
-    if let Some(c) = last
-        && !s.contains(&c)
-    {
-        s.push_str(&format!(" ({c})"));
-    }
-    if e.is_persistent() {
-        s.push_str(" [gave up after retries]");
-    }
-    s
-}
-
 /// Opens S3 locations as object stores.
 pub struct S3Store;
 
@@ -520,6 +415,91 @@ impl S3Store {
             config_err(format!("{description}: {cause}"))
         })?;
         Ok(store)
+    }
+}
+
+/// `BUCKET/PREFIX` of an `s3://` URL, checked: a valid bucket name, no `.` or `..` in the
+/// prefix (which loses its outer slashes).
+fn bucket_and_prefix(path: &str) -> Result<(String, String), StorageError> {
+    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    if !valid_bucket {
+        return Err(config_err(format!(
+            "invalid bucket name {bucket:?} in the repository URL (expected s3://BUCKET/PREFIX, \
+             3 to 63 lowercase letters, digits, '-' or '.')"
+        )));
+    }
+    let prefix = prefix.trim_matches('/').to_string();
+    if prefix.split('/').any(|c| c == "." || c == "..") {
+        return Err(config_err(format!("invalid prefix {prefix:?}")));
+    }
+    Ok((bucket.to_string(), prefix))
+}
+
+/// The settings of an `s3://` URL's query string.
+struct UrlSettings {
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: bool,
+    credentials_file: Option<PathBuf>,
+    profile: Option<String>,
+    connections: Option<usize>,
+    retries: Option<usize>,
+    timeout: Option<usize>,
+}
+
+impl UrlSettings {
+    fn parse(query: &str) -> Result<Self, StorageError> {
+        let mut q = UrlSettings {
+            endpoint: None,
+            region: None,
+            path_style: true,
+            credentials_file: None,
+            profile: None,
+            connections: None,
+            retries: None,
+            timeout: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v)?;
+            match k {
+                "endpoint" => q.endpoint = Some(v),
+                "region" => q.region = Some(v),
+                "path_style" => q.path_style = parse_bool(k, &v)?,
+                "virtual_host" => q.path_style = !parse_bool(k, &v)?,
+                "credentials_file" => q.credentials_file = Some(PathBuf::from(v)),
+                "profile" => q.profile = Some(v),
+                "connections" => q.connections = Some(parse_count(k, &v, 1, 256)?),
+                "retries" => q.retries = Some(parse_count(k, &v, 0, 100)?),
+                "timeout" => q.timeout = Some(parse_count(k, &v, 1, 3600)?),
+                _ => {
+                    return Err(config_err(format!(
+                        "unknown setting {k:?} in the repository URL (known: endpoint, region, \
+                         path_style, virtual_host, credentials_file, profile, connections, retries, \
+                         timeout)"
+                    )));
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// A count from the URL, else from the environment variable `var` (checked the same way).
+fn count_or_env(
+    from_url: Option<usize>,
+    env: EnvLookup<'_>,
+    var: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, StorageError> {
+    match from_url {
+        Some(n) => Ok(Some(n)),
+        None => env(var).map(|v| parse_count(var, &v, min, max)).transpose(),
     }
 }
 

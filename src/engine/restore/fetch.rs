@@ -146,7 +146,7 @@ impl<'a> Fetcher<'a> {
         counters: &'a Counters,
         disk_full: &'a Mutex<Option<(String, String)>>,
     ) -> Self {
-        let remote = repo.store().io_stats().is_some();
+        let remote = repo.is_remote();
         let pool = if remote {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(REMOTE_READS)
@@ -491,7 +491,7 @@ pub(crate) fn prefetch_trees(
     root: &BlobId,
 ) -> Result<u64, EngineError> {
     use crate::format::tree::{NodeKind, Tree};
-    if repo.store().io_stats().is_none() {
+    if !repo.is_remote() {
         return Ok(0);
     }
     let mut reads_made = 0;
@@ -595,7 +595,7 @@ pub(crate) fn prefetch_blobs(
     ids: &[BlobId],
     budget: u64,
 ) -> Result<(HashMap<BlobId, Vec<u8>>, u64), EngineError> {
-    if repo.store().io_stats().is_none() || ids.is_empty() {
+    if !repo.is_remote() || ids.is_empty() {
         return Ok((HashMap::new(), 0));
     }
     let mut locs = Vec::new();

@@ -30,6 +30,7 @@ use super::walk::{components, resolve};
 use super::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
 use crate::catalog::Catalog;
 use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
 use crate::repo::{LockKind, Repository};
 use crate::source::write;
 
@@ -743,6 +744,45 @@ pub fn restore(
     let _lock = repo.lock(LockKind::Shared, "restore")?;
     catalog.refresh(repo)?;
     let snap = catalog.resolve_snapshot(&opts.snapshot)?;
+    prepare_target(opts)?;
+    if opts.paths.is_empty() && !filter.has_includes() && opts.excludes.is_empty() {
+        // The totals of a whole snapshot come from its summary (a restore of some paths
+        // shows counts without totals).
+        progress
+            .total_bytes
+            .store(snap.snapshot.summary.total_bytes, Ordering::Relaxed);
+        progress
+            .total_files
+            .store(snap.snapshot.summary.files, Ordering::Relaxed);
+    }
+    let mut r = Restorer::new(repo, catalog, opts, filter, progress, snap.id.to_hex());
+    let paths = if opts.paths.is_empty() {
+        vec![String::new()]
+    } else {
+        opts.paths.clone()
+    };
+    for p in &paths {
+        r.path(snap.snapshot.tree, p)?;
+    }
+    r.flush()?;
+    if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(EngineError::Usage(format!(
+            "restore stopped: {source} while writing {path}; free space (or restore to \
+             another target) and run it again: files already restored are not written again"
+        )));
+    }
+    r.links_and_special();
+    if !opts.dry_run {
+        r.directory_metadata();
+    }
+    if opts.verify && !opts.dry_run {
+        r.verify();
+    }
+    Ok(r.finish(start))
+}
+
+/// The target must be a directory (or not exist yet: it is created, unless this is a dry run).
+fn prepare_target(opts: &RestoreOptions) -> Result<(), EngineError> {
     if let Ok(m) = std::fs::symlink_metadata(&opts.target)
         && !m.is_dir()
     {
@@ -757,70 +797,62 @@ pub fn restore(
             source: e,
         })?;
     }
-    if opts.paths.is_empty() && !filter.has_includes() && opts.excludes.is_empty() {
-        // The totals of a whole snapshot come from its summary (a restore of some paths
-        // shows counts without totals).
-        progress
-            .total_bytes
-            .store(snap.snapshot.summary.total_bytes, Ordering::Relaxed);
-        progress
-            .total_files
-            .store(snap.snapshot.summary.files, Ordering::Relaxed);
+    Ok(())
+}
+
+impl<'a> Restorer<'a> {
+    fn new(
+        repo: &'a Repository,
+        catalog: &'a Catalog,
+        opts: &'a RestoreOptions,
+        filter: PathFilter,
+        progress: &'a Progress,
+        snapshot_id: String,
+    ) -> Self {
+        Restorer {
+            repo,
+            catalog,
+            opts,
+            filter,
+            warnings: Warnings::default(),
+            progress,
+            counters: Counters::default(),
+            disk_full: Mutex::new(None),
+            summary: RestoreSummary {
+                snapshot_id,
+                dry_run: opts.dry_run,
+                ..Default::default()
+            },
+            pending: Vec::new(),
+            dirs: Vec::new(),
+            batch: Vec::new(),
+            batch_blobs: 0,
+            compare: Vec::new(),
+            hardlinks: Vec::new(),
+            special: Vec::new(),
+            links: HashMap::new(),
+            to_verify: Vec::new(),
+        }
     }
-    let mut r = Restorer {
-        repo,
-        catalog,
-        opts,
-        filter,
-        warnings: Warnings::default(),
-        progress,
-        counters: Counters::default(),
-        disk_full: Mutex::new(None),
-        summary: RestoreSummary {
-            snapshot_id: snap.id.to_hex(),
-            dry_run: opts.dry_run,
-            ..Default::default()
-        },
-        pending: Vec::new(),
-        dirs: Vec::new(),
-        batch: Vec::new(),
-        batch_blobs: 0,
-        compare: Vec::new(),
-        hardlinks: Vec::new(),
-        special: Vec::new(),
-        links: HashMap::new(),
-        to_verify: Vec::new(),
-    };
-    let paths = if opts.paths.is_empty() {
-        vec![String::new()]
-    } else {
-        opts.paths.clone()
-    };
-    for p in &paths {
-        let node = resolve(repo, catalog, snap.snapshot.tree, p)?;
+
+    /// Restore one `--path` of the snapshot whose root tree is `tree` (the whole snapshot for
+    /// an empty path).
+    fn path(&mut self, tree: BlobId, p: &str) -> Result<(), EngineError> {
+        let (repo, catalog, opts) = (self.repo, self.catalog, self.opts);
+        let node = resolve(repo, catalog, tree, p)?;
         let comps = components(p);
         let rel = comps.join("/");
-        if !rel.is_empty() && r.filter.excluded(&rel) {
-            continue;
+        if !rel.is_empty() && self.filter.excluded(&rel) {
+            return Ok(());
         }
-        let selected = r.filter.included(&rel) || rel.is_empty() && !r.filter.has_includes();
+        let selected = self.filter.included(&rel) || rel.is_empty() && !self.filter.has_includes();
         let mut dest = opts.target.clone();
         if !opts.flatten {
             for c in &comps {
                 dest.push(c);
             }
             if !comps.is_empty() && !opts.dry_run {
-                // Create the ancestors one by one, never through a symlink: a symlink left in
-                // the target (by an earlier restore of a hostile snapshot, say) must not carry
-                // this restore outside the target.
-                let mut at = opts.target.clone();
-                for c in &comps[..comps.len() - 1] {
-                    at.push(c);
-                    write::create_dir(&at).map_err(|e| EngineError::Io {
-                        path: at.display().to_string(),
-                        source: e,
-                    })?;
-                }
+                create_ancestors(&opts.target, &comps)?;
             }
         } else if node.kind != NodeKind::Dir {
             return Err(EngineError::Usage(format!(
@@ -830,48 +862,59 @@ pub fn restore(
         if let Some(root) = node.subtree {
             // On a remote store, every tree below is read first, a pack region at a time.
             let reads = fetch::prefetch_trees(repo, catalog, &root)?;
-            r.counters.requests.fetch_add(reads, Ordering::Relaxed);
+            self.counters.requests.fetch_add(reads, Ordering::Relaxed);
         }
         match node.kind {
-            NodeKind::Dir => r.dir(&dest, &rel, &node, selected)?,
+            NodeKind::Dir => self.dir(&dest, &rel, &node, selected)?,
             _ if !selected => {}
-            NodeKind::File => r.file(&dest, &node, false)?,
-            _ => r.special(&dest, &node, false),
+            NodeKind::File => self.file(&dest, &node, false)?,
+            _ => self.special(&dest, &node, false),
         }
+        Ok(())
     }
-    r.flush()?;
-    if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(EngineError::Usage(format!(
-            "restore stopped: {source} while writing {path}; free space (or restore to \
-             another target) and run it again: files already restored are not written again"
-        )));
-    }
-    r.links_and_special();
-    if !opts.dry_run {
-        // Deepest first, so restoring a child's metadata never touches a restored parent's mtime.
-        for (path, node) in r.dirs.iter().rev() {
+
+    /// Directory metadata, deepest first, so restoring a child's metadata never touches a
+    /// restored parent's mtime.
+    fn directory_metadata(&mut self) {
+        for (path, node) in self.dirs.iter().rev() {
             if node.inode == 0 && node.name.is_empty() {
                 continue; // the synthetic snapshot root
             }
-            if let Err(e) = write::apply_metadata(path, node, opts.privileged) {
-                r.warnings.push(path.display().to_string(), e);
+            if let Err(e) = write::apply_metadata(path, node, self.opts.privileged) {
+                self.warnings.push(path.display().to_string(), e);
             }
         }
     }
-    if opts.verify && !opts.dry_run {
-        r.verify();
+
+    /// The summary, with the counters and warnings gathered on the way.
+    fn finish(mut self, start: Instant) -> RestoreSummary {
+        let mut s = std::mem::take(&mut self.summary);
+        s.dirs = self.dirs.len() as u64;
+        if !self.opts.dry_run {
+            s.files_written = self.counters.files_written.load(Ordering::Relaxed);
+            s.bytes = self.counters.bytes_written.load(Ordering::Relaxed);
+        }
+        s.requests = self.counters.requests.load(Ordering::Relaxed);
+        s.bytes_fetched = self.counters.bytes_fetched.load(Ordering::Relaxed);
+        s.duration_secs = start.elapsed().as_secs_f64();
+        s.errors = self.warnings.take();
+        s
     }
-    let mut s = std::mem::take(&mut r.summary);
-    s.dirs = r.dirs.len() as u64;
-    if !opts.dry_run {
-        s.files_written = r.counters.files_written.load(Ordering::Relaxed);
-        s.bytes = r.counters.bytes_written.load(Ordering::Relaxed);
+}
+
+/// Create the ancestors of a `--path` in the target one by one, never through a symlink: a
+/// symlink left in the target (by an earlier restore of a hostile snapshot, say) must not
+/// carry this restore outside the target.
+fn create_ancestors(target: &Path, comps: &[&str]) -> Result<(), EngineError> {
+    let mut at = target.to_path_buf();
+    for c in &comps[..comps.len() - 1] {
+        at.push(c);
+        write::create_dir(&at).map_err(|e| EngineError::Io {
+            path: at.display().to_string(),
+            source: e,
+        })?;
     }
-    s.requests = r.counters.requests.load(Ordering::Relaxed);
-    s.bytes_fetched = r.counters.bytes_fetched.load(Ordering::Relaxed);
-    s.duration_secs = start.elapsed().as_secs_f64();
-    s.errors = r.warnings.take();
-    Ok(s)
+    Ok(())
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {

@@ -4,28 +4,31 @@
 //! Names are refused, never cleaned up: an absolute name, a `..` component, a NUL byte or a
 //! path deeper than [`MAX_DEPTH`] stops the import. Entries outside the prefix, hard links to
 //! names not seen before and entry types a snapshot cannot hold are skipped with a warning.
+//! Unless the import is privileged, what grants rights is dropped and counted, with the same
+//! gates as an unprivileged restore: setuid/setgid bits, device nodes, and `security.*` and
+//! `trusted.*` xattrs (file capabilities among them).
 //! Every read error of the stream is reported as a damaged archive. Nothing here writes a
 //! snapshot; content and trees go through the engine's saver.
 
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 
-use rayon::prelude::*;
 use serde_bytes::ByteBuf;
 use tar::EntryType;
 
-use super::backup::READ_WINDOW_BYTES;
 use super::gzip_pipe::ChunkReader;
 use super::import::ImportSummary;
 use super::import_tree::TreeBuilder;
 use super::pax::Pax;
-use super::saver::Saver;
-use super::walk::components;
-use super::{EngineError, Progress, Warnings, display_bytes};
 use crate::chunker::Chunker;
-use crate::format::BlobKind;
+use crate::engine::content::{ContentError, save_content, window_bytes};
+use crate::engine::saver::Saver;
+use crate::engine::walk::components;
+use crate::engine::{EngineError, Progress, Warnings, display_bytes};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
+use crate::source::write::{SET_ID_BITS, xattr_allowed};
 
 /// Deepest path accepted (bounds the recursion that writes the trees).
 const MAX_DEPTH: usize = 1024;
@@ -44,6 +47,10 @@ pub(super) struct Importer<'a> {
     next_inode: u64,
     window: Vec<u8>,
     outside: u64,
+    /// Keep set-id bits, device nodes and `security.*`/`trusted.*` xattrs.
+    privileged: bool,
+    /// Device entries dropped, so that hard links to them are dropped too, not warned about.
+    dropped_devices: HashSet<Vec<Vec<u8>>>,
     /// The counts so far.
     pub s: ImportSummary,
     /// Entries skipped so far.
@@ -52,7 +59,7 @@ pub(super) struct Importer<'a> {
 
 impl<'a> Importer<'a> {
     /// An import of the archive shown as `archive`, of the sources under the normalised
-    /// `prefix`, into a snapshot taken at `time_secs`.
+    /// `prefix`, into a snapshot taken at `time_secs`; `privileged` keeps what grants rights.
     pub(super) fn new(
         saver: &'a Saver<'a>,
         chunker: Chunker,
@@ -60,7 +67,9 @@ impl<'a> Importer<'a> {
         archive: String,
         prefix: &str,
         time_secs: i64,
+        privileged: bool,
     ) -> Self {
+        let window = vec![0; window_bytes(&chunker)];
         Self {
             saver,
             chunker,
@@ -77,8 +86,10 @@ impl<'a> Importer<'a> {
             },
             tree: TreeBuilder::new(time_secs),
             next_inode: 0,
-            window: vec![0; READ_WINDOW_BYTES.max(2 * chunker.max_bytes())],
+            window,
             outside: 0,
+            privileged,
+            dropped_devices: HashSet::new(),
             s: ImportSummary::default(),
             warnings: Warnings::default(),
         }
@@ -142,6 +153,8 @@ impl<'a> Importer<'a> {
         Ok((!rest.is_empty()).then(|| rest.iter().map(|c| c.to_vec()).collect()))
     }
 
+    /// Turn one tar entry into a node and put it in the tree; an entry outside the prefix or
+    /// of a type a snapshot cannot hold is skipped (with a warning).
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), EngineError> {
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
@@ -151,130 +164,211 @@ impl<'a> Importer<'a> {
         let Some(rel) = self.relative(&raw, true)? else {
             return Ok(());
         };
+        let node = self.metadata(entry, &raw, &rel)?;
+        // Old tars wrote directories as regular entries whose names end in `/`.
+        if kind == EntryType::Directory || (kind == EntryType::Regular && raw.ends_with(b"/")) {
+            return self.dir_entry(&rel, node);
+        }
+        if kind == EntryType::Link {
+            // A hard link's node is its target's, already seen to.
+            return match self.hard_link(entry, &raw, node)? {
+                Some(linked) => self.insert(&rel, linked),
+                None => Ok(()),
+            };
+        }
+        let Some(mut node) = self.typed(entry, kind, &raw, &rel, node)? else {
+            return Ok(());
+        };
+        self.unprivileged(&mut node);
+        self.insert(&rel, node)
+    }
+
+    /// A file node with the entry's name, mode, owner, times and xattrs, from its header and
+    /// PAX records (a tar record has no ctime: the mtime stands in for it).
+    fn metadata<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        rel: &[Vec<u8>],
+    ) -> Result<Node, EngineError> {
         let pax = Pax::read(entry).map_err(|e| self.corrupt(e))?;
         let h = entry.header();
-        let field = |r: io::Result<u64>| r.map_err(|e| self.corrupt_entry(&raw, e));
-        let id = |v: u64| {
-            u32::try_from(v).map_err(|_| self.corrupt_entry(&raw, format!("owner id {v}")))
-        };
+        let field = |r: io::Result<u64>| r.map_err(|e| self.corrupt_entry(raw, e));
+        let id =
+            |v: u64| u32::try_from(v).map_err(|_| self.corrupt_entry(raw, format!("owner id {v}")));
         let uid = id(pax.uid.map_or_else(|| field(h.uid()), Ok)?)?;
         let gid = id(pax.gid.map_or_else(|| field(h.gid()), Ok)?)?;
         let (mtime, mtime_nsec) = match pax.mtime {
             Some(t) => t,
             None => (field(h.mtime())? as i64, 0),
         };
-        let perm = h.mode().map_err(|e| self.corrupt_entry(&raw, e))? & 0o7777;
+        let perm = h.mode().map_err(|e| self.corrupt_entry(raw, e))? & 0o7777;
         let name = rel.last().cloned().unwrap_or_default();
-        let mut node = Node {
-            name: ByteBuf::from(name),
-            kind: NodeKind::File,
-            mode: perm,
-            uid,
-            gid,
-            mtime,
-            mtime_nsec,
-            ctime: mtime,
-            ctime_nsec: mtime_nsec,
-            size: 0,
-            inode: 0,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            link_target: None,
-            content: Vec::new(),
-            subtree: None,
-            xattrs: pax.xattrs,
-        };
-        let old_style_dir = kind == EntryType::Regular && raw.ends_with(b"/");
+        Ok(Node::new(name, NodeKind::File)
+            .with_mode(perm)
+            .with_owner(uid, gid)
+            .with_mtime(mtime, mtime_nsec)
+            .with_ctime(mtime, mtime_nsec)
+            .with_xattrs(pax.xattrs))
+    }
+
+    /// The node of an entry that is neither a directory nor a hard link, by its type: `None`
+    /// when it is skipped.
+    fn typed<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: EntryType,
+        raw: &[u8],
+        rel: &[Vec<u8>],
+        mut node: Node,
+    ) -> Result<Option<Node>, EngineError> {
         match kind {
-            EntryType::Directory => return self.dir_entry(&rel, node),
-            _ if old_style_dir => return self.dir_entry(&rel, node),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let expected = entry.size();
-                let (content, size) = self.read_content(entry)?;
-                if size != expected {
-                    return Err(self.corrupt(format!(
-                        "{} ends after {size} of {expected} bytes",
-                        display_bytes(&raw)
-                    )));
-                }
-                self.next_inode += 1;
-                node.inode = self.next_inode;
-                node.content = content;
-                node.size = size;
-                self.s.files += 1;
-                self.s.total_bytes += size;
-                self.progress.files.fetch_add(1, Ordering::Relaxed);
+                self.file(entry, raw, node).map(Some)
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| {
-                    self.corrupt(format!("symlink {} has no target", display_bytes(&raw)))
+                    self.corrupt(format!("symlink {} has no target", display_bytes(raw)))
                 })?;
                 node.kind = NodeKind::Symlink;
                 node.link_target = Some(ByteBuf::from(target.into_owned()));
                 self.s.symlinks += 1;
-            }
-            EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        self.corrupt(format!("hard link {} has no target", display_bytes(&raw)))
-                    })?
-                    .into_owned();
-                let found = match self.relative(&target, false)? {
-                    Some(t) => self.tree.find(&t).cloned(),
-                    None => None,
-                };
-                let Some(mut linked) = found else {
-                    self.warnings.push(
-                        display_bytes(&raw),
-                        format!(
-                            "hard link to {}, which is not in the archive before it; skipped",
-                            display_bytes(&target)
-                        ),
-                    );
-                    return Ok(());
-                };
-                if linked.kind == NodeKind::File {
-                    self.tree.add_link(linked.inode);
-                    self.s.files += 1;
-                    self.s.total_bytes += linked.size;
-                }
-                linked.name = node.name;
-                node = linked;
-                self.s.hardlinks += 1;
+                Ok(Some(node))
             }
             EntryType::Fifo => {
                 node.kind = NodeKind::Fifo;
                 self.s.special += 1;
+                Ok(Some(node))
             }
-            EntryType::Char | EntryType::Block => {
-                let dev = |r: io::Result<Option<u32>>| -> Result<u32, EngineError> {
-                    Ok(r.map_err(|e| self.corrupt_entry(&raw, e))?.unwrap_or(0))
-                };
-                let (major, minor) = (dev(h.device_major())?, dev(h.device_minor())?);
-                node.kind = if kind == EntryType::Char {
-                    NodeKind::CharDevice
-                } else {
-                    NodeKind::BlockDevice
-                };
-                node.rdev = rustix::fs::makedev(major, minor);
-                self.s.special += 1;
-            }
+            EntryType::Char | EntryType::Block => self.device(entry, kind, raw, rel, node),
             other => {
                 self.warnings.push(
-                    display_bytes(&raw),
+                    display_bytes(raw),
                     format!("tar entry type {other:?} is not supported; skipped"),
                 );
-                return Ok(());
+                Ok(None)
             }
         }
+    }
+
+    /// A regular file: its content chunked and saved, checked to be as long as the header
+    /// says, and a new inode number.
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        mut node: Node,
+    ) -> Result<Node, EngineError> {
+        let expected = entry.size();
+        let (content, size) = self.read_content(entry)?;
+        if size != expected {
+            return Err(self.corrupt(format!(
+                "{} ends after {size} of {expected} bytes",
+                display_bytes(raw)
+            )));
+        }
+        self.next_inode += 1;
+        node.inode = self.next_inode;
+        node.content = content;
+        node.size = size;
+        self.s.files += 1;
+        self.s.total_bytes += size;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(node)
+    }
+
+    /// A hard link: its target's node under the entry's name, or `None` when the target is
+    /// a dropped device node (counted) or not in the archive before it (warned about).
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        node: Node,
+    ) -> Result<Option<Node>, EngineError> {
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| self.corrupt(format!("hard link {} has no target", display_bytes(raw))))?
+            .into_owned();
+        let target_rel = self.relative(&target, false)?;
+        let found = target_rel.as_ref().and_then(|t| self.tree.find(t).cloned());
+        if found.is_none() && target_rel.is_some_and(|t| self.dropped_devices.contains(&t)) {
+            self.s.dropped.device_nodes += 1;
+            return Ok(None);
+        }
+        let Some(mut linked) = found else {
+            self.warnings.push(
+                display_bytes(raw),
+                format!(
+                    "hard link to {}, which is not in the archive before it; skipped",
+                    display_bytes(&target)
+                ),
+            );
+            return Ok(None);
+        };
+        if linked.kind == NodeKind::File {
+            self.tree.add_link(linked.inode);
+            self.s.files += 1;
+            self.s.total_bytes += linked.size;
+        }
+        linked.name = node.name;
+        self.s.hardlinks += 1;
+        Ok(Some(linked))
+    }
+
+    /// A character or block device, with its device number; unless privileged, `None`: it is
+    /// dropped, counted and remembered (hard links to it are dropped too).
+    fn device<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        kind: EntryType,
+        raw: &[u8],
+        rel: &[Vec<u8>],
+        mut node: Node,
+    ) -> Result<Option<Node>, EngineError> {
+        if !self.privileged {
+            self.s.dropped.device_nodes += 1;
+            self.dropped_devices.insert(rel.to_vec());
+            return Ok(None);
+        }
+        let h = entry.header();
+        let dev = |r: io::Result<Option<u32>>| -> Result<u32, EngineError> {
+            Ok(r.map_err(|e| self.corrupt_entry(raw, e))?.unwrap_or(0))
+        };
+        let (major, minor) = (dev(h.device_major())?, dev(h.device_minor())?);
+        node.kind = if kind == EntryType::Char {
+            NodeKind::CharDevice
+        } else {
+            NodeKind::BlockDevice
+        };
+        node.rdev = rustix::fs::makedev(major, minor);
+        self.s.special += 1;
+        Ok(Some(node))
+    }
+
+    /// Count a finished node (its file type bits added to its mode) and put it in the tree.
+    fn insert(&mut self, rel: &[Vec<u8>], mut node: Node) -> Result<(), EngineError> {
         node.mode |= type_bits(node.kind);
         self.s.entries += 1;
-        self.tree.insert(&rel, node, &self.warnings)
+        self.tree.insert(rel, node, &self.warnings)
+    }
+
+    /// Unless privileged: clear set-id bits and leave out `security.*`/`trusted.*` xattrs,
+    /// counting each.
+    fn unprivileged(&mut self, node: &mut Node) {
+        if self.privileged {
+            return;
+        }
+        if node.mode & SET_ID_BITS != 0 {
+            node.mode &= !SET_ID_BITS;
+            self.s.dropped.set_id_bits += 1;
+        }
+        let before = node.xattrs.len();
+        node.xattrs.retain(|x| xattr_allowed(&x.name, false));
+        self.s.dropped.xattrs += (before - node.xattrs.len()) as u64;
     }
 
     fn dir_entry(&mut self, rel: &[Vec<u8>], mut node: Node) -> Result<(), EngineError> {
+        self.unprivileged(&mut node);
         node.kind = NodeKind::Dir;
         node.mode |= type_bits(NodeKind::Dir);
         self.s.entries += 1;
@@ -283,44 +377,10 @@ impl<'a> Importer<'a> {
 
     /// Chunk and save an entry's content; returns the blob ids and the bytes read.
     fn read_content(&mut self, r: &mut impl Read) -> Result<(Vec<BlobId>, u64), EngineError> {
-        let window = self.window.len();
-        let mut filled = 0usize;
-        let mut eof = false;
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        loop {
-            while !eof && filled < window {
-                match r.read(&mut self.window[filled..]) {
-                    Ok(0) => eof = true,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(self.corrupt(e)),
-                }
-            }
-            let cuts = self.chunker.cuts(&self.window[..filled], eof);
-            let mut chunks = Vec::with_capacity(cuts.len());
-            let mut off = 0;
-            for len in cuts {
-                chunks.push(&self.window[off..off + len]);
-                off += len;
-            }
-            let saver = self.saver;
-            if chunks.len() == 1 {
-                content.push(saver.save(BlobKind::Data, chunks[0])?);
-            } else {
-                let ids: Result<Vec<BlobId>, EngineError> = chunks
-                    .par_iter()
-                    .map(|c| saver.save(BlobKind::Data, c))
-                    .collect();
-                content.extend(ids?);
-            }
-            size += off as u64;
-            self.window.copy_within(off..filled, 0);
-            filled -= off;
-            if eof && filled == 0 {
-                return Ok((content, size));
-            }
-        }
+        save_content(self.saver, &self.chunker, r, &mut self.window, |_| {}).map_err(|e| match e {
+            ContentError::Read(e) => self.corrupt(e),
+            ContentError::Save(e) => e,
+        })
     }
 
     /// Read the whole archive, then the rest of the stream, so the gzip checksums are

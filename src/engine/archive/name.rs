@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 
-use super::EngineError;
+use crate::engine::EngineError;
 use crate::format::tree::Node;
 
 /// The old tool's file name pattern (strftime, local time).

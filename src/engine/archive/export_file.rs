@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::DateTime;
 
-use super::archive_name::{LATEST_LINK, output_name};
 use super::export::{ExportOptions, ExportSummary, export};
-use super::{EngineError, Progress};
+use super::name::{LATEST_LINK, output_name};
 use crate::catalog::Catalog;
 use crate::crypto::openpgp::PgpWriter;
+use crate::engine::{EngineError, Progress};
 use crate::repo::Repository;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EngineError + '_ {

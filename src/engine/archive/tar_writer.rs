@@ -12,7 +12,7 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
-use super::{EngineError, display_bytes};
+use crate::engine::{EngineError, display_bytes};
 use crate::format::tree::Node;
 use crate::repo::RepoError;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::EngineError;
+use crate::engine::EngineError;
 
 /// A file in the archive directory.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 use serde_bytes::ByteBuf;
 
-use super::{Warnings, display_bytes};
+use crate::engine::{Warnings, display_bytes};
 use crate::format::tree::{Node, Xattr};
 
 /// Format a time as a PAX decimal (`-1.5` is 1.5 s before the epoch).

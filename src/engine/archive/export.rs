@@ -17,22 +17,25 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
+use std::thread::ScopedJoinHandle;
 use std::time::Instant;
 
 use chrono::DateTime;
 use serde::Serialize;
 use tar::EntryType;
 
-pub use super::archive_name::{DEFAULT_NAME_PATTERN, LATEST_LINK, output_name};
-use super::blob_reader::BlobReader;
 pub use super::export_file::{export_archive, export_to_dir, export_to_file};
 pub use super::gzip_pipe::{CHUNK_BYTES, CHUNKS_IN_FLIGHT};
 use super::gzip_pipe::{ChunkWriter, CompressError, compress_pipe};
+pub use super::name::{DEFAULT_NAME_PATTERN, LATEST_LINK, output_name};
+use super::pax;
 use super::tar_writer::{TarWriter, header, io_error};
-use super::walk::{components, resolve};
-use super::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree, pax};
 use crate::catalog::Catalog;
+use crate::engine::blob_reader::BlobReader;
+use crate::engine::walk::{components, resolve};
+use crate::engine::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
 use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
 use crate::repo::{LockKind, Repository};
 
 /// Directory the old archives put the volumes in.
@@ -131,7 +134,7 @@ struct Exporter<'a> {
     s: ExportSummary,
     warnings: Warnings,
     /// The data blobs of the entries being written, read ahead (remote stores).
-    cache: HashMap<crate::id::BlobId, Vec<u8>>,
+    cache: HashMap<BlobId, Vec<u8>>,
 }
 
 /// Content read ahead at most, in bytes of file data, on a remote store.
@@ -197,7 +200,7 @@ impl Exporter<'_> {
     /// content is read ahead pack by pack on a remote store.
     fn walk(&mut self, rel: Vec<u8>, node: &Node) -> Result<(), EngineError> {
         if let Some(t) = node.subtree {
-            super::restore::fetch::prefetch_trees(self.repo, self.catalog, &t)?;
+            crate::engine::restore::fetch::prefetch_trees(self.repo, self.catalog, &t)?;
         }
         let mut walker = Walker::new(rel, node.clone());
         let mut window: std::collections::VecDeque<(Vec<u8>, Node)> = Default::default();
@@ -216,13 +219,13 @@ impl Exporter<'_> {
                 if window.is_empty() {
                     return Ok(());
                 }
-                let ids: Vec<crate::id::BlobId> = window
+                let ids: Vec<BlobId> = window
                     .iter()
                     .filter(|(_, n)| n.kind == NodeKind::File)
                     .flat_map(|(_, n)| n.content.iter().copied())
                     .collect();
                 self.cache.clear();
-                let (cache, _) = super::restore::fetch::prefetch_blobs(
+                let (cache, _) = crate::engine::restore::fetch::prefetch_blobs(
                     self.repo,
                     self.catalog,
                     &ids,
@@ -236,6 +239,8 @@ impl Exporter<'_> {
         }
     }
 
+    /// Write the entry of `node` at `rel` (not what is below it). Each node kind has its
+    /// own tar entry type; sockets are skipped with a warning.
     fn entry(&mut self, rel: &[u8], node: &Node) -> Result<(), EngineError> {
         if rel.is_empty() {
             return Ok(()); // the snapshot root: the prefix directory stands for it
@@ -256,39 +261,7 @@ impl Exporter<'_> {
                 self.tar.append(&mut h, &name, io::empty())?;
                 self.s.dirs += 1;
             }
-            NodeKind::File => {
-                if node.links > 1 && node.inode != 0 {
-                    let key = (node.device, node.inode);
-                    if let Some(first) = self.hardlinks.get(&key).cloned() {
-                        let mut h = header(node, EntryType::Link);
-                        self.tar.write_pax(&name, &pax)?;
-                        self.tar.append_link(&mut h, &name, &first)?;
-                        self.s.hardlinks += 1;
-                        self.s.entries += 1;
-                        self.file_done();
-                        return Ok(());
-                    }
-                    self.hardlinks.insert(key, name.clone());
-                }
-                self.tar.write_pax(&name, &pax)?;
-                let mut h = header(node, EntryType::Regular);
-                h.set_size(node.size);
-                let mut reader = BlobReader::new(
-                    self.repo,
-                    self.catalog,
-                    self.progress,
-                    &node.content,
-                    node.size,
-                    rel,
-                )
-                .with_cache(&self.cache);
-                // A failed read is reported by its own error, not by tar's account of it.
-                self.tar
-                    .append(&mut h, &name, &mut reader)
-                    .map_err(|e| reader.take_failure().unwrap_or(e))?;
-                self.s.files += 1;
-                self.s.content_bytes += node.size;
-            }
+            NodeKind::File => self.file(rel, &name, node, &pax)?,
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().map(|t| &t[..]).unwrap_or(b"");
                 self.tar.write_pax(&name, &pax)?;
@@ -297,21 +270,7 @@ impl Exporter<'_> {
                 self.s.symlinks += 1;
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let kind = match node.kind {
-                    NodeKind::Fifo => EntryType::Fifo,
-                    NodeKind::CharDevice => EntryType::Char,
-                    _ => EntryType::Block,
-                };
-                let mut h = header(node, kind);
-                if node.kind != NodeKind::Fifo {
-                    let dev = node.rdev;
-                    h.set_device_major(rustix::fs::major(dev))
-                        .and_then(|()| h.set_device_minor(rustix::fs::minor(dev)))
-                        .map_err(|e| io_error(&name, e))?;
-                }
-                self.tar.write_pax(&name, &pax)?;
-                self.tar.append(&mut h, &name, io::empty())?;
-                self.s.special += 1;
+                self.special(&name, node, &pax)?
             }
             NodeKind::Socket => {
                 self.warnings.push(
@@ -325,6 +284,72 @@ impl Exporter<'_> {
         if node.kind != NodeKind::Dir {
             self.file_done();
         }
+        Ok(())
+    }
+
+    /// A regular file named `name`: a link to the first name of its inode in this source,
+    /// else its content, read and verified blob by blob.
+    fn file(
+        &mut self,
+        rel: &[u8],
+        name: &[u8],
+        node: &Node,
+        pax: &[(String, Vec<u8>)],
+    ) -> Result<(), EngineError> {
+        if node.links > 1 && node.inode != 0 {
+            let key = (node.device, node.inode);
+            if let Some(first) = self.hardlinks.get(&key).cloned() {
+                let mut h = header(node, EntryType::Link);
+                self.tar.write_pax(name, pax)?;
+                self.tar.append_link(&mut h, name, &first)?;
+                self.s.hardlinks += 1;
+                return Ok(());
+            }
+            self.hardlinks.insert(key, name.to_vec());
+        }
+        self.tar.write_pax(name, pax)?;
+        let mut h = header(node, EntryType::Regular);
+        h.set_size(node.size);
+        let mut reader = BlobReader::new(
+            self.repo,
+            self.catalog,
+            self.progress,
+            &node.content,
+            node.size,
+            rel,
+        )
+        .with_cache(&self.cache);
+        // A failed read is reported by its own error, not by tar's account of it.
+        self.tar
+            .append(&mut h, name, &mut reader)
+            .map_err(|e| reader.take_failure().unwrap_or(e))?;
+        self.s.files += 1;
+        self.s.content_bytes += node.size;
+        Ok(())
+    }
+
+    /// A FIFO or device node named `name`, with its device number.
+    fn special(
+        &mut self,
+        name: &[u8],
+        node: &Node,
+        pax: &[(String, Vec<u8>)],
+    ) -> Result<(), EngineError> {
+        let kind = match node.kind {
+            NodeKind::Fifo => EntryType::Fifo,
+            NodeKind::CharDevice => EntryType::Char,
+            _ => EntryType::Block,
+        };
+        let mut h = header(node, kind);
+        if node.kind != NodeKind::Fifo {
+            let dev = node.rdev;
+            h.set_device_major(rustix::fs::major(dev))
+                .and_then(|()| h.set_device_minor(rustix::fs::minor(dev)))
+                .map_err(|e| io_error(name, e))?;
+        }
+        self.tar.write_pax(name, pax)?;
+        self.tar.append(&mut h, name, io::empty())?;
+        self.s.special += 1;
         Ok(())
     }
 
@@ -373,12 +398,15 @@ pub fn export(
     let _lock = repo.lock(LockKind::Shared, "export")?;
     catalog.refresh(repo)?;
     let snap = catalog.resolve_snapshot(&opts.snapshot)?;
+    let tree = snap.snapshot.tree;
     // Resolve every path first, so a wrong --path fails before anything is written.
-    let mut roots = Vec::new();
-    for comps in selections(&opts.paths) {
-        let node = resolve(repo, catalog, snap.snapshot.tree, &comps.join("/"))?;
-        roots.push((comps, node));
-    }
+    let roots = selections(&opts.paths)
+        .into_iter()
+        .map(|comps| {
+            let node = resolve(repo, catalog, tree, &comps.join("/"))?;
+            Ok((comps, node))
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
     if opts.paths.is_empty() {
         let total = &snap.snapshot.summary;
         let ordering = std::sync::atomic::Ordering::Relaxed;
@@ -386,10 +414,9 @@ pub fn export(
         progress.total_files.store(total.files, ordering);
     }
     let time_ns = snap.snapshot.time_ns;
-    let time = DateTime::from_timestamp_nanos(time_ns);
     let summary = ExportSummary {
         snapshot_id: snap.id.to_hex(),
-        snapshot_time: time.to_rfc3339(),
+        snapshot_time: DateTime::from_timestamp_nanos(time_ns).to_rfc3339(),
         snapshot_time_ns: time_ns,
         ..Default::default()
     };
@@ -416,39 +443,63 @@ pub fn export(
             warnings: Warnings::default(),
             cache: HashMap::new(),
         };
-        let walked = (|| -> Result<(), EngineError> {
-            // The prefix directories (`backup/`) first, as the old archives had them.
-            let dir = crate::engine::walk::root_node(snap.snapshot.tree);
-            let mut stamp = dir.clone();
-            stamp.mtime = time_ns.div_euclid(1_000_000_000);
-            let mut name = Vec::new();
-            for c in components(&prefix) {
-                name.extend_from_slice(c.as_bytes());
-                name.push(b'/');
-                let mut h = header(&stamp, EntryType::Directory);
-                ex.tar.append(&mut h, &name, io::empty())?;
-                ex.s.entries += 1;
-            }
-            // Then, for --path, the directories leading to each path, once.
-            let mut emitted: HashSet<String> = HashSet::new();
-            for (comps, node) in &roots {
-                for depth in 1..comps.len() {
-                    let parent = comps[..depth].join("/");
-                    if emitted.insert(parent.clone()) {
-                        let n = resolve(repo, catalog, snap.snapshot.tree, &parent)?;
-                        ex.entry(parent.as_bytes(), &n)?;
-                    }
+        let walked = ex.write_selection(&prefix, tree, time_ns, &roots);
+        ex.finish(walked, compressor, start)
+    })
+}
+
+impl Exporter<'_> {
+    /// Write the prefix directories, then each selected root (the directories leading to it
+    /// first, once) and everything below it.
+    fn write_selection(
+        &mut self,
+        prefix: &str,
+        tree: BlobId,
+        time_ns: i64,
+        roots: &[(Vec<&str>, Node)],
+    ) -> Result<(), EngineError> {
+        // The prefix directories (`backup/`) first, as the old archives had them.
+        let stamp = Node::new(Vec::new(), NodeKind::Dir)
+            .with_mode(0o40755)
+            .with_mtime(time_ns.div_euclid(1_000_000_000), 0)
+            .with_subtree(tree);
+        let mut name = Vec::new();
+        for c in components(prefix) {
+            name.extend_from_slice(c.as_bytes());
+            name.push(b'/');
+            let mut h = header(&stamp, EntryType::Directory);
+            self.tar.append(&mut h, &name, io::empty())?;
+            self.s.entries += 1;
+        }
+        // Then, for --path, the directories leading to each path, once.
+        let mut emitted: HashSet<String> = HashSet::new();
+        for (comps, node) in roots {
+            for depth in 1..comps.len() {
+                let parent = comps[..depth].join("/");
+                if emitted.insert(parent.clone()) {
+                    let n = resolve(self.repo, self.catalog, tree, &parent)?;
+                    self.entry(parent.as_bytes(), &n)?;
                 }
-                ex.walk(comps.join("/").into_bytes(), node)?;
             }
-            Ok(())
-        })();
+            self.walk(comps.join("/").into_bytes(), node)?;
+        }
+        Ok(())
+    }
+
+    /// End the tar stream if it was all `walked`, wait for the compressor and say how the
+    /// export went: the summary only when the archive is complete.
+    fn finish(
+        self,
+        walked: Result<(), EngineError>,
+        compressor: ScopedJoinHandle<'_, Result<u64, CompressError>>,
+        start: Instant,
+    ) -> Result<ExportSummary, EngineError> {
         let Exporter {
             tar,
             mut s,
             warnings,
             ..
-        } = ex;
+        } = self;
         // On failure the builder and its writer are dropped without `End`: the compressor
         // stops without writing the gzip trailer.
         let walked = walked.and_then(|()| {
@@ -481,7 +532,7 @@ pub fn export(
                 Ok(s)
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

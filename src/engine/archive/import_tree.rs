@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_bytes::ByteBuf;
 
-use super::saver::Saver;
-use super::{EngineError, Warnings, display_bytes};
+use crate::engine::saver::Saver;
+use crate::engine::{EngineError, Warnings, display_bytes};
 use crate::format::BlobKind;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::BlobId;
@@ -141,11 +141,13 @@ impl TreeBuilder {
         *self.link_counts.entry(inode).or_insert(1) += 1;
     }
 
+    /// The metadata of a directory without an entry of its own (its name and subtree are
+    /// set when it is saved).
     fn default_dir(&self) -> Node {
-        let mut n = super::walk::root_node(BlobId([0; 32]));
-        n.mtime = self.time_secs;
-        n.ctime = self.time_secs;
-        n
+        Node::new(Vec::new(), NodeKind::Dir)
+            .with_mode(0o40755)
+            .with_mtime(self.time_secs, 0)
+            .with_ctime(self.time_secs, 0)
     }
 
     /// Save a directory's tree, children first; returns its node.
