@@ -1,6 +1,6 @@
 //! `coffer backup` of directories (volumes: [`super::docker::backup`]): opening the
-//! repository (the default one is created on first use), the progress bar's totals, and the
-//! summary and exit code.
+//! repository (the default one is created on first use), the progress bar, and the summary
+//! and exit code.
 
 use std::sync::Arc;
 
@@ -76,44 +76,13 @@ fn backup_with_sources(
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "backup");
     if !g.quiet && !g.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        count_totals(&opts.sources, progress.clone());
+        let roots = opts.sources.iter().map(|s| s.path.clone()).collect();
+        engine::progress::scan_totals(roots, progress.clone());
     }
     let s = engine::backup::backup(repo, catalog, &opts, &progress)
         .with_context(|| format!("backup into {}", repo.store().describe()))?;
     drop(display);
     report_backup(g, &s, o)
-}
-
-/// Count the files and bytes under `sources` on a thread of its own, for the progress bar's
-/// totals (the backup does not wait for it).
-fn count_totals(sources: &[SourceSpec], progress: Arc<Progress>) {
-    let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
-    std::thread::spawn(move || {
-        let (mut files, mut total) = (0u64, 0u64);
-        for root in paths {
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                let Ok(rd) = std::fs::read_dir(&d) else {
-                    continue;
-                };
-                for e in rd.flatten() {
-                    let Ok(m) = e.metadata() else { continue };
-                    if m.is_dir() {
-                        stack.push(e.path());
-                    } else if m.is_file() {
-                        files += 1;
-                        total += m.len();
-                    }
-                }
-            }
-        }
-        progress
-            .total_files
-            .store(files, std::sync::atomic::Ordering::Relaxed);
-        progress
-            .total_bytes
-            .store(total, std::sync::atomic::Ordering::Relaxed);
-    });
 }
 
 /// Print a backup's summary (or its JSON, with what it cost on the store) and pick the exit
