@@ -180,15 +180,7 @@ impl<'a> Fetcher<'a> {
 
     /// Write the files of `jobs`. Problems with single files become warnings.
     pub(super) fn write_files(&self, jobs: &[FileJob]) -> Result<(), EngineError> {
-        // Where every needed blob is, looked up once.
-        let mut locations: HashMap<BlobId, Option<BlobLocation>> = HashMap::new();
-        for j in jobs {
-            for id in &j.node.content {
-                if !locations.contains_key(id) {
-                    locations.insert(*id, self.catalog.blob_location(id)?);
-                }
-            }
-        }
+        let locations = self.locate(jobs)?;
         let slots: Vec<Slot<'_>> = jobs
             .iter()
             .map(|job| Slot {
@@ -201,47 +193,7 @@ impl<'a> Fetcher<'a> {
                 hole: AtomicBool::new(false),
             })
             .collect();
-        // Which file needs which blob where.
-        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-        for (i, slot) in slots.iter().enumerate() {
-            let node = &slot.job.node;
-            let mut offset = 0u64;
-            let mut missing = None;
-            for id in &node.content {
-                match locations.get(id).copied().flatten() {
-                    Some(loc) => offset += u64::from(loc.entry.raw_len),
-                    None => {
-                        missing = Some(*id);
-                        break;
-                    }
-                }
-            }
-            if let Some(id) = missing {
-                self.fail(
-                    slot,
-                    format!("blob {id} is missing from the repository index (run `coffer check`)"),
-                );
-                continue;
-            }
-            if offset != node.size {
-                self.fail(
-                    slot,
-                    format!(
-                        "the snapshot's blobs add up to {offset} bytes, its size is {} \
-                         (run `coffer check`)",
-                        node.size
-                    ),
-                );
-                continue;
-            }
-            let mut at = 0u64;
-            for id in &node.content {
-                let len = locations[id].map_or(0, |l| u64::from(l.entry.raw_len));
-                placements.entry(*id).or_default().push((i, at));
-                at += len;
-            }
-            slot.remaining.store(node.content.len(), Ordering::Relaxed);
-        }
+        let placements = self.placements(&slots, &locations);
         let reads = plan_reads(
             placements
                 .keys()
@@ -272,6 +224,72 @@ impl<'a> Fetcher<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Where every blob the files of `jobs` need is, looked up once.
+    fn locate(
+        &self,
+        jobs: &[FileJob],
+    ) -> Result<HashMap<BlobId, Option<BlobLocation>>, EngineError> {
+        let mut locations = HashMap::new();
+        for j in jobs {
+            for id in &j.node.content {
+                if !locations.contains_key(id) {
+                    locations.insert(*id, self.catalog.blob_location(id)?);
+                }
+            }
+        }
+        Ok(locations)
+    }
+
+    /// Which file needs which blob at which offset. A file with a blob missing from the
+    /// index, or whose blobs do not add up to its size, fails here and needs none.
+    fn placements(
+        &self,
+        slots: &[Slot<'_>],
+        locations: &HashMap<BlobId, Option<BlobLocation>>,
+    ) -> HashMap<BlobId, Vec<(usize, u64)>> {
+        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let node = &slot.job.node;
+            let mut size = 0u64;
+            for id in &node.content {
+                match locations.get(id).copied().flatten() {
+                    Some(loc) => size += u64::from(loc.entry.raw_len),
+                    None => {
+                        self.fail(
+                            slot,
+                            format!(
+                                "blob {id} is missing from the repository index \
+                                 (run `coffer check`)"
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+            if slot.failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            if size != node.size {
+                self.fail(
+                    slot,
+                    format!(
+                        "the snapshot's blobs add up to {size} bytes, its size is {} \
+                         (run `coffer check`)",
+                        node.size
+                    ),
+                );
+                continue;
+            }
+            let mut at = 0u64;
+            for id in &node.content {
+                placements.entry(*id).or_default().push((i, at));
+                at += locations[id].map_or(0, |l| u64::from(l.entry.raw_len));
+            }
+            slot.remaining.store(node.content.len(), Ordering::Relaxed);
+        }
+        placements
     }
 
     fn temp_name(&self, dest: &Path) -> PathBuf {
@@ -490,99 +508,146 @@ pub(crate) fn prefetch_trees(
     catalog: &Catalog,
     root: &BlobId,
 ) -> Result<u64, EngineError> {
-    use crate::format::tree::{NodeKind, Tree};
     if !repo.is_remote() {
         return Ok(0);
     }
-    let mut reads_made = 0;
+    let mut prefetch = TreePrefetch {
+        repo,
+        catalog,
+        seen: std::collections::HashSet::new(),
+        regions: Vec::new(),
+        reads_made: 0,
+        widen_next_read: true,
+    };
     let mut level = vec![*root];
-    let mut seen = std::collections::HashSet::new();
-    // Pack regions read so far: (pack, offset, bytes).
-    let mut regions: Vec<Region> = Vec::new();
-    let mut first_level = true;
     while !level.is_empty() {
-        let mut locs = Vec::new();
         let mut next = Vec::new();
-        let children = |bytes: &[u8], next: &mut Vec<BlobId>| {
-            if let Ok(t) = Tree::decode(bytes) {
-                next.extend(
-                    t.nodes
-                        .iter()
-                        .filter(|n| n.kind == NodeKind::Dir)
-                        .filter_map(|n| n.subtree),
-                );
-            }
-        };
-        for id in level.drain(..) {
-            if !seen.insert(id) {
+        let mut locs = prefetch.uncached(level, &mut next)?;
+        let mut got = prefetch.open_from_regions(&mut locs);
+        got.extend(prefetch.read_level(locs));
+        for (id, bytes) in got {
+            catalog.cache_tree(&id, &bytes)?;
+            subtrees(&bytes, &mut next);
+        }
+        level = next;
+    }
+    Ok(prefetch.reads_made)
+}
+
+/// Append the ids of the directories in an encoded tree to `next`.
+fn subtrees(bytes: &[u8], next: &mut Vec<BlobId>) {
+    use crate::format::tree::{NodeKind, Tree};
+    if let Ok(t) = Tree::decode(bytes) {
+        next.extend(
+            t.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Dir)
+                .filter_map(|n| n.subtree),
+        );
+    }
+}
+
+/// The state of [`prefetch_trees`] across the levels of the tree.
+struct TreePrefetch<'a> {
+    repo: &'a Repository,
+    catalog: &'a Catalog,
+    /// Trees already handled (a subtree shared by two directories is read once).
+    seen: std::collections::HashSet<BlobId>,
+    /// Pack regions read so far, newest last, at most `4 * MAX_READ` bytes in all.
+    regions: Vec<Region>,
+    /// Ranged reads made.
+    reads_made: u64,
+    /// The first level that reads anything widens its reads backwards (see `read_level`).
+    widen_next_read: bool,
+}
+
+impl TreePrefetch<'_> {
+    /// The locations of the trees of `level` not in the catalog's cache; the children of the
+    /// cached ones go to `next`.
+    fn uncached(
+        &mut self,
+        level: Vec<BlobId>,
+        next: &mut Vec<BlobId>,
+    ) -> Result<Vec<BlobLocation>, EngineError> {
+        let mut locs = Vec::new();
+        for id in level {
+            if !self.seen.insert(id) {
                 continue;
             }
-            match catalog.cached_tree(&id)? {
-                Some(bytes) => children(&bytes, &mut next),
-                None => {
-                    if let Some(loc) = catalog.blob_location(&id)? {
-                        locs.push(loc);
-                    }
-                }
+            match self.catalog.cached_tree(&id)? {
+                Some(bytes) => subtrees(&bytes, next),
+                None => locs.extend(self.catalog.blob_location(&id)?),
             }
         }
-        // Blobs inside a region read before are opened from it.
-        let mut from_regions: Vec<(BlobId, Vec<u8>)> = Vec::new();
+        Ok(locs)
+    }
+
+    /// Open the blobs of `locs` that lie inside a region read before, and remove them from
+    /// `locs`.
+    fn open_from_regions(&self, locs: &mut Vec<BlobLocation>) -> Vec<Opened> {
+        let mut opened = Vec::new();
         locs.retain(|b| {
             let start = u64::from(b.entry.offset);
             let end = start + u64::from(b.entry.packed_len);
-            let Some(r) = regions
+            let Some(r) = self
+                .regions
                 .iter()
                 .find(|(p, s, buf)| *p == b.pack && *s <= start && end <= s + buf.len() as u64)
             else {
                 return true;
             };
             let at = (start - r.1) as usize;
-            if let Ok(plain) = repo.open_blob(b, &r.2[at..at + b.entry.packed_len as usize]) {
-                from_regions.push((b.entry.id, plain));
-                return false;
+            match self
+                .repo
+                .open_blob(b, &r.2[at..at + b.entry.packed_len as usize])
+            {
+                Ok(plain) => {
+                    opened.push((b.entry.id, plain));
+                    false
+                }
+                Err(_) => true,
             }
-            true
         });
+        opened
+    }
+
+    /// Read `locs` in ranged reads, in parallel, and keep the larger regions for the next
+    /// levels.
+    fn read_level(&mut self, locs: Vec<BlobLocation>) -> Vec<Opened> {
         let mut reads = plan_reads(locs, REMOTE_GAP, MAX_READ);
-        if first_level && !reads.is_empty() {
+        if self.widen_next_read && !reads.is_empty() {
+            self.widen_next_read = false;
             // A backup writes a directory's tree after the trees below it: in the same pack,
             // those are before the root's. One read of the region that ends with the root
             // brings most of them at once.
             for r in &mut reads {
                 r.start = r.end.saturating_sub(MAX_READ).min(r.start);
             }
-            first_level = false;
         }
-        reads_made += reads.len() as u64;
+        self.reads_made += reads.len() as u64;
         let loaded: Vec<(Vec<Opened>, Option<Region>)> = reads
             .par_iter()
-            .map(|r| match read_region(repo, r) {
+            .map(|r| match read_region(self.repo, r) {
                 Some((blobs, buf)) => (blobs, Some((r.pack, r.start, buf))),
                 None => (Vec::new(), None),
             })
             .collect();
-        let mut got = from_regions;
+        let mut got = Vec::new();
         for (blobs, region) in loaded {
             got.extend(blobs);
             if let Some(region) = region
                 && region.2.len() as u64 > 4096
             {
-                regions.push(region);
+                self.regions.push(region);
                 // Bounded: the newest regions only.
-                while regions.iter().map(|r| r.2.len()).sum::<usize>() > 4 * MAX_READ as usize {
-                    regions.remove(0);
+                while self.regions.iter().map(|r| r.2.len()).sum::<usize>() > 4 * MAX_READ as usize
+                {
+                    self.regions.remove(0);
                 }
             }
         }
-        let loaded = vec![got];
-        for (id, bytes) in loaded.into_iter().flatten() {
-            catalog.cache_tree(&id, &bytes)?;
-            children(&bytes, &mut next);
-        }
-        level = next;
+        got
     }
-    Ok(reads_made)
 }
 
 /// Read the data blobs `ids`, in that order up to `budget` bytes of data, from a remote store
