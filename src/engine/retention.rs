@@ -181,13 +181,6 @@ pub fn select(
     }
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
     let mut group_of: Vec<String> = vec![String::new(); candidates.len()];
-    let counts = [
-        policy.keep_hourly,
-        policy.keep_daily,
-        policy.keep_weekly,
-        policy.keep_monthly,
-        policy.keep_yearly,
-    ];
     for (key, mut members) in groups {
         // Newest first; ties broken by id so the result does not depend on input order.
         members.sort_by(|&a, &b| {
@@ -199,52 +192,13 @@ pub fn select(
         for &i in &members {
             group_of[i] = key.clone();
         }
-        for (n, &i) in members.iter().enumerate() {
-            if (n as u64) < u64::from(policy.keep_last) {
-                reasons[i].push("last".into());
-            }
-        }
-        for ((name, bucket), count) in BUCKETS.iter().zip(counts) {
-            if count == 0 {
-                continue;
-            }
-            let mut seen: HashSet<String> = HashSet::new();
-            for &i in &members {
-                if seen.len() >= count as usize {
-                    break;
-                }
-                let b = bucket(&candidates[i].time);
-                if seen.insert(b.clone()) {
-                    reasons[i].push(format!("{name} {b}"));
-                }
-            }
-        }
-        if let Some(within) = policy.keep_within_secs
-            && let Some(&newest) = members.first()
-        {
-            let limit = candidates[newest].time.timestamp() - within;
-            for &i in &members {
-                if candidates[i].time.timestamp() >= limit {
-                    reasons[i].push("within".into());
-                }
-            }
-        }
-        if let Some(days) = policy.retention_days {
-            let limit = now.timestamp() - i64::from(days) * 86_400;
-            for (n, &i) in members.iter().enumerate() {
-                if candidates[i].time.timestamp() >= limit {
-                    reasons[i].push(format!("younger than {days} days"));
-                } else if n == 0 {
-                    reasons[i].push("newest of its group".into());
-                }
-            }
-        }
-        if !policy.keep_tags.is_empty() {
-            for &i in &members {
-                for t in &candidates[i].tags {
-                    if policy.keep_tags.contains(t) {
-                        reasons[i].push(format!("tag {t}"));
-                    }
+        let mut keep = |i: usize, why: String| reasons[i].push(why);
+        keep_by_count(candidates, &members, policy, &mut keep);
+        keep_by_age(candidates, &members, policy, now, &mut keep);
+        for &i in &members {
+            for t in &candidates[i].tags {
+                if policy.keep_tags.contains(t) {
+                    keep(i, format!("tag {t}"));
                 }
             }
         }
@@ -260,6 +214,69 @@ pub fn select(
             reasons,
         })
         .collect()
+}
+
+/// The reasons of `--keep-last` and the calendar buckets, for one group's `members` (newest
+/// first).
+fn keep_by_count(
+    candidates: &[Candidate],
+    members: &[usize],
+    policy: &Policy,
+    keep: &mut impl FnMut(usize, String),
+) {
+    for &i in members.iter().take(policy.keep_last as usize) {
+        keep(i, "last".into());
+    }
+    let counts = [
+        policy.keep_hourly,
+        policy.keep_daily,
+        policy.keep_weekly,
+        policy.keep_monthly,
+        policy.keep_yearly,
+    ];
+    for ((name, bucket), count) in BUCKETS.iter().zip(counts) {
+        let mut seen: HashSet<String> = HashSet::new();
+        for &i in members {
+            if seen.len() >= count as usize {
+                break;
+            }
+            let b = bucket(&candidates[i].time);
+            if seen.insert(b.clone()) {
+                keep(i, format!("{name} {b}"));
+            }
+        }
+    }
+}
+
+/// The reasons of `--keep-within` (relative to the group's newest snapshot) and of the old
+/// tool's retention days (relative to `now`), for one group's `members` (newest first).
+fn keep_by_age(
+    candidates: &[Candidate],
+    members: &[usize],
+    policy: &Policy,
+    now: DateTime<Utc>,
+    keep: &mut impl FnMut(usize, String),
+) {
+    if let Some(within) = policy.keep_within_secs
+        && let Some(&newest) = members.first()
+    {
+        let limit = candidates[newest].time.timestamp() - within;
+        for &i in members {
+            if candidates[i].time.timestamp() >= limit {
+                keep(i, "within".into());
+            }
+        }
+    }
+    if let Some(days) = policy.retention_days {
+        let limit = now.timestamp() - i64::from(days) * 86_400;
+        for (n, &i) in members.iter().enumerate() {
+            if candidates[i].time.timestamp() >= limit {
+                keep(i, format!("younger than {days} days"));
+            } else if n == 0 {
+                keep(i, "newest of its group".into());
+            }
+        }
+    }
 }
 
 /// Parse a duration such as `30m`, `25h`, `7d`, `2w`, `1y6m` (y = 365 days, m after d/w/y

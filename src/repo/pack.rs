@@ -11,7 +11,7 @@ use crate::crypto;
 use crate::format::BlobEntry;
 use crate::format::pack::{self, HEADER_AAD, TRAILER_BYTES};
 use crate::id::PackId;
-use crate::storage::ObjectWriter;
+use crate::storage::{ObjectStore, ObjectWriter};
 
 /// Room for the blob that makes a pack pass its target (a sealed chunk of at most 4 MiB plus
 /// padding), so the in-memory buffer of a pack is allocated once.
@@ -257,6 +257,63 @@ impl Repository {
 /// Bytes of a pack read at once by [`Repository::verify_stored_pack`].
 const VERIFY_PIECE_BYTES: u64 = 1 << 20;
 
+/// A pack's body read in order in pieces and hashed as it goes; `buf` holds the bytes from
+/// `buf_start` to `read_to`.
+struct BodyReader<'a> {
+    store: &'a dyn ObjectStore,
+    name: &'a str,
+    /// Bytes of the body (the blobs, before the header).
+    len: u64,
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    buf_start: u64,
+    read_to: u64,
+}
+
+impl BodyReader<'_> {
+    fn read_piece(&mut self) -> Result<(), RepoError> {
+        let len = VERIFY_PIECE_BYTES.min(self.len - self.read_to);
+        let piece = self.store.read_range(self.name, self.read_to, len)?;
+        self.hasher.update(&piece);
+        if self.buf.is_empty() {
+            self.buf = piece;
+        } else {
+            self.buf.reserve_exact(piece.len());
+            self.buf.extend_from_slice(&piece);
+        }
+        self.read_to += len;
+        Ok(())
+    }
+
+    /// The bytes `start..end` of the body (cut short at its end), reading on as needed;
+    /// `start` is not before `buf_start`.
+    fn blob(&mut self, start: u64, end: u64) -> Result<&mut [u8], RepoError> {
+        if self.read_to < end.min(self.len) {
+            // Drop what lies before this blob (once per piece read, not per blob).
+            let drop = ((start - self.buf_start) as usize).min(self.buf.len());
+            self.buf.drain(..drop);
+            self.buf_start += drop as u64;
+            while self.read_to < end.min(self.len) {
+                self.read_piece()?;
+            }
+        }
+        let from = (start - self.buf_start) as usize;
+        let to = ((end - self.buf_start) as usize).min(self.buf.len());
+        Ok(self.buf.get_mut(from.min(to)..to).unwrap_or_default())
+    }
+
+    /// Read and hash the rest of the body; the hasher, for the header and trailer.
+    fn finish(mut self) -> Result<blake3::Hasher, RepoError> {
+        self.buf.clear();
+        self.buf.shrink_to_fit();
+        while self.read_to < self.len {
+            self.read_piece()?;
+            self.buf.clear();
+        }
+        Ok(self.hasher)
+    }
+}
+
 impl Repository {
     /// Verify a stored pack of `size` bytes like [`Repository::verify_pack`], reading it in
     /// pieces of a few MiB instead of whole: memory stays at a piece and one blob, whatever
@@ -279,22 +336,14 @@ impl Repository {
         let mut entries_by_offset = header.as_ref().map(|e| e.clone()).unwrap_or_default();
         entries_by_offset.sort_by_key(|e| e.offset);
 
-        // The body in order, hashed as it goes; `buf` holds bytes from `buf_start`.
-        let mut hasher = blake3::Hasher::new();
-        let mut buf: Vec<u8> = Vec::new();
-        let (mut buf_start, mut read_to) = (0u64, 0u64);
-        let mut read_piece = |buf: &mut Vec<u8>, read_to: &mut u64| -> Result<(), RepoError> {
-            let len = VERIFY_PIECE_BYTES.min(blobs_len - *read_to);
-            let piece = self.store.read_range(&name, *read_to, len)?;
-            hasher.update(&piece);
-            if buf.is_empty() {
-                *buf = piece;
-            } else {
-                buf.reserve_exact(piece.len());
-                buf.extend_from_slice(&piece);
-            }
-            *read_to += len;
-            Ok(())
+        let mut body = BodyReader {
+            store: self.store.as_ref(),
+            name: &name,
+            len: blobs_len,
+            hasher: blake3::Hasher::new(),
+            buf: Vec::new(),
+            buf_start: 0,
+            read_to: 0,
         };
         let mut bad = Vec::new();
         for e in &entries_by_offset {
@@ -306,38 +355,20 @@ impl Repository {
                 pack: *id,
                 entry: *e,
             };
-            if start < buf_start {
+            let verified = if start < body.buf_start {
                 // Overlapping entries (a hostile header): read that blob on its own.
                 let mut sealed = self.store.read_range(&name, start, end - start)?;
-                if let Err(err) = self.verify_blob_in_place(&loc, &mut sealed) {
-                    bad.push((*e, err));
-                }
-                continue;
-            }
-            if read_to < end.min(blobs_len) {
-                // Drop what lies before this blob (once per piece read, not per blob).
-                let drop = ((start - buf_start) as usize).min(buf.len());
-                buf.drain(..drop);
-                buf_start += drop as u64;
-                while read_to < end.min(blobs_len) {
-                    read_piece(&mut buf, &mut read_to)?;
-                }
-            }
-            let from = (start - buf_start) as usize;
-            let to = ((end - buf_start) as usize).min(buf.len());
-            // Decrypted where it lies: the hash above has seen these bytes, and entries of a
-            // valid header never overlap.
-            let sealed = buf.get_mut(from.min(to)..to).unwrap_or_default();
-            if let Err(err) = self.verify_blob_in_place(&loc, sealed) {
+                self.verify_blob_in_place(&loc, &mut sealed)
+            } else {
+                // Decrypted where it lies: the hash has seen these bytes, and entries of a
+                // valid header never overlap.
+                self.verify_blob_in_place(&loc, body.blob(start, end)?)
+            };
+            if let Err(err) = verified {
                 bad.push((*e, err));
             }
         }
-        buf.clear();
-        buf.shrink_to_fit();
-        while read_to < blobs_len {
-            read_piece(&mut buf, &mut read_to)?;
-            buf.clear();
-        }
+        let mut hasher = body.finish()?;
         hasher.update(&header_sealed);
         hasher.update(&trailer);
         if PackId(*hasher.finalize().as_bytes()) != *id {
