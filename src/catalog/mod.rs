@@ -47,7 +47,51 @@ pub enum CatalogError {
     /// A snapshot id given by the user matched none or several.
     #[error("{0}")]
     Snapshot(String),
+    /// The catalog was written by a newer coffer.
+    #[error(
+        "catalog {path} has schema version {found}, newer than this coffer reads ({SCHEMA_VERSION}) (it is a cache: `coffer repair catalog` rebuilds it)"
+    )]
+    NewerSchema {
+        /// The catalog file.
+        path: String,
+        /// Its `user_version`.
+        found: i64,
+    },
 }
+
+/// The schema's migrations: the one at index `n` takes a catalog from version `n` to `n + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    "BEGIN;
+     CREATE TABLE IF NOT EXISTS index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS packs(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+     CREATE TABLE IF NOT EXISTS blobs(
+         id BLOB PRIMARY KEY, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
+         compression INTEGER NOT NULL, offset INTEGER NOT NULL,
+         packed_len INTEGER NOT NULL, data_len INTEGER NOT NULL,
+         raw_len INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS snapshots(
+         id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
+         data BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS trees(id BLOB PRIMARY KEY, data BLOB NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 1;
+     COMMIT;",
+    // When each pack was last read whole and found sound, for rolling verification.
+    "BEGIN;
+     CREATE TABLE IF NOT EXISTS pack_checks(pack BLOB PRIMARY KEY, time INTEGER NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 2;
+     COMMIT;",
+    // Snapshots that left the repository: forgotten here (how = 0), or vanished without a
+    // forget here (1: reported; 2: acknowledged). See `snapshots.rs`.
+    "BEGIN;
+     CREATE TABLE IF NOT EXISTS gone_snapshots(
+         id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
+         data BLOB NOT NULL, how INTEGER NOT NULL, noticed INTEGER NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 3;
+     COMMIT;",
+];
 
 /// What a refresh did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -203,55 +247,15 @@ impl Catalog {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
         if version > SCHEMA_VERSION {
-            return Err(CatalogError::Sqlite {
+            return Err(CatalogError::NewerSchema {
                 path: path.display().to_string(),
-                source: rusqlite::Error::InvalidQuery,
+                found: version,
             });
         }
-        if version < 1 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS index_files(id BLOB PRIMARY KEY) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS packs(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
-                 CREATE TABLE IF NOT EXISTS blobs(
-                     id BLOB PRIMARY KEY, pack INTEGER NOT NULL, kind INTEGER NOT NULL,
-                     compression INTEGER NOT NULL, offset INTEGER NOT NULL,
-                     packed_len INTEGER NOT NULL, data_len INTEGER NOT NULL,
-                     raw_len INTEGER NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS snapshots(
-                     id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
-                     data BLOB NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS trees(id BLOB PRIMARY KEY, data BLOB NOT NULL)
-                     WITHOUT ROWID;
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )
-            .map_err(err)?;
-        }
-        if version < 2 {
-            // When each pack was last read whole and found sound, for rolling verification.
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS pack_checks(pack BLOB PRIMARY KEY, time INTEGER NOT NULL)
-                     WITHOUT ROWID;
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )
-            .map_err(err)?;
-        }
-        if version < 3 {
-            // Snapshots that left the repository: forgotten here (how = 0), or vanished
-            // without a forget here (1: reported; 2: acknowledged). See `snapshots.rs`.
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS gone_snapshots(
-                     id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, host TEXT NOT NULL,
-                     data BLOB NOT NULL, how INTEGER NOT NULL, noticed INTEGER NOT NULL)
-                     WITHOUT ROWID;
-                 PRAGMA user_version = 3;
-                 COMMIT;",
-            )
-            .map_err(err)?;
+        for (from, sql) in MIGRATIONS.iter().enumerate() {
+            if version <= from as i64 {
+                conn.execute_batch(sql).map_err(err)?;
+            }
         }
         Ok(Self {
             conn: Mutex::new(Conn {
@@ -488,5 +492,29 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         assert!(c.has_blob(&blob).unwrap(), "the cache was kept");
         assert!(c.vanished_snapshots().unwrap().is_empty());
+    }
+
+    /// A catalog a newer coffer wrote is named as such, and `open` rebuilds it (it is a
+    /// cache) rather than reading tables it does not know.
+    #[test]
+    fn a_newer_catalog_is_named_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let blob = BlobId([7; 32]);
+        {
+            let c = Catalog::open(&path).unwrap();
+            c.add_index(&IndexId([1; 32]), &[pack_with(1, blob)])
+                .unwrap();
+            c.sql(|c| c.execute_batch("PRAGMA user_version = 99;"))
+                .unwrap();
+        }
+        match Catalog::open_inner(&path) {
+            Err(e @ CatalogError::NewerSchema { found: 99, .. }) => {
+                assert!(e.to_string().contains("schema version 99"), "{e}")
+            }
+            other => panic!("expected NewerSchema, got {:?}", other.err()),
+        }
+        let c = Catalog::open(&path).unwrap();
+        assert!(!c.has_blob(&blob).unwrap(), "rebuilt from scratch");
     }
 }

@@ -357,16 +357,9 @@ impl Walker<'_> {
         Ok(true)
     }
 
-    /// Back up a directory's entries in parallel; returns its tree id (`None` when it is
-    /// unreadable, or `drop_if_empty` and nothing in it was kept).
-    fn dir(
-        &self,
-        path: &Path,
-        rel: &Path,
-        expect: Expect,
-        parent_tree: Option<BlobId>,
-        drop_if_empty: bool,
-    ) -> Result<Option<BlobId>, EngineError> {
+    /// The names in a directory opened as `expect` says, without `.` and `..`; `None` when it
+    /// cannot be opened (warned). A read error part way keeps the names read so far (warned).
+    fn list_dir(&self, path: &Path, rel: &Path, expect: Expect) -> Option<Vec<OsString>> {
         let listed = self
             .open_checked(path, rel, OFlags::RDONLY | OFlags::DIRECTORY, expect)
             .and_then(|fd| rustix::fs::Dir::read_from(&fd).map_err(std::io::Error::from));
@@ -374,7 +367,7 @@ impl Walker<'_> {
             Ok(d) => d,
             Err(e) => {
                 self.warnings.push(path.display().to_string(), e);
-                return Ok(None);
+                return None;
             }
         };
         let mut names = Vec::new();
@@ -393,19 +386,32 @@ impl Walker<'_> {
                 }
             }
         }
-        let old: Option<Tree> = match parent_tree {
-            Some(id) => match load_tree(self.repo, self.catalog, &id) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!(
-                        "parent tree of {} unreadable, reading all: {e}",
-                        path.display()
-                    );
-                    None
-                }
-            },
-            None => None,
+        Some(names)
+    }
+
+    /// Back up a directory's entries in parallel; returns its tree id (`None` when it is
+    /// unreadable, or `drop_if_empty` and nothing in it was kept).
+    fn dir(
+        &self,
+        path: &Path,
+        rel: &Path,
+        expect: Expect,
+        parent_tree: Option<BlobId>,
+        drop_if_empty: bool,
+    ) -> Result<Option<BlobId>, EngineError> {
+        let Some(names) = self.list_dir(path, rel, expect) else {
+            return Ok(None);
         };
+        let old = parent_tree.and_then(|id| match load_tree(self.repo, self.catalog, &id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "parent tree of {} unreadable, reading all: {e}",
+                    path.display()
+                );
+                None
+            }
+        });
         let old_nodes: HashMap<&[u8], &Node> = old
             .as_ref()
             .map(|t| t.nodes.iter().map(|n| (&n.name[..], n)).collect())
