@@ -95,6 +95,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Restore a snapshot, or paths in it.
     Restore(RestoreArgs),
+    /// Show what changed between two snapshots.
+    Diff(super::explore::DiffArgs),
+    /// Write a file of a snapshot to stdout (a directory as a tar stream).
+    Dump(super::explore::DumpArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

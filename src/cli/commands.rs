@@ -136,6 +136,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Snapshots(a) => snapshots(g, a),
         Command::Ls(a) => ls(g, a),
         Command::Restore(a) => restore(g, a),
+        Command::Diff(a) => super::explore::diff(g, a),
+        Command::Dump(a) => super::explore::dump(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),

@@ -8,6 +8,7 @@ mod check;
 mod commands;
 mod daemon;
 mod docker;
+mod explore;
 mod lifecycle;
 mod output;
 mod password;

@@ -17,6 +17,8 @@ mod blob_reader;
 pub mod check;
 mod check_index;
 mod content;
+pub mod diff;
+pub mod dump;
 pub mod forget;
 pub mod progress;
 pub mod prune;
