@@ -198,3 +198,112 @@ fn dump_refuses_missing_paths_and_unknown_snapshots() {
     out.failure();
     assert!(out.stderr.contains("0000ffff"), "{}", out.stderr);
 }
+
+/// Three snapshots of a tree that changes a little each time: `find` answers by name and by
+/// path, across snapshots, and indexes only what each new snapshot changed.
+#[test]
+fn find_searches_every_snapshot_by_name_and_path() {
+    let env = Env::init();
+    let src = env.path("work");
+    for d in 0..20 {
+        for f in 0..10 {
+            write(&src.join(format!("d{d:02}/f{f}.txt")), format!("{d} {f}"));
+        }
+    }
+    write(&src.join("db/dump.sql"), "select 1;");
+    env.backup_json(&[&src]);
+    let first = env.run(["find", "--json", "nothing-like-this"]);
+    first.success();
+    assert_eq!(first.json(), serde_json::json!([]));
+    let text = env.run(["find", "nothing-like-this"]);
+    text.success();
+    assert!(text.stdout.is_empty(), "{}", text.stdout);
+    assert!(text.stderr.contains("no entry matches"), "{}", text.stderr);
+
+    write(&src.join("d03/notes.SQL"), "more");
+    env.backup_json(&[&src]);
+    std::fs::remove_file(src.join("db/dump.sql")).unwrap();
+    write(&src.join("d07/f1.txt"), "changed");
+    env.backup_json(&[&src]);
+
+    let out = env.run(["find", "--json", "*.sql"]);
+    out.success();
+    let v = out.json();
+    let per: Vec<(usize, Vec<String>)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let paths = s["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["path"].as_str().unwrap().to_string())
+                .collect();
+            (s["matches"].as_array().unwrap().len(), paths)
+        })
+        .collect();
+    // The dump is in the first two snapshots only; `.SQL` differs in case.
+    assert_eq!(
+        per,
+        vec![
+            (1, vec!["work/db/dump.sql".to_string()]),
+            (1, vec!["work/db/dump.sql".to_string()])
+        ],
+        "{v}"
+    );
+    let ci = env.run(["find", "--json", "-i", "*.sql"]).json();
+    assert_eq!(ci.as_array().unwrap().len(), 3, "{ci}");
+    assert_eq!(ci[2]["matches"][0]["path"], "work/d03/notes.SQL");
+
+    // A path pattern: `*` does not cross `/`, `**` does.
+    let one = env.run(["find", "--json", "work/d07/f1.txt"]).json();
+    assert_eq!(one.as_array().unwrap().len(), 3);
+    assert_eq!(one[0]["matches"][0]["size"], 3);
+    assert_eq!(one[2]["matches"][0]["size"], 7);
+    let none = env.run(["find", "--json", "work/*.txt"]).json();
+    assert_eq!(none, serde_json::json!([]));
+    let deep = env
+        .run(["find", "--json", "--snapshot", "latest", "work/**/f9.txt"])
+        .json();
+    assert_eq!(deep.as_array().unwrap().len(), 1);
+    assert_eq!(deep[0]["matches"].as_array().unwrap().len(), 20);
+
+    // Human output names the snapshot, then the paths.
+    let text = env.run(["find", "dump.sql"]);
+    text.success();
+    assert_eq!(
+        text.stdout
+            .matches("Found matching entries in snapshot")
+            .count(),
+        2
+    );
+    assert!(
+        text.stdout.contains("\nwork/db/dump.sql\n"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn find_indexes_each_snapshot_once_and_only_its_new_trees() {
+    let env = Env::init();
+    let src = env.path("work");
+    for d in 0..30 {
+        write(&src.join(format!("d{d:02}/file")), format!("{d}"));
+    }
+    env.backup_json(&[&src]);
+    env.backup_json(&[&src]);
+    write(&src.join("d05/new"), "x");
+    env.backup_json(&[&src]);
+    let out = env.run(["find", "--json", "file"]);
+    out.success();
+    assert_eq!(out.json().as_array().unwrap().len(), 3);
+    // A second search indexes nothing and gives the same answer.
+    let again = env.run(["find", "--json", "file"]);
+    assert_eq!(again.json(), out.json());
+    // Forgetting a snapshot removes it from the answers.
+    env.run(["forget", "--keep-last", "2"]).success();
+    let after = env.run(["find", "--json", "file"]).json();
+    assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
+}

@@ -8,6 +8,7 @@
 //! (`snapshots.rs`).
 
 mod blobs;
+mod paths;
 mod refresh;
 mod snapshots;
 
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use paths::PathHit;
 pub use refresh::{RefreshError, RefreshSource};
 pub use snapshots::{SnapshotEntry, SnapshotUpdate, VanishedSnapshot};
 
 use crate::id::{BlobId, PackId};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,18 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          data BLOB NOT NULL, how INTEGER NOT NULL, noticed INTEGER NOT NULL)
          WITHOUT ROWID;
      PRAGMA user_version = 3;
+     COMMIT;",
+    // The path index of `find` (see `paths.rs`).
+    "BEGIN;
+     CREATE TABLE IF NOT EXISTS path_trees(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+     CREATE TABLE IF NOT EXISTS path_entries(
+         tree INTEGER NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL,
+         size INTEGER NOT NULL, mtime INTEGER NOT NULL, subtree INTEGER);
+     CREATE INDEX IF NOT EXISTS path_entries_subtree ON path_entries(subtree)
+         WHERE subtree IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS path_snapshots(snapshot BLOB PRIMARY KEY, tree INTEGER NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 4;
      COMMIT;",
 ];
 

@@ -99,6 +99,8 @@ pub enum Command {
     Diff(super::explore::DiffArgs),
     /// Write a file of a snapshot to stdout (a directory as a tar stream).
     Dump(super::explore::DumpArgs),
+    /// Find files and directories by name or path in all snapshots (from the catalog's index).
+    Find(super::explore::FindArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

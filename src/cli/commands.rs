@@ -138,6 +138,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Restore(a) => restore(g, a),
         Command::Diff(a) => super::explore::diff(g, a),
         Command::Dump(a) => super::explore::dump(g, a),
+        Command::Find(a) => super::explore::find(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),

@@ -1,4 +1,4 @@
-//! `diff` and `dump`: looking into snapshots without restoring them.
+//! `diff`, `dump` and `find`: looking into snapshots without restoring them.
 
 use std::io::Write;
 
@@ -10,6 +10,28 @@ use super::exit;
 use super::output::bytes;
 use crate::engine::diff::{DiffEntry, diff as run_diff};
 use crate::engine::dump::dump as run_dump;
+use crate::engine::find::{FindOptions, find as run_find};
+
+/// `find`.
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob patterns: a name at any depth (`*.sql`) or, with `/`, a path inside the snapshot
+    /// (`workspace/**/*.md`).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Match regardless of case.
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only this snapshot (id or unique prefix; repeatable).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+}
 
 /// `diff`.
 #[derive(Args, Debug)]
@@ -94,6 +116,43 @@ pub(super) fn dump(g: &Global, a: &DumpArgs) -> anyhow::Result<u8> {
     if g.json {
         // stdout carries the content: the summary goes to stderr.
         eprintln!("{}", serde_json::to_string(&s)?);
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer find PATTERN...`: the matching entries of every snapshot (oldest first), from the
+/// catalog's path index. Nothing matching is not an error (exit 0, as restic), but is said on
+/// stderr.
+pub(super) fn find(g: &Global, a: &FindArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let opts = FindOptions {
+        patterns: a.patterns.clone(),
+        ignore_case: a.ignore_case,
+        hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
+        snapshots: a.snapshots.clone(),
+    };
+    let s = run_find(&o.repo, &o.catalog, &opts)?;
+    if g.json {
+        print_json(&s.snapshots)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for m in &s.snapshots {
+            writeln!(
+                out,
+                "Found matching entries in snapshot {} from {} ({})",
+                &m.snapshot[..8],
+                &m.time[..19.min(m.time.len())].replace('T', " "),
+                m.host
+            )?;
+            for e in &m.matches {
+                writeln!(out, "{}", e.path)?;
+            }
+            writeln!(out)?;
+        }
+    }
+    if s.snapshots.is_empty() && !g.json && !g.quiet {
+        eprintln!("no entry matches {}", a.patterns.join(" or "));
     }
     Ok(exit::OK)
 }
