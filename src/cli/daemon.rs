@@ -17,7 +17,9 @@ use crate::daemon::config::{self, DaemonConfig};
 use crate::daemon::metrics::{self, SharedMetrics};
 use crate::daemon::notify::Notifier;
 use crate::daemon::state::JobStatus;
-use crate::daemon::{JobContext, JobOutcome, JobSteps, StepDone, StepResult, run_forever, run_job};
+use crate::daemon::{
+    JobContext, JobOutcome, JobSteps, StepDone, StepError, StepResult, run_forever, run_job,
+};
 use crate::engine::backup::{BackupOptions, SourceSpec};
 use crate::engine::check::CheckOptions;
 use crate::engine::forget::ForgetOptions;
@@ -338,8 +340,8 @@ struct CliJob {
     snapshot: Option<String>,
 }
 
-fn err(e: anyhow::Error) -> String {
-    one_line(&e)
+fn err(e: anyhow::Error) -> StepError {
+    StepError::Failed(one_line(&e))
 }
 
 impl CliJob {
@@ -664,23 +666,23 @@ impl CliJob {
 }
 
 impl JobSteps for CliJob {
-    fn backup(&mut self) -> Result<StepResult, String> {
+    fn backup(&mut self) -> Result<StepResult, StepError> {
         self.backup_inner().map_err(err)
     }
 
-    fn archive(&mut self) -> Result<StepResult, String> {
+    fn archive(&mut self) -> Result<StepResult, StepError> {
         self.archive_inner().map_err(err)
     }
 
-    fn forget(&mut self) -> Result<StepResult, String> {
+    fn forget(&mut self) -> Result<StepResult, StepError> {
         self.forget_inner().map_err(err)
     }
 
-    fn check(&mut self) -> Result<StepResult, String> {
+    fn check(&mut self) -> Result<StepResult, StepError> {
         self.check_inner().map_err(err)
     }
 
-    fn sync(&mut self) -> Result<StepResult, String> {
+    fn sync(&mut self) -> Result<StepResult, StepError> {
         self.sync_inner().map_err(err)
     }
 

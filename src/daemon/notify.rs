@@ -179,7 +179,7 @@ impl Notifier {
                     tracing::info!(target = %t, "notified");
                     return;
                 }
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {
                 std::thread::sleep(Duration::from_secs(1));

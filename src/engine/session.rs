@@ -10,6 +10,7 @@ mod admin;
 mod cache_dir;
 mod last_key;
 mod location;
+mod private_file;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::repo::{KeyChoice, RepoError, Repository};
 pub use admin::Stats;
 pub use cache_dir::{CacheDirError, check_cache_dir};
 pub use location::{Found, Location, Store};
+pub use private_file::{PrivateFileError, private_dir_all, write_private};
 
 // What callers pass in or get back and name: the layers below are not theirs to import.
 pub use crate::catalog::{SnapshotEntry, VanishedSnapshot};
