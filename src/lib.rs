@@ -16,5 +16,6 @@ pub mod engine;
 pub mod format;
 pub mod id;
 pub mod repo;
+pub mod runtime;
 pub mod source;
 pub mod storage;

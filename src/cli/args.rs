@@ -52,6 +52,10 @@ pub struct Global {
     #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30m",
           value_parser = parse_retry_lock)]
     pub retry_lock: u64,
+    /// Not a flag: the process's I/O runtime (S3, Docker, notifications, metrics), made with
+    /// the arguments, started on first use, and handed down with them to every command.
+    #[arg(skip)]
+    pub io: crate::runtime::IoRuntime,
 }
 
 impl Global {

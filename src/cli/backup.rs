@@ -34,7 +34,7 @@ pub(super) fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
 /// use.
 pub(super) fn open_for_backup(g: &Global, opts: &OpenOptions) -> anyhow::Result<Session> {
     let (loc, is_default) = location(g)?;
-    let store = crate::engine::session::Store::at(&loc)?;
+    let store = crate::engine::session::Store::at(&loc, &opts.io)?;
     let repo = match store.find() {
         Ok(found) => {
             let pw = password::passphrase(g, false)?;

@@ -158,7 +158,7 @@ fn init(g: &Global, a: &InitArgs) -> anyhow::Result<u8> {
         format_version: a.format_version,
         ..Default::default()
     };
-    let repo = crate::engine::session::Store::at(&loc)?.init(&pw, opts, &open_options(g))?;
+    let repo = crate::engine::session::Store::at(&loc, &g.io)?.init(&pw, opts, &open_options(g))?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": repo.store().describe(),

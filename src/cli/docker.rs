@@ -18,6 +18,7 @@ use crate::docker::{
 };
 use crate::engine::Progress;
 use crate::engine::session::{Location, Session, SnapshotEntry};
+use crate::runtime::IoRuntime;
 use std::io::Read as _;
 
 /// Docker options of `backup`.
@@ -106,8 +107,8 @@ pub struct DockerRestoreArgs {
     pub helper_image: Option<String>,
 }
 
-fn connect(host: Option<&str>) -> anyhow::Result<DockerClient> {
-    Ok(DockerClient::connect(host)?)
+fn connect(host: Option<&str>, io: &IoRuntime) -> anyhow::Result<DockerClient> {
+    Ok(DockerClient::connect(host, io)?)
 }
 
 /// `backup --docker`.
@@ -128,7 +129,7 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
         );
     }
     // The engine first: a clear error before any passphrase is asked for.
-    let client = connect(d.docker_host.as_deref())?;
+    let client = connect(d.docker_host.as_deref(), &g.io)?;
     let mut open_opts = open_options(g);
     open_opts.pack_uploads = a.connections.map(Into::into);
     let Session { repo, catalog } = open_for_backup(g, &open_opts)?;
@@ -289,7 +290,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
              makes the volume's content equal to the snapshot's directory"
         );
     }
-    let client = connect(d.docker_host.as_deref())?;
+    let client = connect(d.docker_host.as_deref(), &g.io)?;
     let o = open(g)?;
     let snap = o.resolve_snapshot(&a.snapshot)?;
     let plan = plan(a, &snap)?;
@@ -507,12 +508,12 @@ fn report_volume_restore(
 }
 
 /// Name the helper containers a killed restore left behind (when a Docker engine answers).
-pub fn report_leftover_helpers() {
+pub fn report_leftover_helpers(io: &IoRuntime) {
     let configured = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
     if !configured && !std::path::Path::new("/var/run/docker.sock").exists() {
         return;
     }
-    let Ok(client) = DockerClient::connect(None) else {
+    let Ok(client) = DockerClient::connect(None, io) else {
         return;
     };
     if let Ok(list) = client.leftover_helpers() {

@@ -71,7 +71,7 @@ pub fn main() -> ExitCode {
     } else {
         output::init_logging(&cli.global);
     }
-    handle_signals();
+    handle_signals(cli.global.io.clone());
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
 /// What was written so far stays: complete packs whose index was not yet written, which no
 /// snapshot names. They are harmless; `coffer repair index` indexes them (and so lets later
 /// backups reuse their blobs).
-fn handle_signals() {
+fn handle_signals(io: crate::runtime::IoRuntime) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -103,10 +103,10 @@ fn handle_signals() {
             session::release_all_locks();
             eprintln!("interrupted: this run's locks were removed");
             // Containers this run stopped run again before the process ends.
-            for name in crate::docker::restart_stopped_containers() {
+            for name in crate::docker::restart_stopped_containers(&io) {
                 eprintln!("interrupted: started container {name} again");
             }
-            let helpers = crate::docker::helper::remove_helpers();
+            let helpers = crate::docker::helper::remove_helpers(&io);
             if helpers > 0 {
                 eprintln!("interrupted: removed {helpers} helper container(s)");
             }
@@ -172,6 +172,7 @@ pub(crate) fn open_options(g: &args::Global) -> OpenOptions {
         key_id: g.key_id.clone(),
         lock_wait: std::time::Duration::from_secs(g.retry_lock_secs()),
         pack_uploads: None,
+        io: g.io.clone(),
     }
 }
 

@@ -669,7 +669,10 @@ mod tests {
             state_path: state::state_path(dir, "/r"),
             repository: "/r".into(),
             host: "h".into(),
-            notifier: Notifier::new(config::NotifyConfig::default()),
+            notifier: Notifier::new(
+                config::NotifyConfig::default(),
+                &crate::runtime::IoRuntime::new(),
+            ),
             metrics: Default::default(),
             textfile: Some(dir.join("coffer.prom")),
             schedule_file: None,

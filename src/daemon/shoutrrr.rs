@@ -1063,7 +1063,7 @@ impl Target {
         &self,
         title: &str,
         message: &str,
-        http: Option<(&reqwest::Client, &tokio::runtime::Runtime)>,
+        http: Option<(&reqwest::Client, &crate::runtime::IoHandle)>,
         timeout: Duration,
     ) -> Result<(), SendError> {
         if let Target::Smtp(cfg) = self {
@@ -1124,7 +1124,7 @@ fn snippet(body: &str) -> String {
 fn execute(
     req: &Request,
     client: &reqwest::Client,
-    rt: &tokio::runtime::Runtime,
+    rt: &crate::runtime::IoHandle,
     timeout: Duration,
 ) -> Result<(), String> {
     // reqwest sets up its timers when a request is made, not when it is polled.
@@ -1853,11 +1853,8 @@ mod tests {
         (base, handle)
     }
 
-    fn client() -> (reqwest::Client, tokio::runtime::Runtime) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+    fn client() -> (reqwest::Client, crate::runtime::IoHandle) {
+        let rt = crate::runtime::IoRuntime::new().handle().expect("runtime");
         let c = {
             let _in = rt.enter();
             reqwest::Client::builder().build().expect("client")

@@ -141,6 +141,8 @@ pub struct OpenOptions {
     pub lock_wait: Duration,
     /// Packs a backup uploads at once (default: the store's own).
     pub pack_uploads: Option<usize>,
+    /// The runtime a remote store's I/O runs on (started only if one is opened).
+    pub io: crate::runtime::IoRuntime,
 }
 
 impl OpenOptions {
@@ -225,7 +227,7 @@ pub fn open_repository(
     passphrase: &mut dyn FnMut() -> Result<Zeroizing<Vec<u8>>, PassphraseError>,
     opts: &OpenOptions,
 ) -> Result<Repository, SessionError> {
-    let found = Store::at(location)?.find()?;
+    let found = Store::at(location, &opts.io)?.find()?;
     let pw = passphrase().map_err(SessionError::Passphrase)?;
     found.open(&pw, opts)
 }
