@@ -527,7 +527,7 @@ fn read_stopping(
             no_snapshot: false,
             compare_tree,
         };
-        Ok(backup_pass(repo, catalog, bopts, second, progress)?)
+        backup_pass(repo, catalog, bopts, second, progress)
     })();
     out.containers = guard.start_all();
     out
