@@ -694,7 +694,7 @@ fn walk_and_upload(
         }
         let uploaded = uploader
             .join()
-            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+            .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
         uploaded?;
         walked
     })

@@ -61,6 +61,9 @@ pub enum EngineError {
     /// A bug: a panicked thread or a broken invariant.
     #[error("{0}")]
     Internal(String),
+    /// Blobs that snapshots need are in no pack (prune refuses to run).
+    #[error(transparent)]
+    MissingBlobs(#[from] prune::MissingBlobs),
     /// The container engine failed (Docker volume backups and restores).
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
@@ -82,6 +85,7 @@ impl EngineError {
             EngineError::Catalog(e) => e.class(),
             EngineError::Usage(_) => ErrorClass::User,
             EngineError::Internal(_) => ErrorClass::Internal,
+            EngineError::MissingBlobs(_) => ErrorClass::Corrupt,
             EngineError::Io { .. } => ErrorClass::Transient,
             EngineError::Docker(e) => e.class(),
         }

@@ -98,7 +98,9 @@ impl TreeBuilder {
             }
             d = match item {
                 Item::Dir(sub) => sub,
-                Item::Leaf(_) => return Err(EngineError::Usage("import: directory lost".into())),
+                Item::Leaf(_) => {
+                    return Err(EngineError::Internal("import: directory lost".into()));
+                }
             };
         }
         Ok(d)
