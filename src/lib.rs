@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod docker;
 pub mod engine;
+pub mod error;
 pub mod format;
 pub mod id;
 pub mod repo;

@@ -59,6 +59,23 @@ pub enum CatalogError {
         /// Its `user_version`.
         found: i64,
     },
+    /// A snapshot could not be encoded for the cache (a bug).
+    #[error("encoding snapshot for the catalog: {0}")]
+    Encode(String),
+}
+
+impl CatalogError {
+    /// What kind of failure this is. The catalog is a local cache: SQLite and the file
+    /// system failing under it are local I/O, not damage to the repository.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            CatalogError::Sqlite { .. } | CatalogError::Io { .. } => ErrorClass::Transient,
+            CatalogError::Snapshot(_) => ErrorClass::User,
+            CatalogError::NewerSchema { .. } => ErrorClass::User,
+            CatalogError::Encode(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 /// The schema's migrations: the one at index `n` takes a catalog from version `n` to `n + 1`.

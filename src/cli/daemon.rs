@@ -748,7 +748,7 @@ fn backup_directories(
     };
     let s = match &stopping {
         Some((client, value)) => {
-            let r = crate::docker::backup::backup_sources(
+            let r = engine::volume_backup::backup_sources(
                 client,
                 repo,
                 catalog,
@@ -810,7 +810,7 @@ fn backup_docker_volumes(
         .clone()
         .or_else(|| std::env::var_os("COFFER_DOCKER_VOLUME_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::docker::volume::DEFAULT_MOUNT_DIR));
-    let opts = crate::docker::DockerBackupOptions {
+    let opts = engine::volume_backup::DockerBackupOptions {
         selection: crate::docker::VolumeSelection {
             names: d.volumes.clone(),
             all: d.all_volumes,
@@ -827,9 +827,14 @@ fn backup_docker_volumes(
         exclude_regexes: b.exclude_regexes.clone(),
         force: false,
     };
-    let s =
-        crate::docker::backup_volumes(&client, &o.repo, &o.catalog, &opts, &Progress::default())
-            .with_context(|| format!("Docker backup into {}", o.repo.store().describe()))?;
+    let s = engine::volume_backup::backup_volumes(
+        &client,
+        &o.repo,
+        &o.catalog,
+        &opts,
+        &Progress::default(),
+    )
+    .with_context(|| format!("Docker backup into {}", o.repo.store().describe()))?;
     for v in &s.volumes {
         if let Some(snap) = &v.snapshot {
             tally.done.snapshots.push(snap.snapshot_id.clone());

@@ -23,7 +23,10 @@ use zeroize::Zeroizing;
 
 pub use args::Cli;
 
-use crate::engine::session::{self, Failure, OpenOptions, PassphraseError};
+use crate::docker::DockerError;
+use crate::engine::EngineError;
+use crate::engine::session::{self, OpenOptions, PassphraseError, SessionError};
+use crate::error::ErrorClass;
 
 /// Exit codes, in the style of restic. Documented in the README.
 pub mod exit {
@@ -130,16 +133,35 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// The exit code of a failed command: from the class of the error it returned (under any
+/// context the command added). An error of another type is a plain error.
 fn exit_code_of(e: &anyhow::Error) -> u8 {
-    for c in e.chain() {
-        match session::failure(c) {
-            Some(Failure::NoRepository) => return exit::NO_REPOSITORY,
-            Some(Failure::Locked) => return exit::LOCKED,
-            Some(Failure::WrongPassword) => return exit::WRONG_PASSWORD,
-            None => {}
-        }
+    let class = if let Some(e) = e.downcast_ref::<EngineError>() {
+        e.class()
+    } else if let Some(e) = e.downcast_ref::<SessionError>() {
+        e.class()
+    } else if let Some(e) = e.downcast_ref::<DockerError>() {
+        e.class()
+    } else {
+        return exit::ERROR;
+    };
+    exit_code(class)
+}
+
+/// The exit code of an error class.
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::NoRepository => exit::NO_REPOSITORY,
+        ErrorClass::Locked => exit::LOCKED,
+        ErrorClass::WrongPassword => exit::WRONG_PASSWORD,
+        // Interrupted runs end in the signal handler with 130 or 143 before an error gets
+        // here; one that still does is a plain error.
+        ErrorClass::Corrupt
+        | ErrorClass::Transient
+        | ErrorClass::User
+        | ErrorClass::Interrupted
+        | ErrorClass::Internal => exit::ERROR,
     }
-    exit::ERROR
 }
 
 /// Default repository when neither `--repo` nor `COFFER_REPO` is given.

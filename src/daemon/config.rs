@@ -521,7 +521,7 @@ fn retention(r: RawRetention) -> Result<RetentionConfig, ConfigError> {
         .transpose()
         .map_err(|e| invalid("retention.keep_within", e))?;
     let group_by = GroupBy::parse(r.group_by.as_deref().unwrap_or("host,sources"))
-        .map_err(|e| invalid("retention.group_by", e))?;
+        .map_err(|e| invalid("retention.group_by", e.to_string()))?;
     let max_unused_percent = r.max_unused.unwrap_or(5.0);
     if !(0.0..=100.0).contains(&max_unused_percent) {
         return Err(invalid(

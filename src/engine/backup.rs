@@ -447,7 +447,10 @@ impl Walker<'_> {
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = Tree { nodes };
-        Ok(Some(self.saver.save(BlobKind::Tree, &tree.encode())?))
+        Ok(Some(
+            self.saver
+                .save(BlobKind::Tree, &super::encode_tree(&tree)?)?,
+        ))
     }
 
     /// Read, chunk and save a file's content into `node`. `Ok(false)`: unreadable (warned).
@@ -697,7 +700,7 @@ fn walk_and_upload(
         }
         let uploaded = uploader
             .join()
-            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+            .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
         uploaded?;
         walked
     })
@@ -738,7 +741,7 @@ fn walk_sources(
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let root = walker
         .saver
-        .save(BlobKind::Tree, &Tree { nodes }.encode())?;
+        .save(BlobKind::Tree, &super::encode_tree(&Tree { nodes })?)?;
     walker.saver.finish()?;
     Ok(root)
 }
