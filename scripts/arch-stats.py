@@ -7,7 +7,7 @@ import os, re, sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Lower number = lower layer. An arrow from a to b is against the order when rank[b] > rank[a]
 # (a lower layer importing a higher one), or between peers named as forbidden below.
-RANK = {"storage": 0, "format": 1, "crypto": 1, "chunker": 1, "compress": 1, "id": 0,
+RANK = {"runtime": 0, "error": 0, "storage": 0, "format": 1, "crypto": 1, "chunker": 1, "compress": 1, "id": 0,
         "repo": 2, "catalog": 3, "source": 3, "docker": 4, "engine": 5, "daemon": 6, "cli": 7}
 FORBIDDEN = {("catalog", "repo"), ("crypto", "format"), ("format", "crypto"),
              ("cli", "repo"), ("cli", "catalog"), ("cli", "storage"), ("cli", "crypto"),

@@ -1077,7 +1077,7 @@ impl Target {
         for req in self.requests(title, message)? {
             if let Err(e) = execute(&req, client, rt, timeout) {
                 errors.push(if req.what.is_empty() {
-                    e
+                    e.to_string()
                 } else {
                     format!("{}: {e}", req.what)
                 });
@@ -1094,8 +1094,31 @@ impl Target {
     }
 }
 
+/// Why one request of a notification failed (the target's scrubbed message is built from it).
+#[derive(Debug, thiserror::Error)]
+enum RequestFailure {
+    /// The network or TLS: the HTTP client's error chain, without the URL.
+    #[error("{0}")]
+    Transport(String),
+    /// The service answered with an error status.
+    #[error("HTTP {status}{detail}")]
+    Status {
+        /// The status.
+        status: reqwest::StatusCode,
+        /// `: ` and what the service said, or nothing.
+        detail: String,
+    },
+    /// Slack's API answered 200 with `ok: false`, or not with JSON.
+    #[error("Slack API: {0}")]
+    SlackApi(String),
+}
+
 /// A reqwest error without its URL (which may hold a token), with its causes.
-fn http_error(e: reqwest::Error) -> String {
+fn http_error(e: reqwest::Error) -> RequestFailure {
+    RequestFailure::Transport(http_error_text(e))
+}
+
+fn http_error_text(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut msg = if e.is_timeout() {
         "timed out".to_string()
@@ -1126,7 +1149,7 @@ fn execute(
     client: &reqwest::Client,
     rt: &crate::runtime::IoHandle,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), RequestFailure> {
     // reqwest sets up its timers when a request is made, not when it is polled.
     let _in_runtime = rt.enter();
     let mut builder = client
@@ -1163,15 +1186,17 @@ fn execute(
                     .unwrap_or_else(|| snippet(&text)),
                 _ => snippet(&text),
             };
-            Err(format!("HTTP {status}{detail}"))
+            Err(RequestFailure::Status { status, detail })
         }
         Expect::SlackApi => match json() {
             Some(j) if j["ok"] == serde_json::Value::Bool(true) => Ok(()),
-            Some(j) => Err(format!(
-                "Slack API: {}",
-                j["error"].as_str().unwrap_or("not ok")
+            Some(j) => Err(RequestFailure::SlackApi(
+                j["error"].as_str().unwrap_or("not ok").to_string(),
             )),
-            None => Err(format!("Slack API: not JSON{}", snippet(&text))),
+            None => Err(RequestFailure::SlackApi(format!(
+                "not JSON{}",
+                snippet(&text)
+            ))),
         },
         Expect::Success | Expect::Telegram => Ok(()),
     }

@@ -25,7 +25,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::format::{BlobEntry, BlobKind};
 use crate::id::{BlobId, PackId, SnapshotId};
-use crate::repo::{LockKind, Repository};
+use crate::repo::{LockKind, RepoError, Repository};
 
 /// What to check.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -49,10 +49,28 @@ pub enum Subset {
     Percent(f64),
 }
 
+/// A `--read-data-subset` that is neither `n/m` nor a percentage.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid subset {0:?}: use n/m (e.g. 1/7) or a percentage (10%)")]
+pub struct InvalidSubset(String);
+
+/// Why a tree could not be checked (a finding of `check`, named with the tree).
+#[derive(Debug, thiserror::Error)]
+enum TreeProblem {
+    #[error("tree is not in any index")]
+    NotIndexed,
+    #[error("indexed as a data blob")]
+    IndexedAsData,
+    #[error(transparent)]
+    Load(#[from] RepoError),
+    #[error(transparent)]
+    Decode(#[from] crate::format::FormatError),
+}
+
 impl Subset {
     /// Parse `1/7` or `10%`.
-    pub fn parse(s: &str) -> Result<Subset, String> {
-        let bad = || format!("invalid subset {s:?}: use n/m (e.g. 1/7) or a percentage (10%)");
+    pub fn parse(s: &str) -> Result<Subset, InvalidSubset> {
+        let bad = || InvalidSubset(s.to_string());
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(p > 0.0 && p <= 100.0) {
@@ -167,7 +185,7 @@ type LoadedSnapshot = (SnapshotId, Snapshot);
 
 /// What reading one pack whole found: the blobs in it that are bad (with why), or why the
 /// pack as a whole is.
-type PackResult = (PackId, Result<Vec<(BlobId, String)>, String>);
+type PackResult = (PackId, Result<Vec<(BlobId, String)>, RepoError>);
 
 /// Check the repository; with a catalog, a data subset is chosen by and recorded in its
 /// verification times (rolling verification).
@@ -379,7 +397,7 @@ fn check_trees(
                     }
                 }
                 Err(msg) => {
-                    f.bad_trees.insert(t, msg);
+                    f.bad_trees.insert(t, msg.to_string());
                 }
             }
         }
@@ -441,12 +459,12 @@ fn read_pack(
     size: u64,
     progress: &Progress,
     bytes_read: &AtomicU64,
-) -> Result<Vec<(BlobId, String)>, String> {
+) -> Result<Vec<(BlobId, String)>, RepoError> {
     // In pieces: memory stays at a few MiB per thread, whatever the pack size.
     let verified = repo.verify_stored_pack(id, size);
     bytes_read.fetch_add(size, Ordering::Relaxed);
     progress.file_done(size);
-    let (entries, bad) = verified.map_err(|e| e.to_string())?;
+    let (entries, bad) = verified?;
     let mut out: Vec<(BlobId, String)> = bad
         .into_iter()
         .map(|(e, err)| (e.id, err.to_string()))
@@ -486,10 +504,10 @@ fn note_pack_results(
                     f.bad_blobs.insert(b, msg);
                 }
             }
-            Err(msg) => {
+            Err(e) => {
                 f.problems.push(Problem {
                     object: crate::repo::path::pack(&pack),
-                    message: msg,
+                    message: e.to_string(),
                     affects: vec![],
                 });
                 for e in index.entries(&pack).into_iter().flatten() {
@@ -560,15 +578,17 @@ fn conflict_warnings(conflicts: &[super::check_index::Conflict]) -> Vec<Problem>
     out
 }
 
-fn load_checked_tree(repo: &Repository, index: &CheckIndex, id: &BlobId) -> Result<Tree, String> {
-    let loc = index
-        .get(id)
-        .ok_or_else(|| "tree is not in any index".to_string())?;
+fn load_checked_tree(
+    repo: &Repository,
+    index: &CheckIndex,
+    id: &BlobId,
+) -> Result<Tree, TreeProblem> {
+    let loc = index.get(id).ok_or(TreeProblem::NotIndexed)?;
     if loc.entry.kind != BlobKind::Tree {
-        return Err("indexed as a data blob".into());
+        return Err(TreeProblem::IndexedAsData);
     }
-    let bytes = repo.load_blob(&loc).map_err(|e| e.to_string())?;
-    Tree::decode(&bytes).map_err(|e| e.to_string())
+    let bytes = repo.load_blob(&loc)?;
+    Ok(Tree::decode(&bytes)?)
 }
 
 /// Map each damaged blob or tree to the snapshot paths that use it.

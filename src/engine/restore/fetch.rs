@@ -696,6 +696,20 @@ pub(crate) fn prefetch_blobs(
     Ok((loaded.into_iter().flatten().collect(), n))
 }
 
+/// Why a file in place could not be compared with the snapshot's (it becomes a warning).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CompareError {
+    /// Reading the file failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// The snapshot names a blob the index does not have (damage).
+    #[error("blob {0} is missing from the repository index")]
+    MissingBlob(BlobId),
+}
+
 /// Whether the regular file at `path` holds exactly `node`'s content: its size, then each
 /// blob's bytes hashed with the repository's key and compared with the blob's id.
 pub(super) fn same_content(
@@ -703,7 +717,7 @@ pub(super) fn same_content(
     catalog: &Catalog,
     path: &Path,
     node: &Node,
-) -> Result<bool, String> {
+) -> Result<bool, CompareError> {
     let mut f = match OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -714,23 +728,23 @@ pub(super) fn same_content(
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Ok(false);
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
-    let m = f.metadata().map_err(|e| e.to_string())?;
+    let m = f.metadata()?;
     if !m.is_file() || m.len() != node.size {
         return Ok(false);
     }
     let mut buf = Vec::new();
     for id in &node.content {
-        let Some(loc) = catalog.blob_location(id).map_err(|e| e.to_string())? else {
-            return Err(format!("blob {id} is missing from the repository index"));
+        let Some(loc) = catalog.blob_location(id)? else {
+            return Err(CompareError::MissingBlob(*id));
         };
         buf.resize(loc.entry.raw_len as usize, 0);
         if let Err(e) = f.read_exact(&mut buf) {
             return if e.kind() == io::ErrorKind::UnexpectedEof {
                 Ok(false)
             } else {
-                Err(e.to_string())
+                Err(e.into())
             };
         }
         if repo.keys().blob_id(BlobKind::Data, &buf) != *id {

@@ -6,6 +6,29 @@
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
+/// A pattern that cannot be compiled (a user error, naming the option and the pattern).
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// The pattern is empty once its slashes are trimmed.
+    #[error("--{option} {pattern:?}: the pattern is empty")]
+    Empty {
+        /// `include` or `exclude`.
+        option: &'static str,
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// The glob syntax is wrong.
+    #[error("--{option} {pattern:?}: {source}")]
+    Glob {
+        /// `include` or `exclude`.
+        option: &'static str,
+        /// The pattern as given (empty: the set as a whole).
+        pattern: String,
+        /// What the glob parser said.
+        source: globset::Error,
+    },
+}
+
 /// A compiled set of patterns.
 #[derive(Default)]
 struct Patterns {
@@ -14,14 +37,21 @@ struct Patterns {
 }
 
 impl Patterns {
-    fn new(patterns: &[String], what: &str) -> Result<Self, String> {
+    fn new(patterns: &[String], what: &'static str) -> Result<Self, PatternError> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let (mut n_names, mut n_paths) = (0, 0);
         for p in patterns {
-            let bad = |e: globset::Error| format!("--{what} {p:?}: {e}");
+            let bad = |source| PatternError::Glob {
+                option: what,
+                pattern: p.clone(),
+                source,
+            };
             let trimmed = p.trim_start_matches('/').trim_end_matches('/');
             if trimmed.is_empty() {
-                return Err(format!("--{what} {p:?}: the pattern is empty"));
+                return Err(PatternError::Empty {
+                    option: what,
+                    pattern: p.clone(),
+                });
             }
             if p.starts_with('/') || trimmed.contains('/') {
                 let g = GlobBuilder::new(trimmed)
@@ -35,11 +65,15 @@ impl Patterns {
                 n_names += 1;
             }
         }
-        let build = |b: GlobSetBuilder, n: usize| -> Result<Option<GlobSet>, String> {
+        let build = |b: GlobSetBuilder, n: usize| -> Result<Option<GlobSet>, PatternError> {
             if n == 0 {
                 return Ok(None);
             }
-            b.build().map(Some).map_err(|e| format!("--{what}: {e}"))
+            b.build().map(Some).map_err(|source| PatternError::Glob {
+                option: what,
+                pattern: String::new(),
+                source,
+            })
         };
         Ok(Self {
             names: build(names, n_names)?,
@@ -68,7 +102,7 @@ pub struct PathFilter {
 
 impl PathFilter {
     /// Compile the patterns; a malformed one is a usage error naming it.
-    pub fn new(includes: &[String], excludes: &[String]) -> Result<Self, String> {
+    pub fn new(includes: &[String], excludes: &[String]) -> Result<Self, PatternError> {
         Ok(Self {
             includes: Patterns::new(includes, "include")?,
             excludes: Patterns::new(excludes, "exclude")?,

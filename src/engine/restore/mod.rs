@@ -322,19 +322,19 @@ impl Restorer<'_> {
 
     /// Create pending directory `i`, or take the one in place: remove what the snapshot does
     /// not have there (leftover temporary files always, other entries with `delete`).
-    fn make_dir(&mut self, i: usize) -> Result<bool, String> {
+    fn make_dir(&mut self, i: usize) -> std::io::Result<bool> {
         let path = self.pending[i].path.clone();
         let dry = self.opts.dry_run;
         let parent_fresh = i > 0 && self.pending[i - 1].fresh;
         let state = if parent_fresh {
             Existing::None
         } else {
-            existing(&path).map_err(|e| e.to_string())?
+            existing(&path)?
         };
         match state {
             Existing::None => {
                 if !dry {
-                    write::create_dir(&path).map_err(|e| e.to_string())?;
+                    write::create_dir(&path)?;
                 }
                 self.pending[i].fresh = true;
                 self.change("write", &path);
@@ -343,8 +343,8 @@ impl Restorer<'_> {
             Existing::Other(_) => {
                 self.change("replace", &path);
                 if !dry {
-                    std::fs::remove_file(&path).map_err(|e| e.to_string())?;
-                    write::create_dir(&path).map_err(|e| e.to_string())?;
+                    std::fs::remove_file(&path)?;
+                    write::create_dir(&path)?;
                 }
                 self.summary.deleted += 1;
                 self.pending[i].fresh = true;
@@ -357,18 +357,18 @@ impl Restorer<'_> {
     }
 
     /// Remove the entries of an existing directory that the snapshot does not have there.
-    fn clean_dir(&mut self, i: usize) -> Result<(), String> {
+    fn clean_dir(&mut self, i: usize) -> std::io::Result<()> {
         let d = &self.pending[i];
         let entries = match std::fs::read_dir(&d.path) {
             Ok(e) => e,
             Err(e) if self.opts.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(());
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         };
         let mut extra = Vec::new();
         for e in entries {
-            let e = e.map_err(|e| e.to_string())?;
+            let e = e?;
             let name = e.file_name();
             let bytes = name.as_bytes();
             if d.names.contains(bytes) {
@@ -527,7 +527,7 @@ impl Restorer<'_> {
     fn flush(&mut self) -> Result<(), EngineError> {
         let compare = std::mem::take(&mut self.compare);
         if !compare.is_empty() {
-            let results: Vec<(FileJob, Result<bool, String>)> = compare
+            let results: Vec<(FileJob, Result<bool, fetch::CompareError>)> = compare
                 .into_par_iter()
                 .map(|j| {
                     let r = same_content(self.repo, self.catalog, &j.dest, &j.node);
@@ -735,7 +735,8 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<RestoreSummary, EngineError> {
     let start = Instant::now();
-    let filter = PathFilter::new(&opts.includes, &opts.excludes).map_err(EngineError::Usage)?;
+    let filter = PathFilter::new(&opts.includes, &opts.excludes)
+        .map_err(|e| EngineError::Usage(e.to_string()))?;
     if opts.flatten && opts.paths.len() != 1 {
         return Err(EngineError::Usage(
             "restoring into a volume's root takes exactly one path".into(),
