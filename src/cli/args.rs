@@ -48,8 +48,9 @@ pub struct Global {
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// How long to wait for another process's conflicting lock (e.g. a backup waiting for a
-    /// prune) before failing with exit code 11: `0`, `30s`, `10m`, `2h`.
-    #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30m",
+    /// prune) before failing with exit code 11: `0`, `30s`, `10min`, `2h` (a bare number is
+    /// seconds; `m` is refused: minutes are `min`, as m means months in retention policies).
+    #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30min",
           value_parser = parse_retry_lock)]
     pub retry_lock: u64,
 }
@@ -75,11 +76,11 @@ fn parse_key_id(s: &str) -> Result<String, String> {
 }
 
 fn parse_retry_lock(s: &str) -> Result<u64, String> {
-    let secs = crate::engine::retention::parse_duration(s)?;
+    let secs = crate::engine::duration::parse_fixed_secs(s)?;
     if secs > 7 * 86_400 {
         return Err("at most 7d".into());
     }
-    Ok(secs as u64)
+    Ok(secs)
 }
 
 /// The commands.

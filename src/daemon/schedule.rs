@@ -44,11 +44,11 @@ impl Schedule {
     pub fn parse(s: &str) -> Result<Schedule, String> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix("@every") {
-            let secs = crate::engine::retention::parse_duration(d.trim())?;
-            if secs <= 0 {
+            let secs = crate::engine::duration::parse_fixed_secs(d.trim())?;
+            if secs == 0 {
                 return Err("@every needs a duration of at least 1s".into());
             }
-            return Ok(Schedule::Every(secs as u64));
+            return Ok(Schedule::Every(secs));
         }
         let expanded = match s {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -331,6 +331,7 @@ mod tests {
             ("x * * * *", "not a number"),
             ("@sometimes", "unknown macro"),
             ("@every soon", "invalid duration"),
+            ("@every 30m", "write 30min for minutes"),
         ];
         for (expr, needle) in cases {
             let e = Schedule::parse(expr).expect_err(expr);
