@@ -594,3 +594,36 @@ fn forget_by_id_forgets_exactly_those() {
         .collect();
     assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
 }
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let env = cheap_env();
+    let src = env.path("ws");
+    night(&src, 1);
+    for d in 1..=9 {
+        backup_at(&env, &src, &format!("2026-11-0{d}T03:00:00Z"));
+    }
+    // A real pipe whose reader has gone: `forget --dry-run | head -1`, many times over.
+    for args in [
+        vec!["forget", "--keep-last", "1", "--dry-run"],
+        vec!["snapshots"],
+    ] {
+        let mut c = std::process::Command::new(common::coffer_bin());
+        c.env_clear()
+            .env("COFFER_REPO", &env.repo)
+            .env("COFFER_PASSWORD", common::PASSWORD)
+            .env("COFFER_CACHE_DIR", &env.cache)
+            .env("HOME", &env.home)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // Close the read end before the child writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

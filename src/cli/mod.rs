@@ -9,7 +9,7 @@ mod commands;
 mod daemon;
 mod docker;
 mod lifecycle;
-mod output;
+pub mod output;
 mod password;
 mod sync;
 pub(crate) mod trigger;
@@ -73,6 +73,7 @@ pub fn main() -> ExitCode {
     handle_signals();
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::from(output::CLOSED_PIPE),
         Err(e) => {
             let code = exit_code_of(&e);
             eprintln!("error: {}", one_line(&e));

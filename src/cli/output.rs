@@ -1,4 +1,5 @@
-//! Human output: logging to stderr, progress bars on a terminal, sizes and times.
+//! Human output: logging to stderr, progress bars on a terminal, sizes and times; a closed
+//! stdout (`coffer ... | head -1`) ends the command quietly, as it ends other Unix tools.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -71,6 +72,51 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// The exit code after stdout was closed by its reader: 128 + SIGPIPE, what a shell reports for
+/// a tool that SIGPIPE ended.
+pub const CLOSED_PIPE: u8 = 141;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Make a write to a closed stdout end the command quietly. `println!` panics on EPIPE (Rust
+/// ignores SIGPIPE, so the write fails instead of killing the process); this hook keeps that
+/// panic silent and notes it, so that [`closed_pipe`] turns the unwinding into
+/// [`CLOSED_PIPE`]. Unwinding, rather than exiting here, runs the guards on the way: locks are
+/// removed and stopped containers started. SIGPIPE stays ignored, so the daemon's writes to a
+/// client that went away fail as errors and never kill it.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        } else {
+            default(info);
+        }
+    }));
+}
+
+/// True when a panic came from printing to a closed stdout (see [`quiet_on_closed_stdout`]).
+pub fn closed_pipe() -> bool {
+    STDOUT_CLOSED.load(Ordering::SeqCst)
+}
+
+/// True when `e` is a write to a closed pipe (stdout written with `write!`, not `println!`).
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Human-readable byte count.
