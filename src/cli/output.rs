@@ -152,23 +152,33 @@ impl ProgressDisplay {
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
             bar.set_prefix(verb);
+            let mut shown = None;
             while !s.load(Ordering::Relaxed) {
                 let (files, b, total_files, total_bytes) = progress.snapshot();
+                // A bar only with a byte total to fill; bytes without one as a count; and
+                // when nothing is counted (forget, most of prune) a spinner with the time.
+                let kind = if total_bytes > 0 {
+                    Shown::Bar
+                } else if b > 0 {
+                    Shown::Bytes
+                } else {
+                    Shown::Spinner
+                };
+                if shown != Some(kind) {
+                    bar.set_style(kind.style());
+                    shown = Some(kind);
+                }
                 if total_bytes > 0 {
                     bar.set_length(total_bytes.max(b));
                 }
                 bar.set_position(b);
-                bar.set_message(if total_files > 0 {
-                    format!("{files}/{total_files} files")
-                } else {
-                    format!("{files} files")
+                bar.set_message(match (files, total_files) {
+                    (0, 0) => String::new(),
+                    (f, 0) => format!("{f} files"),
+                    (f, t) => format!("{f}/{t} files"),
                 });
+                bar.tick();
                 std::thread::sleep(Duration::from_millis(150));
             }
             bar.finish_and_clear();
@@ -177,6 +187,31 @@ impl ProgressDisplay {
             stop,
             handle: Some(handle),
         }
+    }
+}
+
+/// What the progress display shows, by what is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    /// Bytes done of a known total, with rate and ETA.
+    Bar,
+    /// Bytes done and rate, no total.
+    Bytes,
+    /// Only the elapsed time (and files, if counted).
+    Spinner,
+}
+
+impl Shown {
+    fn style(self) -> ProgressStyle {
+        let template = match self {
+            Shown::Bar => {
+                "{spinner} {prefix} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} \
+                 {bytes_per_sec} ETA {eta}"
+            }
+            Shown::Bytes => "{spinner} {prefix} {msg} [{elapsed_precise}] {bytes} {bytes_per_sec}",
+            Shown::Spinner => "{spinner} {prefix} {msg} [{elapsed_precise}]",
+        };
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
     }
 }
 
