@@ -152,8 +152,10 @@ impl ProgressDisplay {
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // The style before anything that draws: indicatif's default is an empty bar.
+            bar.set_style(Shown::Spinner.style());
             bar.set_prefix(verb);
-            let mut shown = None;
+            let mut shown = Some(Shown::Spinner);
             while !s.load(Ordering::Relaxed) {
                 let (files, b, total_files, total_bytes) = progress.snapshot();
                 // A bar only with a byte total to fill; bytes without one as a count; and
