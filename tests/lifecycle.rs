@@ -54,7 +54,12 @@ fn forget_and_prune_free_space_and_keep_what_stays_restorable() {
         };
         let out = env.run(["backup", "--json", "--time", &time, src.to_str().unwrap()]);
         out.success();
-        ids.push(out.json()["snapshot_id"].as_str().unwrap().to_string());
+        ids.push(
+            out.strict_json()["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     // Keep a copy of what the newest three nights looked like.
     let keep_dir = env.path("expected");
@@ -65,7 +70,7 @@ fn forget_and_prune_free_space_and_keep_what_stays_restorable() {
     // A dry run changes nothing and says why each kept snapshot stays.
     let dry = env.run(["forget", "--keep-last", "3", "--dry-run", "--json"]);
     dry.success();
-    let v = dry.json();
+    let v = dry.strict_json();
     assert_eq!(v["kept"], 3);
     assert_eq!(v["removed"], 29);
     let reasons: Vec<_> = v["snapshots"]
@@ -84,7 +89,7 @@ fn forget_and_prune_free_space_and_keep_what_stays_restorable() {
     let before = dir_size(&env.repo.join("packs"));
     let out = env.run(["forget", "--keep-last", "3", "--prune", "--json"]);
     out.success();
-    let v = out.json();
+    let v = out.strict_json();
     assert_eq!(v["removed"], 29);
     let p = &v["prune"];
     assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
@@ -106,11 +111,11 @@ fn forget_and_prune_free_space_and_keep_what_stays_restorable() {
     }
     let c = env.run(["check", "--read-data", "--json"]);
     c.success();
-    assert_eq!(c.json()["problems"], serde_json::json!([]));
+    assert_eq!(c.strict_json()["problems"], serde_json::json!([]));
     // A second prune finds nothing more to do.
     let again = env.run(["prune", "--json"]);
     again.success();
-    let v = again.json();
+    let v = again.strict_json();
     assert_eq!(v["packs_deleted"], 0, "{v}");
     // And backups go on deduplicating against what is left.
     night(&src, 31);
@@ -150,14 +155,14 @@ fn retention_days_keeps_recent_and_the_newest() {
     }
     let out = env.run(["forget", "--retention-days", "7", "--json"]);
     out.success();
-    assert_eq!(out.json()["removed"], 2);
+    assert_eq!(out.strict_json()["removed"], 2);
     assert_eq!(env.snapshots().len(), 2);
     // The old tool's variable works too.
     let mut c = env.cmd();
     c.env("BACKUP_RETENTION_DAYS", "2");
     let out = env.run_cmd(c, ["forget", "--json"]);
     out.success();
-    assert_eq!(out.json()["removed"], 1);
+    assert_eq!(out.strict_json()["removed"], 1);
 }
 
 #[test]
@@ -177,7 +182,7 @@ fn rolling_check_subsets_cover_every_pack() {
     for _ in 0..3 {
         let out = env.run(["check", "--read-data-subset", "1/3", "--json"]);
         out.success();
-        let v = out.json();
+        let v = out.strict_json();
         assert_eq!(v["problems"], serde_json::json!([]));
         read += v["packs_read"].as_u64().unwrap() as usize;
     }
@@ -197,7 +202,7 @@ fn rolling_check_subsets_cover_every_pack() {
     for _ in 0..3 {
         let out = env.run(["check", "--read-data-subset", "34%", "--json"]);
         if out.code != 0 {
-            let v = out.json();
+            let v = out.strict_json();
             let text = v["problems"].to_string();
             assert!(text.contains(".bin"), "{text}");
             found = true;
@@ -221,7 +226,7 @@ fn health_reports_age_of_the_newest_snapshot() {
         .stderr_has("unhealthy");
     let v = env.run(["health", "--max-age", "2d", "--json"]);
     v.success();
-    assert_eq!(v.json()["healthy"], true);
+    assert_eq!(v.strict_json()["healthy"], true);
     env.backup_json(&[src.to_str().unwrap()]);
     env.run(["health"]).success();
 }
@@ -455,5 +460,170 @@ fn two_backups_from_two_processes_at_once_both_complete() {
         ));
         restore_to(&env, v["snapshot_id"].as_str().unwrap(), &target);
         assert_trees_equal(src, &target.join(src.file_name().unwrap()));
+    }
+}
+
+/// A repository with a cheap key: these tests run the binary a few hundred times.
+fn cheap_env() -> Env {
+    let env = Env::new();
+    env.run(["init", "--kdf-memory", "19", "--kdf-iterations", "2"])
+        .success();
+    env
+}
+
+/// One snapshot of `src` at `time` (RFC 3339); its id.
+fn backup_at(env: &Env, src: &Path, time: &str) -> String {
+    let out = env.run(["backup", "--json", "--time", time, src.to_str().unwrap()]);
+    out.success();
+    out.strict_json()["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn strict_json_refuses_duplicate_keys_at_any_depth() {
+    use common::strict_json::parse;
+    assert!(parse(r#"{"a": [1, {"b": 2}], "c": null}"#).is_ok());
+    assert!(parse(r#"{"id": 1, "id": 1}"#).is_err());
+    assert!(parse(r#"[{"x": {"id": "a", "id": "b"}}]"#).is_err());
+    assert_eq!(
+        parse(r#"{"n": -1, "f": 1.5}"#).unwrap(),
+        serde_json::json!({"n": -1, "f": 1.5})
+    );
+}
+
+#[test]
+fn keep_within_6m_keeps_six_months_as_restic_does() {
+    // Daily snapshots from 2026-04-20 to 2026-10-31. `6m` is six calendar months (restic's
+    // reading): back to 2026-04-30, so 185 stay. It used to mean six minutes: one stayed.
+    let env = cheap_env();
+    let src = env.path("ws");
+    write(&src.join("a.txt"), "same every day\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 4, 20).unwrap();
+    let end = chrono::NaiveDate::from_ymd_opt(2026, 10, 31).unwrap();
+    let mut day = start;
+    while day <= end {
+        backup_at(&env, &src, &format!("{day}T03:00:00Z"));
+        day = day.succ_opt().unwrap();
+    }
+    let dry = env.run(["forget", "--keep-within", "6m", "--dry-run"]);
+    dry.success();
+    assert!(
+        dry.stdout
+            .contains("keep within 6 months (since 2026-04-30 03:00:00 UTC)"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("policy: keep within 6 months (6m)"));
+    let out = env.run(["forget", "--keep-within", "6m", "--json"]);
+    out.success();
+    let v = out.strict_json();
+    assert_eq!(v["kept"], 185, "{v}");
+    assert_eq!(v["removed"], 10);
+    assert_eq!(v["policy"]["keep_within"]["months"], 6, "{v}");
+    let entries = v["snapshots"].as_array().unwrap();
+    let newest = entries.last().unwrap();
+    assert_eq!(newest["within_since"], "2026-04-30T03:00:00Z");
+    assert_eq!(newest["reasons"], serde_json::json!(["within 6m"]));
+    let left = env.snapshots();
+    assert_eq!(left.len(), 185);
+    // restic's combined form is read the same way, and `m` alone never means minutes.
+    let all = env.run(["forget", "--keep-within", "2y5m7d3h", "--dry-run", "--json"]);
+    all.success();
+    assert_eq!(all.strict_json()["removed"], 0);
+    env.run(["forget", "--keep-within", "30"])
+        .expect_code(2)
+        .stderr_has("no unit");
+}
+
+#[test]
+fn minutes_are_spelled_min_where_m_is_ambiguous() {
+    let env = cheap_env();
+    env.run(["--retry-lock", "10m", "snapshots"])
+        .expect_code(2)
+        .stderr_has("10min");
+    env.run(["--retry-lock", "10min", "snapshots"]).success();
+    env.run(["health", "--max-age", "30m"])
+        .expect_code(2)
+        .stderr_has("30min");
+}
+
+#[test]
+fn forget_by_id_forgets_exactly_those() {
+    let env = cheap_env();
+    let src = env.path("ws");
+    night(&src, 1);
+    let ids: Vec<String> = (1..=4)
+        .map(|d| backup_at(&env, &src, &format!("2026-11-0{d}T03:00:00Z")))
+        .collect();
+    // Unknown id: an error, nothing forgotten, even with a good id beside it.
+    env.run(["forget", &ids[0], "feedface"])
+        .expect_code(common::exit::ERROR)
+        .stderr_has("no snapshot \"feedface\"");
+    assert_eq!(env.snapshots().len(), 4);
+    // With a policy: refused.
+    env.run(["forget", &ids[0], "--keep-last", "1"])
+        .expect_code(common::exit::ERROR)
+        .stderr_has("not both");
+    // An ambiguous prefix names its candidates (16 hex digits give many a shared first one).
+    let first: Vec<char> = ids.iter().map(|i| i.chars().next().unwrap()).collect();
+    if let Some(c) = first
+        .iter()
+        .find(|c| first.iter().filter(|d| d == c).count() > 1)
+    {
+        let out = env.run(["forget", &c.to_string()]);
+        out.expect_code(common::exit::ERROR).stderr_has("ambiguous");
+        for id in ids.iter().filter(|i| i.starts_with(*c)) {
+            out.stderr_has(id);
+        }
+    }
+    let dry = env.run(["forget", "--dry-run", "--json", &ids[1][..12]]);
+    dry.success();
+    assert_eq!(dry.strict_json()["removed"], 1);
+    assert_eq!(env.snapshots().len(), 4);
+    let out = env.run(["forget", "--json", &ids[1], &ids[3][..10], &ids[1][..8]]);
+    out.success();
+    let v = out.strict_json();
+    assert_eq!(v["removed"], 2, "{v}");
+    assert_eq!(v["kept"], 2);
+    let left: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let env = cheap_env();
+    let src = env.path("ws");
+    night(&src, 1);
+    for d in 1..=9 {
+        backup_at(&env, &src, &format!("2026-11-0{d}T03:00:00Z"));
+    }
+    // A real pipe whose reader has gone: `forget --dry-run | head -1`, many times over.
+    for args in [
+        vec!["forget", "--keep-last", "1", "--dry-run"],
+        vec!["snapshots"],
+    ] {
+        let mut c = std::process::Command::new(common::coffer_bin());
+        c.env_clear()
+            .env("COFFER_REPO", &env.repo)
+            .env("COFFER_PASSWORD", common::PASSWORD)
+            .env("COFFER_CACHE_DIR", &env.cache)
+            .env("HOME", &env.home)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // Close the read end before the child writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
 }

@@ -48,8 +48,9 @@ pub struct Global {
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// How long to wait for another process's conflicting lock (e.g. a backup waiting for a
-    /// prune) before failing with exit code 11: `0`, `30s`, `10m`, `2h`.
-    #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30m",
+    /// prune) before failing with exit code 11: `0`, `30s`, `10min`, `2h` (a bare number is
+    /// seconds; `m` is refused: minutes are `min`, as m means months in retention policies).
+    #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30min",
           value_parser = parse_retry_lock)]
     pub retry_lock: u64,
     /// Not a flag: the process's I/O runtime (S3, Docker, notifications, metrics), made with
@@ -65,25 +66,25 @@ impl Global {
     }
 }
 
-fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{e}: use RFC 3339, e.g. 2025-11-16T03:00:00Z"))
+        .map_err(|e| anyhow::anyhow!("{e}: use RFC 3339, e.g. 2025-11-16T03:00:00Z"))
 }
 
-fn parse_key_id(s: &str) -> Result<String, String> {
+fn parse_key_id(s: &str) -> anyhow::Result<String> {
     if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("a key id is up to 64 hex digits (a unique prefix will do)".into());
+        anyhow::bail!("a key id is up to 64 hex digits (a unique prefix will do)");
     }
     Ok(s.to_ascii_lowercase())
 }
 
-fn parse_retry_lock(s: &str) -> Result<u64, String> {
-    let secs = crate::engine::retention::parse_duration(s)?;
+fn parse_retry_lock(s: &str) -> anyhow::Result<u64> {
+    let secs = crate::engine::duration::parse_fixed_secs(s)?;
     if secs > 7 * 86_400 {
-        return Err("at most 7d".into());
+        anyhow::bail!("at most 7d");
     }
-    Ok(secs as u64)
+    Ok(secs)
 }
 
 /// The commands.

@@ -526,6 +526,7 @@ impl CliJob {
         let Session { repo, catalog } = self.open()?;
         let opts = ForgetOptions {
             policy: r.policy,
+            ids: Vec::new(),
             group_by: r.group_by,
             // Only this host's snapshots: other hosts sharing the repository run their own.
             host: Some(host),

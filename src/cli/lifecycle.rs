@@ -10,9 +10,10 @@ use super::commands::{open, print_json, say};
 use super::exit;
 use super::output::{ProgressDisplay, bytes, time_ns};
 use crate::engine::Progress;
+use crate::engine::duration::{Span, parse_fixed_secs};
 use crate::engine::forget::{ForgetOptions, ForgetSummary, forget as run_forget};
 use crate::engine::prune::{PruneOptions, PruneSummary, prune as run_prune};
-use crate::engine::retention::{GroupBy, Policy, parse_duration};
+use crate::engine::retention::{GroupBy, Policy};
 
 /// `prune` options, shared with `forget --prune`.
 #[derive(Args, Debug, Clone)]
@@ -37,6 +38,11 @@ pub struct PruneArgs {
 /// `forget`.
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// Forget exactly these snapshots (full ids or unique prefixes, as `coffer snapshots`
+    /// shows them) instead of applying a policy. Every id is checked before anything is
+    /// deleted: an unknown or ambiguous one forgets nothing.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
     /// Keep the newest N snapshots.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_last: u32,
@@ -55,9 +61,11 @@ pub struct ForgetArgs {
     /// ... of each of the newest N years.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_yearly: u32,
-    /// Keep every snapshot younger than this, counted from the group's newest (e.g. 14d).
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<String>,
+    /// Keep every snapshot younger than this, counted back from the group's newest, read as
+    /// restic reads it: y, m (months), w, d, h, min, e.g. `14d`, `6m` (six months),
+    /// `2y5m7d3h`. A unit is required.
+    #[arg(long, value_name = "DURATION", value_parser = Span::parse)]
+    pub keep_within: Option<Span>,
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
@@ -88,9 +96,10 @@ pub struct ForgetArgs {
 /// `health`.
 #[derive(Args, Debug)]
 pub struct HealthArgs {
-    /// Unhealthy when the newest snapshot is older than this (e.g. 25h).
-    #[arg(long, default_value = "25h", value_name = "DURATION")]
-    pub max_age: String,
+    /// Unhealthy when the newest snapshot is older than this: s, min, h, d, w (e.g. `25h`,
+    /// `90min`; a bare number is seconds; `m` is refused: minutes are `min`).
+    #[arg(long, default_value = "25h", value_name = "DURATION", value_parser = parse_fixed_secs)]
+    pub max_age: u64,
     /// Only snapshots of this host.
     #[arg(long)]
     pub host: Option<String>,
@@ -192,12 +201,6 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> anyhow::Result<u8> {
 
 /// The retention policy and selection of `forget`'s flags.
 fn forget_options(a: &ForgetArgs) -> anyhow::Result<ForgetOptions> {
-    let keep_within_secs = a
-        .keep_within
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--keep-within: {e}"))?;
     let group_by = GroupBy::parse(&a.group_by).map_err(|e| anyhow::anyhow!("--group-by: {e}"))?;
     Ok(ForgetOptions {
         policy: Policy {
@@ -207,10 +210,11 @@ fn forget_options(a: &ForgetArgs) -> anyhow::Result<ForgetOptions> {
             keep_weekly: a.keep_weekly,
             keep_monthly: a.keep_monthly,
             keep_yearly: a.keep_yearly,
-            keep_within_secs,
+            keep_within: a.keep_within,
             keep_tags: a.keep_tags.clone(),
             retention_days: a.retention_days,
         },
+        ids: a.ids.clone(),
         group_by,
         host: a.host.clone(),
         tags: a.tags.clone(),
@@ -224,22 +228,36 @@ fn forget_options(a: &ForgetArgs) -> anyhow::Result<ForgetOptions> {
 
 /// Print `forget`'s decisions, group by group, and the totals.
 fn print_forget(g: &Global, s: &ForgetSummary) {
+    if !s.policy.is_empty() {
+        say(g, format!("policy: {}", s.policy.describe()));
+    }
     let mut group = None;
     for e in &s.snapshots {
-        if group.as_ref() != Some(&e.decision.group) {
-            say(g, format!("group {}", e.decision.group));
-            group = Some(e.decision.group.clone());
+        let d = &e.decision;
+        if group.as_ref() != Some(&d.group) {
+            match (&s.policy.keep_within, d.within_since) {
+                (Some(span), Some(since)) => say(
+                    g,
+                    format!(
+                        "group {}: keep within {span} (since {})",
+                        d.group,
+                        since.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                ),
+                _ => say(g, format!("group {}", d.group)),
+            }
+            group = Some(d.group.clone());
         }
-        let short = e.id.get(..8).unwrap_or(&e.id);
+        let short = d.id.get(..8).unwrap_or(&d.id);
         let t = chrono::DateTime::parse_from_rfc3339(&e.time)
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
             .map(time_ns)
             .unwrap_or_else(|| e.time.clone());
-        if e.decision.keep {
+        if d.keep {
             say(
                 g,
-                format!("  keep   {short}  {t}  {}", e.decision.reasons.join(", ")),
+                format!("  keep   {short}  {t}  {}", d.reasons.join(", ")),
             );
         } else {
             say(
@@ -287,7 +305,7 @@ pub fn health(g: &Global, a: &HealthArgs) -> anyhow::Result<u8> {
     if a.daemon {
         return daemon_health(g);
     }
-    let max_age = parse_duration(&a.max_age).map_err(|e| anyhow::anyhow!("--max-age: {e}"))?;
+    let max_age = i64::try_from(a.max_age).unwrap_or(i64::MAX);
     let o = open(g)?;
     let all = o.snapshots(a.host.as_deref(), &a.tags)?;
     let now = chrono::Utc::now();

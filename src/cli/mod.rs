@@ -10,7 +10,7 @@ mod daemon;
 mod docker;
 mod explore;
 mod lifecycle;
-mod output;
+pub mod output;
 mod password;
 mod sync;
 pub(crate) mod trigger;
@@ -77,6 +77,7 @@ pub fn main() -> ExitCode {
     handle_signals(cli.global.io.clone());
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::from(output::CLOSED_PIPE),
         Err(e) => {
             let code = exit_code_of(&e);
             eprintln!("error: {}", one_line(&e));

@@ -1,4 +1,5 @@
-//! Human output: logging to stderr, progress bars on a terminal, sizes and times.
+//! Human output: logging to stderr, progress bars on a terminal, sizes and times; a closed
+//! stdout (`coffer ... | head -1`) ends the command quietly, as it ends other Unix tools.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -73,6 +74,51 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// The exit code after stdout was closed by its reader: 128 + SIGPIPE, what a shell reports for
+/// a tool that SIGPIPE ended.
+pub const CLOSED_PIPE: u8 = 141;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Make a write to a closed stdout end the command quietly. `println!` panics on EPIPE (Rust
+/// ignores SIGPIPE, so the write fails instead of killing the process); this hook keeps that
+/// panic silent and notes it, so that [`closed_pipe`] turns the unwinding into
+/// [`CLOSED_PIPE`]. Unwinding, rather than exiting here, runs the guards on the way: locks are
+/// removed and stopped containers started. SIGPIPE stays ignored, so the daemon's writes to a
+/// client that went away fail as errors and never kill it.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        } else {
+            default(info);
+        }
+    }));
+}
+
+/// True when a panic came from printing to a closed stdout (see [`quiet_on_closed_stdout`]).
+pub fn closed_pipe() -> bool {
+    STDOUT_CLOSED.load(Ordering::SeqCst)
+}
+
+/// True when `e` is a write to a closed pipe (stdout written with `write!`, not `println!`).
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -106,23 +152,35 @@ impl ProgressDisplay {
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
+            // The style before anything that draws: indicatif's default is an empty bar.
+            bar.set_style(Shown::Spinner.style());
             bar.set_prefix(verb);
+            let mut shown = Some(Shown::Spinner);
             while !s.load(Ordering::Relaxed) {
                 let (files, b, total_files, total_bytes) = progress.snapshot();
+                // A bar only with a byte total to fill; bytes without one as a count; and
+                // when nothing is counted (forget, most of prune) a spinner with the time.
+                let kind = if total_bytes > 0 {
+                    Shown::Bar
+                } else if b > 0 {
+                    Shown::Bytes
+                } else {
+                    Shown::Spinner
+                };
+                if shown != Some(kind) {
+                    bar.set_style(kind.style());
+                    shown = Some(kind);
+                }
                 if total_bytes > 0 {
                     bar.set_length(total_bytes.max(b));
                 }
                 bar.set_position(b);
-                bar.set_message(if total_files > 0 {
-                    format!("{files}/{total_files} files")
-                } else {
-                    format!("{files} files")
+                bar.set_message(match (files, total_files) {
+                    (0, 0) => String::new(),
+                    (f, 0) => format!("{f} files"),
+                    (f, t) => format!("{f}/{t} files"),
                 });
+                bar.tick();
                 std::thread::sleep(Duration::from_millis(150));
             }
             bar.finish_and_clear();
@@ -131,6 +189,31 @@ impl ProgressDisplay {
             stop,
             handle: Some(handle),
         }
+    }
+}
+
+/// What the progress display shows, by what is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    /// Bytes done of a known total, with rate and ETA.
+    Bar,
+    /// Bytes done and rate, no total.
+    Bytes,
+    /// Only the elapsed time (and files, if counted).
+    Spinner,
+}
+
+impl Shown {
+    fn style(self) -> ProgressStyle {
+        let template = match self {
+            Shown::Bar => {
+                "{spinner} {prefix} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} \
+                 {bytes_per_sec} ETA {eta}"
+            }
+            Shown::Bytes => "{spinner} {prefix} {msg} [{elapsed_precise}] {bytes} {bytes_per_sec}",
+            Shown::Spinner => "{spinner} {prefix} {msg} [{elapsed_precise}]",
+        };
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
     }
 }
 

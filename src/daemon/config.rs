@@ -10,7 +10,8 @@ use serde::Deserialize;
 use super::legacy_env;
 use super::schedule::Schedule;
 use crate::engine::check::Subset;
-use crate::engine::retention::{GroupBy, Policy, parse_duration};
+use crate::engine::duration::{Span, parse_fixed_secs};
+use crate::engine::retention::{GroupBy, Policy};
 
 /// The schedule when none is given: 02:00 UTC every day, as the old setup ran.
 pub const DEFAULT_SCHEDULE: &str = "0 2 * * *";
@@ -413,11 +414,11 @@ fn schedule(
         )),
         (Some(s), None) => Ok((Schedule::parse(&s).map_err(|e| invalid("schedule", e))?, s)),
         (None, Some(i)) => {
-            let secs = parse_duration(&i).map_err(|e| invalid("interval", e))?;
+            let secs = parse_fixed_secs(&i).map_err(|e| invalid("interval", e))?;
             if secs < 1 {
                 return Err(invalid("interval", "must be at least 1s"));
             }
-            Ok((Schedule::Every(secs as u64), format!("every {i}")))
+            Ok((Schedule::Every(secs), format!("every {i}")))
         }
         (None, None) => Ok((
             Schedule::parse(DEFAULT_SCHEDULE).map_err(|e| invalid("schedule", e))?,
@@ -514,10 +515,10 @@ fn excludes(globs: &[String], regexes: &[String]) -> Result<(), ConfigError> {
 
 /// `[retention]`: the policy, grouping and prune threshold.
 fn retention(r: RawRetention) -> Result<RetentionConfig, ConfigError> {
-    let keep_within_secs = r
+    let keep_within = r
         .keep_within
         .as_deref()
-        .map(parse_duration)
+        .map(Span::parse)
         .transpose()
         .map_err(|e| invalid("retention.keep_within", e))?;
     let group_by = GroupBy::parse(r.group_by.as_deref().unwrap_or("host,sources"))
@@ -543,7 +544,7 @@ fn retention(r: RawRetention) -> Result<RetentionConfig, ConfigError> {
             keep_weekly: r.keep_weekly,
             keep_monthly: r.keep_monthly,
             keep_yearly: r.keep_yearly,
-            keep_within_secs,
+            keep_within,
             keep_tags: r.keep_tags,
             retention_days: r.retention_days,
         },
@@ -680,7 +681,7 @@ textfile = "/var/lib/node_exporter/coffer.prom"
 "#,
         );
         assert_eq!(c.retention.policy.keep_daily, 7);
-        assert_eq!(c.retention.policy.keep_within_secs, Some(2 * 86_400));
+        assert_eq!(c.retention.policy.keep_within, Span::parse("2d").ok());
         assert_eq!(c.check, Some(Subset::Percent(10.0)));
         assert_eq!(c.metrics.listen, Some("0.0.0.0:9184".parse().unwrap()));
         assert_eq!(

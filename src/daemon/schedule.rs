@@ -41,8 +41,8 @@ pub enum ScheduleError {
     #[error("unknown macro {0:?}")]
     UnknownMacro(String),
     /// `@every` with a duration that does not parse.
-    #[error("{0}")]
-    Duration(String),
+    #[error(transparent)]
+    Duration(#[from] crate::engine::duration::DurationError),
     /// `@every 0s`.
     #[error("@every needs a duration of at least 1s")]
     EveryTooShort,
@@ -102,17 +102,52 @@ const MONTHS: [&str; 12] = [
 ];
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
+/// The seconds of `@every DURATION`. The old tool read it with Go's duration syntax (`1h30m`,
+/// `30m`, `90s`: `m` is minutes there, and there is no ambiguity, Go has no months), and so
+/// does this; coffer's fixed units (`30min`, `1d`, `2w`) are read too.
+fn every_secs(d: &str) -> Result<u64, ScheduleError> {
+    if let Some(secs) = go_duration_secs(d) {
+        return Ok(secs);
+    }
+    Ok(crate::engine::duration::parse_fixed_secs(d)?)
+}
+
+/// A Go duration of whole `h`, `m` and `s` terms (`1h30m`, `45s`), in seconds; `None` when `d`
+/// is not one.
+fn go_duration_secs(d: &str) -> Option<u64> {
+    let mut rest = d;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest[..digits].parse().ok()?;
+        let unit = match rest[digits..].chars().next()? {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        rest = &rest[digits + 1..];
+        if rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return None; // `ms`, `min`: not a whole Go term of h, m or s
+        }
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
 impl Schedule {
     /// Parse a cron expression, a macro, or `@every DURATION`.
     pub fn parse(s: &str) -> Result<Schedule, ScheduleError> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix("@every") {
-            let secs = crate::engine::retention::parse_duration(d.trim())
-                .map_err(ScheduleError::Duration)?;
-            if secs <= 0 {
+            let secs = every_secs(d.trim())?;
+            if secs == 0 {
                 return Err(ScheduleError::EveryTooShort);
             }
-            return Ok(Schedule::Every(secs as u64));
+            return Ok(Schedule::Every(secs));
         }
         let expanded = match s {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -314,6 +349,24 @@ mod tests {
             .unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// `@every` reads Go's durations as the old tool did (`m` is minutes), and coffer's.
+    #[test]
+    fn every_reads_go_durations_and_fixed_units() {
+        for (expr, secs) in [
+            ("@every 30m", 1800),
+            ("@every 1h30m", 5400),
+            ("@every 90s", 90),
+            ("@every 2min", 120),
+            ("@every 1d", 86_400),
+            ("@every 600", 600),
+        ] {
+            match Schedule::parse(expr) {
+                Ok(Schedule::Every(n)) => assert_eq!(n, secs, "{expr}"),
+                other => panic!("{expr}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn question_mark_is_any_day() {
         let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
@@ -415,6 +468,7 @@ mod tests {
             ("x * * * *", "not a number"),
             ("@sometimes", "unknown macro"),
             ("@every soon", "invalid duration"),
+            ("@every 5ms", "invalid unit"),
         ];
         for (expr, needle) in cases {
             let e = Schedule::parse(expr).expect_err(expr).to_string();

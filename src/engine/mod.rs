@@ -19,6 +19,7 @@ mod check_index;
 mod content;
 pub mod diff;
 pub mod dump;
+pub mod duration;
 pub mod find;
 pub mod forget;
 pub mod progress;

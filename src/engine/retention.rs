@@ -5,7 +5,8 @@
 //! each group is decided on its own, newest first. `keep_last` keeps the newest N;
 //! `keep_hourly` .. `keep_yearly` keep the newest snapshot of each of the N newest hours (days,
 //! ISO weeks, months, years) that have one; `keep_within` keeps everything younger than the
-//! duration, measured from the group's newest snapshot; `keep_tags` keeps every snapshot
+//! [`Span`] (`6m` is six calendar months, as in restic), measured back from the group's newest
+//! snapshot (that limit is reported with each decision); `keep_tags` keeps every snapshot
 //! carrying one of the tags. Buckets are in UTC.
 //!
 //! `retention_days` is the old tool's `BACKUP_RETENTION_DAYS`: snapshots older than N days
@@ -16,6 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
+
+use super::duration::Span;
 
 /// How to group snapshots before applying the policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -71,8 +74,8 @@ pub struct Policy {
     pub keep_monthly: u32,
     /// Years.
     pub keep_yearly: u32,
-    /// Keep everything younger than this many seconds (from the group's newest snapshot).
-    pub keep_within_secs: Option<i64>,
+    /// Keep everything younger than this (from the group's newest snapshot).
+    pub keep_within: Option<Span>,
     /// Keep snapshots with any of these tags.
     pub keep_tags: Vec<String>,
     /// The old `BACKUP_RETENTION_DAYS`: keep what is younger than N days from now.
@@ -88,9 +91,38 @@ impl Policy {
             && self.keep_weekly == 0
             && self.keep_monthly == 0
             && self.keep_yearly == 0
-            && self.keep_within_secs.is_none()
+            && self.keep_within.is_none()
             && self.keep_tags.is_empty()
             && self.retention_days.is_none()
+    }
+}
+
+impl Policy {
+    /// In words, for reports: `keep last 3, daily 7, within 6 months (6m)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (n, name) in [
+            (self.keep_last, "last"),
+            (self.keep_hourly, "hourly"),
+            (self.keep_daily, "daily"),
+            (self.keep_weekly, "weekly"),
+            (self.keep_monthly, "monthly"),
+            (self.keep_yearly, "yearly"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{name} {n}"));
+            }
+        }
+        if let Some(span) = &self.keep_within {
+            parts.push(format!("within {span} ({})", span.short()));
+        }
+        for t in &self.keep_tags {
+            parts.push(format!("tag {t}"));
+        }
+        if let Some(days) = self.retention_days {
+            parts.push(format!("younger than {days} days (retention days)"));
+        }
+        format!("keep {}", parts.join(", "))
     }
 }
 
@@ -120,6 +152,10 @@ pub struct Decision {
     pub keep: bool,
     /// Why it is kept (`last`, `daily 2025-11-16`, ...); empty when forgotten.
     pub reasons: Vec<String>,
+    /// With `keep_within`: its group's limit (the group's newest snapshot minus the span);
+    /// snapshots at or after it are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_since: Option<DateTime<Utc>>,
 }
 
 fn group_key(c: &Candidate, by: GroupBy) -> String {
@@ -182,6 +218,7 @@ pub fn select(
     }
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
     let mut group_of: Vec<String> = vec![String::new(); candidates.len()];
+    let mut since_of: Vec<Option<DateTime<Utc>>> = vec![None; candidates.len()];
     for (key, mut members) in groups {
         // Newest first; ties broken by id so the result does not depend on input order.
         members.sort_by(|&a, &b| {
@@ -190,12 +227,14 @@ pub fn select(
                 .cmp(&candidates[a].time)
                 .then_with(|| candidates[a].id.cmp(&candidates[b].id))
         });
+        let since = within_since(candidates, &members, policy);
         for &i in &members {
             group_of[i] = key.clone();
+            since_of[i] = since;
         }
         let mut keep = |i: usize, why: String| reasons[i].push(why);
         keep_by_count(candidates, &members, policy, &mut keep);
-        keep_by_age(candidates, &members, policy, now, &mut keep);
+        keep_by_age(candidates, &members, policy, since, now, &mut keep);
         for &i in &members {
             for t in &candidates[i].tags {
                 if policy.keep_tags.contains(t) {
@@ -208,11 +247,13 @@ pub fn select(
         .iter()
         .zip(reasons)
         .zip(group_of)
-        .map(|((c, reasons), group)| Decision {
+        .zip(since_of)
+        .map(|(((c, reasons), group), within_since)| Decision {
             id: c.id.clone(),
             group,
             keep: !reasons.is_empty(),
             reasons,
+            within_since,
         })
         .collect()
 }
@@ -249,22 +290,32 @@ fn keep_by_count(
     }
 }
 
-/// The reasons of `--keep-within` (relative to the group's newest snapshot) and of the old
-/// tool's retention days (relative to `now`), for one group's `members` (newest first).
+/// The limit of `keep_within` for one group's `members` (newest first): the newest snapshot's
+/// time minus the span. A span reaching before the representable past keeps everything.
+fn within_since(
+    candidates: &[Candidate],
+    members: &[usize],
+    policy: &Policy,
+) -> Option<DateTime<Utc>> {
+    let span = policy.keep_within?;
+    let newest = candidates[*members.first()?].time;
+    Some(span.before(newest).unwrap_or(DateTime::<Utc>::MIN_UTC))
+}
+
+/// The reasons of `--keep-within` (from the group's limit `since`) and of the old tool's
+/// retention days (relative to `now`), for one group's `members` (newest first).
 fn keep_by_age(
     candidates: &[Candidate],
     members: &[usize],
     policy: &Policy,
+    since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     keep: &mut impl FnMut(usize, String),
 ) {
-    if let Some(within) = policy.keep_within_secs
-        && let Some(&newest) = members.first()
-    {
-        let limit = candidates[newest].time.timestamp() - within;
+    if let (Some(since), Some(span)) = (since, policy.keep_within) {
         for &i in members {
-            if candidates[i].time.timestamp() >= limit {
-                keep(i, "within".into());
+            if candidates[i].time >= since {
+                keep(i, format!("within {}", span.short()));
             }
         }
     }
@@ -278,62 +329,6 @@ fn keep_by_age(
             }
         }
     }
-}
-
-/// Parse a duration such as `30m`, `25h`, `7d`, `2w`, `1y6m` (y = 365 days, m after d/w/y
-/// context is still minutes: use `mo` for months of 30 days), or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(n) = s.parse::<i64>() {
-        return if n >= 0 {
-            Ok(n)
-        } else {
-            Err(format!("negative duration {s:?}"))
-        };
-    }
-    let mut total: i64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected e.g. 30m, 25h, 7d, 2w, 6mo, 1y"
-            ));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "s" => 1,
-            "m" | "min" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            "mo" => 30 * 86_400,
-            "y" => 365 * 86_400,
-            _ => {
-                return Err(format!(
-                    "invalid duration unit {unit:?} in {s:?}: use s, m, h, d, w, mo, y"
-                ));
-            }
-        };
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too large"))?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -412,7 +407,10 @@ mod tests {
             ),
             (
                 Policy {
-                    keep_within_secs: Some(86_400),
+                    keep_within: Some(Span {
+                        days: 1,
+                        ..Span::default()
+                    }),
                     ..Policy::default()
                 },
                 vec!["d09b", "d10a", "d10b"],
@@ -480,15 +478,28 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), 90);
-        assert_eq!(parse_duration("25h").unwrap(), 90_000);
-        assert_eq!(parse_duration("1d12h").unwrap(), 129_600);
-        assert_eq!(parse_duration("2w").unwrap(), 1_209_600);
-        assert_eq!(parse_duration("6mo").unwrap(), 180 * 86_400);
-        for bad in ["", "h", "5x", "-3", "99999999999999999999y"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+    fn keep_within_six_months_keeps_six_calendar_months() {
+        // Daily snapshots from 2026-01-01 to 2026-12-05: `6m` reaches back to 2026-06-05.
+        let start = at(2026, 1, 1, 3);
+        let c: Vec<Candidate> = (0..339)
+            .map(|i| cand(&format!("s{i:03}"), start + chrono::Duration::days(i)))
+            .collect();
+        assert_eq!(c.last().map(|c| c.time), Some(at(2026, 12, 5, 3)));
+        let policy = Policy {
+            keep_within: Some(Span::parse("6m").unwrap()),
+            ..Policy::default()
+        };
+        let d = select(&c, &policy, GroupBy::DEFAULT, at(2026, 12, 5, 4));
+        let kept: Vec<_> = c.iter().zip(&d).filter(|(_, d)| d.keep).collect();
+        // 2026-06-05 .. 2026-12-05, both ends included.
+        assert_eq!(kept.len(), 184);
+        assert_eq!(kept[0].0.time, at(2026, 6, 5, 3));
+        assert_eq!(d[338].within_since, Some(at(2026, 6, 5, 3)));
+        assert_eq!(d[338].reasons, ["within 6m"]);
+    }
+
+    #[test]
+    fn group_by_parses() {
         assert!(GroupBy::parse("host,nope").is_err());
         assert_eq!(GroupBy::parse("host,sources").unwrap(), GroupBy::DEFAULT);
     }

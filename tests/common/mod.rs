@@ -7,6 +7,7 @@
 
 pub mod fault_proxy;
 pub mod s3_server;
+pub mod strict_json;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -92,6 +93,17 @@ impl Out {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout of `{}` is not JSON ({e}):\n{}",
+                self.what, self.stdout
+            )
+        })
+    }
+
+    /// Stdout parsed as one JSON value by a parser that refuses duplicate keys.
+    #[track_caller]
+    pub fn strict_json(&self) -> serde_json::Value {
+        strict_json::parse(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout of `{}` is not strict JSON ({e}):\n{}",
                 self.what, self.stdout
             )
         })
