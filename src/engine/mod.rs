@@ -17,6 +17,7 @@ mod blob_reader;
 pub mod check;
 mod check_index;
 mod content;
+pub mod exclude;
 pub mod forget;
 pub mod progress;
 pub mod prune;
