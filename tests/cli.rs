@@ -880,7 +880,7 @@ fn write_hostile_snapshot(env: &Env, absolute: &Path) -> String {
     };
     let mut tree = |pack: &mut PackBuilder, mut nodes: Vec<Node>| {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let bytes = Tree { nodes }.encode();
+        let bytes = Tree { nodes }.encode().unwrap();
         Tree::decode(&bytes).expect("a valid tree");
         add(pack, BlobKind::Tree, &bytes)
     };

@@ -463,3 +463,40 @@ fn packs_of_tiny_blobs_are_closed_by_count() {
     );
     assert!(counts.len() >= 3, "{counts:?}");
 }
+
+/// `find`'s path index grows by what each snapshot changed: an unchanged snapshot adds no
+/// tree, one changed directory adds that tree and the ones above it; a second search reads
+/// nothing.
+#[test]
+fn find_indexes_only_the_trees_a_snapshot_changed() {
+    use coffer::engine::find::{FindOptions, find};
+    let env = Env::new();
+    let src = env.root.join("src");
+    for d in 0..30 {
+        fs::create_dir_all(src.join(format!("d{d:02}"))).unwrap();
+        fs::write(src.join(format!("d{d:02}/file")), format!("{d}")).unwrap();
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(env.root.join("repo")));
+    let repo = Repository::init(store, b"pw", opts()).unwrap();
+    let catalog = env.catalog("cache");
+    let search = FindOptions {
+        patterns: vec!["file".into()],
+        ..Default::default()
+    };
+    backup(&repo, &catalog, &backup_opts(&src), &Progress::default()).unwrap();
+    let s = find(&repo, &catalog, &search).unwrap();
+    // The root (sources), `data` and its 30 directories.
+    assert_eq!((s.snapshots_indexed, s.trees_indexed), (1, 32));
+    assert_eq!(s.snapshots[0].matches.len(), 30);
+    backup(&repo, &catalog, &backup_opts(&src), &Progress::default()).unwrap();
+    fs::write(src.join("d05/new"), "x").unwrap();
+    backup(&repo, &catalog, &backup_opts(&src), &Progress::default()).unwrap();
+    let s = find(&repo, &catalog, &search).unwrap();
+    // The unchanged snapshot adds nothing; the changed one adds d05, data and the root. The
+    // second snapshot's root has the same content as the first's, except the time: trees
+    // carry no snapshot time, so it is the same tree.
+    assert_eq!((s.snapshots_indexed, s.trees_indexed), (2, 3));
+    assert_eq!(s.snapshots.len(), 3);
+    let s = find(&repo, &catalog, &search).unwrap();
+    assert_eq!((s.snapshots_indexed, s.trees_indexed), (0, 0));
+}

@@ -266,15 +266,16 @@ fn tree_seeds(s: &mut Seeds) {
     ];
     let mut nodes = vec![file.clone(), dir, link, dev];
     nodes.extend(others);
-    let full = Tree { nodes }.encode();
-    s.valid("tree", "empty", Tree::default().encode());
+    let full = Tree { nodes }.encode().unwrap();
+    s.valid("tree", "empty", Tree::default().encode().unwrap());
     s.valid(
         "tree",
         "one-file",
         Tree {
             nodes: vec![file.clone()],
         }
-        .encode(),
+        .encode()
+        .unwrap(),
     );
     s.valid("tree", "every-kind", full.clone());
     s.bad("tree", "truncated", truncated(full.clone()));
@@ -290,7 +291,8 @@ fn tree_seeds(s: &mut Seeds) {
         Tree {
             nodes: vec![node(b"b", NodeKind::File), node(b"a", NodeKind::File)],
         }
-        .encode(),
+        .encode()
+        .unwrap(),
     );
     s.bad(
         "tree",
@@ -298,7 +300,8 @@ fn tree_seeds(s: &mut Seeds) {
         Tree {
             nodes: vec![file.clone(), file],
         }
-        .encode(),
+        .encode()
+        .unwrap(),
     );
     // One node claimed, then a name of 2^32 - 1 bytes that is not there.
     s.bad(
@@ -356,8 +359,9 @@ fn snapshot_seeds(s: &mut Seeds) {
         },
         program_version: "0.1.0".into(),
     }
-    .encode();
-    s.valid("snapshot", "minimal", minimal.encode());
+    .encode()
+    .unwrap();
+    s.valid("snapshot", "minimal", minimal.encode().unwrap());
     s.valid("snapshot", "full", full.clone());
     s.bad("snapshot", "truncated", truncated(full.clone()));
     s.bad("snapshot", "version-2", flipped(full.clone(), 0));
@@ -423,7 +427,7 @@ fn config_seeds(s: &mut Seeds) {
         created: "2026-11-23T00:00:00Z".into(),
         mac: "b".repeat(64),
     };
-    let text = |c: &Config| c.encode();
+    let text = |c: &Config| c.encode().unwrap();
     s.valid("config", "pretty", text(&c));
     s.valid(
         "config",

@@ -8,6 +8,7 @@
 //! (`snapshots.rs`).
 
 mod blobs;
+mod paths;
 mod refresh;
 mod snapshots;
 
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use paths::PathHit;
 pub use refresh::{RefreshError, RefreshSource};
 pub use snapshots::{SnapshotEntry, SnapshotUpdate, VanishedSnapshot};
 
 use crate::id::{BlobId, PackId};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,23 @@ pub enum CatalogError {
         /// Its `user_version`.
         found: i64,
     },
+    /// A snapshot could not be encoded for the cache (a bug).
+    #[error("encoding snapshot for the catalog: {0}")]
+    Encode(String),
+}
+
+impl CatalogError {
+    /// What kind of failure this is. The catalog is a local cache: SQLite and the file
+    /// system failing under it are local I/O, not damage to the repository.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            CatalogError::Sqlite { .. } | CatalogError::Io { .. } => ErrorClass::Transient,
+            CatalogError::Snapshot(_) => ErrorClass::User,
+            CatalogError::NewerSchema { .. } => ErrorClass::User,
+            CatalogError::Encode(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 /// The schema's migrations: the one at index `n` takes a catalog from version `n` to `n + 1`.
@@ -90,6 +109,18 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          data BLOB NOT NULL, how INTEGER NOT NULL, noticed INTEGER NOT NULL)
          WITHOUT ROWID;
      PRAGMA user_version = 3;
+     COMMIT;",
+    // The path index of `find` (see `paths.rs`).
+    "BEGIN;
+     CREATE TABLE IF NOT EXISTS path_trees(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+     CREATE TABLE IF NOT EXISTS path_entries(
+         tree INTEGER NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL,
+         size INTEGER NOT NULL, mtime INTEGER NOT NULL, subtree INTEGER);
+     CREATE INDEX IF NOT EXISTS path_entries_subtree ON path_entries(subtree)
+         WHERE subtree IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS path_snapshots(snapshot BLOB PRIMARY KEY, tree INTEGER NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 4;
      COMMIT;",
 ];
 

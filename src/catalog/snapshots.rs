@@ -91,11 +91,14 @@ fn id_of(raw: Vec<u8>) -> Option<SnapshotId> {
 impl Catalog {
     /// Record a snapshot. One that had vanished is back, and no longer reported.
     pub fn add_snapshot(&self, id: &SnapshotId, s: &Snapshot) -> Result<(), CatalogError> {
+        let encoded = s
+            .encode()
+            .map_err(|e| CatalogError::Encode(e.to_string()))?;
         self.sql(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2, ?3, ?4)",
-                params![&id.0[..], s.time_ns, s.host, s.encode()],
+                params![&id.0[..], s.time_ns, s.host, encoded],
             )?;
             // A forgotten record stays: the forget that made it may still be deleting the
             // object, and its disappearance must not then count as vanished.

@@ -52,6 +52,10 @@ pub struct Global {
     #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30m",
           value_parser = parse_retry_lock)]
     pub retry_lock: u64,
+    /// Not a flag: the process's I/O runtime (S3, Docker, notifications, metrics), made with
+    /// the arguments, started on first use, and handed down with them to every command.
+    #[arg(skip)]
+    pub io: crate::runtime::IoRuntime,
 }
 
 impl Global {
@@ -96,6 +100,12 @@ pub enum Command {
     Ls(LsArgs),
     /// Restore a snapshot, or paths in it.
     Restore(RestoreArgs),
+    /// Show what changed between two snapshots.
+    Diff(super::explore::DiffArgs),
+    /// Write a file of a snapshot to stdout (a directory as a tar stream).
+    Dump(super::explore::DumpArgs),
+    /// Find files and directories by name or path in all snapshots (from the catalog's index).
+    Find(super::explore::FindArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

@@ -119,7 +119,7 @@ fn open_for_backup_with(
     create_default: bool,
 ) -> anyhow::Result<Session> {
     let (loc, is_default) = location(g)?;
-    let store = crate::engine::session::Store::at(&loc)?;
+    let store = crate::engine::session::Store::at(&loc, &opts.io)?;
     let repo = match store.find() {
         Ok(found) => {
             let pw = password::passphrase(g, false)?;

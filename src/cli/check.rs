@@ -13,7 +13,7 @@ use crate::engine::{self, Progress};
 
 /// `coffer check`.
 pub(super) fn check(g: &Global, a: &CheckArgs) -> anyhow::Result<u8> {
-    super::docker::report_leftover_helpers();
+    super::docker::report_leftover_helpers(&g.io);
     if let (Location::Local(root), _) = location(g)? {
         report_open_modes(&root);
     }

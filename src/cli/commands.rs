@@ -136,6 +136,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Snapshots(a) => snapshots(g, a),
         Command::Ls(a) => ls(g, a),
         Command::Restore(a) => restore(g, a),
+        Command::Diff(a) => super::explore::diff(g, a),
+        Command::Dump(a) => super::explore::dump(g, a),
+        Command::Find(a) => super::explore::find(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),
@@ -155,7 +158,7 @@ fn init(g: &Global, a: &InitArgs) -> anyhow::Result<u8> {
         format_version: a.format_version,
         ..Default::default()
     };
-    let repo = crate::engine::session::Store::at(&loc)?.init(&pw, opts, &open_options(g))?;
+    let repo = crate::engine::session::Store::at(&loc, &g.io)?.init(&pw, opts, &open_options(g))?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": repo.store().describe(),

@@ -17,7 +17,9 @@ use crate::daemon::config::{self, DaemonConfig};
 use crate::daemon::metrics::{self, SharedMetrics};
 use crate::daemon::notify::Notifier;
 use crate::daemon::state::JobStatus;
-use crate::daemon::{JobContext, JobOutcome, JobSteps, StepDone, StepResult, run_forever, run_job};
+use crate::daemon::{
+    JobContext, JobOutcome, JobSteps, StepDone, StepError, StepResult, run_forever, run_job,
+};
 use crate::engine::backup::{BackupOptions, SourceSpec};
 use crate::engine::check::CheckOptions;
 use crate::engine::forget::ForgetOptions;
@@ -25,6 +27,7 @@ use crate::engine::prune::PruneOptions;
 use crate::engine::session::{KdfParams, Location, Session};
 use crate::engine::sync::SyncOptions;
 use crate::engine::{self, Progress};
+use crate::runtime::IoRuntime;
 
 /// `daemon`.
 #[derive(Args, Debug)]
@@ -52,7 +55,7 @@ pub struct RunJobArgs {
     pub metrics_textfile: Option<PathBuf>,
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DaemonConfig> {
+fn load_config(path: Option<&PathBuf>, io: &IoRuntime) -> anyhow::Result<DaemonConfig> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("reading the configuration file {}", p.display()))?,
@@ -83,7 +86,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<DaemonConfig> {
         tracing::warn!("TZ={tz} is not used: the schedule is read in UTC");
     }
     let mut cfg = loaded.config;
-    cfg.host = Some(stable_host(&cfg));
+    cfg.host = Some(stable_host(&cfg, io));
     Ok(cfg)
 }
 
@@ -115,7 +118,7 @@ fn context(
         state_path: crate::daemon::state::state_path(&cache, &repository),
         repository,
         host: cfg.host.clone().unwrap_or_else(engine::session::hostname),
-        notifier: Notifier::new(cfg.notify.clone()),
+        notifier: Notifier::new(cfg.notify.clone(), &g.io),
         metrics,
         textfile,
         schedule_file: Some(super::trigger::schedule_path(&cache)),
@@ -124,7 +127,7 @@ fn context(
 
 /// `coffer run-job`: the job once, now.
 pub fn run_once(g: &Global, a: &RunJobArgs) -> anyhow::Result<u8> {
-    let cfg = load_config(a.config.as_ref())?;
+    let cfg = load_config(a.config.as_ref(), &g.io)?;
     let g2 = job_global(g, &cfg);
     let textfile = a.metrics_textfile.clone().or(cfg.metrics.textfile.clone());
     let ctx = context(&g2, &cfg, textfile, SharedMetrics::default());
@@ -173,7 +176,7 @@ pub fn run_once(g: &Global, a: &RunJobArgs) -> anyhow::Result<u8> {
 
 /// `coffer daemon`: the job on its schedule until a signal.
 pub fn daemon(g: &Global, a: &DaemonArgs) -> anyhow::Result<u8> {
-    let mut cfg = load_config(a.config.as_ref())?;
+    let mut cfg = load_config(a.config.as_ref(), &g.io)?;
     if let Some(l) = &a.metrics_listen {
         cfg.metrics.listen =
             Some(config::parse_listen(l).map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?);
@@ -184,7 +187,7 @@ pub fn daemon(g: &Global, a: &DaemonArgs) -> anyhow::Result<u8> {
     super::password::passphrase(&g2, false).context("the repository passphrase")?;
     let metrics = SharedMetrics::default();
     if let Some(addr) = cfg.metrics.listen {
-        let bound = metrics::serve(addr, metrics.clone())
+        let bound = metrics::serve(addr, metrics.clone(), &g.io)
             .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
         tracing::info!(address = %bound, "serving metrics on /metrics");
     }
@@ -302,12 +305,12 @@ fn check_tls_roots(cfg: &DaemonConfig) -> anyhow::Result<()> {
 /// The Docker engine, when one is configured (`DOCKER_HOST`) or its socket is mounted; `None`
 /// when there is none (then no container is stopped). A socket that is there but cannot be
 /// used is an error: containers that should stop would otherwise be read while running.
-fn docker_if_reachable() -> anyhow::Result<Option<crate::docker::DockerClient>> {
+fn docker_if_reachable(io: &IoRuntime) -> anyhow::Result<Option<crate::docker::DockerClient>> {
     let configured = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
     if !configured && !std::path::Path::new("/var/run/docker.sock").exists() {
         return Ok(None);
     }
-    let client = crate::docker::DockerClient::connect(None)
+    let client = crate::docker::DockerClient::connect(None, io)
         .context("the Docker engine (to stop labelled containers during the backup)")?;
     Ok(Some(client))
 }
@@ -315,12 +318,12 @@ fn docker_if_reachable() -> anyhow::Result<Option<crate::docker::DockerClient>> 
 /// The host name recorded in snapshots: the configuration's (or `COFFER_HOST`), else the name
 /// of the container coffer runs in (stable across `docker-compose up --force-recreate`, where
 /// the container id, Docker's default host name, is not), else the host name.
-fn stable_host(cfg: &DaemonConfig) -> String {
+fn stable_host(cfg: &DaemonConfig, io: &IoRuntime) -> String {
     if let Some(h) = &cfg.host {
         return h.clone();
     }
     if std::path::Path::new("/.dockerenv").exists()
-        && let Ok(Some(client)) = docker_if_reachable()
+        && let Ok(Some(client)) = docker_if_reachable(io)
         && let Some(name) = crate::docker::backup::own_container_name(&client)
     {
         return name;
@@ -338,8 +341,8 @@ struct CliJob {
     snapshot: Option<String>,
 }
 
-fn err(e: anyhow::Error) -> String {
-    one_line(&e)
+fn err(e: anyhow::Error) -> StepError {
+    StepError::Failed(one_line(&e))
 }
 
 impl CliJob {
@@ -362,13 +365,13 @@ impl CliJob {
             return Ok(None);
         };
         let (loc, is_default) = super::commands::location(&self.g)?;
-        let local = crate::engine::session::Store::at(&loc)?;
+        let local = crate::engine::session::Store::at(&loc, &self.g.io)?;
         if !is_default || local.holds_repository() {
             return Ok(None);
         }
         let offsite = Location::parse(&s.to)
             .map_err(crate::engine::session::SessionError::from)
-            .and_then(|l| crate::engine::session::Store::at(&l))
+            .and_then(|l| crate::engine::session::Store::at(&l, &self.g.io))
             .with_context(|| format!("sync.to {}", s.to))?;
         let Ok(found) = offsite.find() else {
             return Ok(None);
@@ -443,14 +446,15 @@ impl CliJob {
     fn backup_inner(&mut self) -> anyhow::Result<StepResult> {
         let sources = self.directory_sources()?;
         let (b, host) = (self.cfg.backup.clone(), self.host.clone());
+        let io = self.g.io.clone();
         let o = self.open()?;
         let mut tally = Tally::default();
         let mut written = None;
         if !sources.is_empty() {
-            written = Some(backup_directories(o, &b, &host, sources, &mut tally)?);
+            written = Some(backup_directories(o, &b, &host, sources, &mut tally, &io)?);
         }
         if let Some(d) = &b.docker {
-            backup_docker_volumes(o, &b, d, &host, &mut tally)?;
+            backup_docker_volumes(o, &b, d, &host, &mut tally, &io)?;
         }
         self.snapshot = written;
         Ok(StepResult::Done(tally.done()))
@@ -622,7 +626,7 @@ impl CliJob {
         };
         let store = Location::parse(&s.to)
             .map_err(crate::engine::session::SessionError::from)
-            .and_then(|l| crate::engine::session::Store::at(&l))
+            .and_then(|l| crate::engine::session::Store::at(&l, &self.g.io))
             .with_context(|| format!("sync.to {}", s.to))?;
         let opts = open_options(&self.g).any_key();
         let target = match store.find() {
@@ -664,23 +668,23 @@ impl CliJob {
 }
 
 impl JobSteps for CliJob {
-    fn backup(&mut self) -> Result<StepResult, String> {
+    fn backup(&mut self) -> Result<StepResult, StepError> {
         self.backup_inner().map_err(err)
     }
 
-    fn archive(&mut self) -> Result<StepResult, String> {
+    fn archive(&mut self) -> Result<StepResult, StepError> {
         self.archive_inner().map_err(err)
     }
 
-    fn forget(&mut self) -> Result<StepResult, String> {
+    fn forget(&mut self) -> Result<StepResult, StepError> {
         self.forget_inner().map_err(err)
     }
 
-    fn check(&mut self) -> Result<StepResult, String> {
+    fn check(&mut self) -> Result<StepResult, StepError> {
         self.check_inner().map_err(err)
     }
 
-    fn sync(&mut self) -> Result<StepResult, String> {
+    fn sync(&mut self) -> Result<StepResult, StepError> {
         self.sync_inner().map_err(err)
     }
 
@@ -725,10 +729,11 @@ fn backup_directories(
     host: &str,
     sources: Vec<SourceSpec>,
     tally: &mut Tally,
+    io: &IoRuntime,
 ) -> anyhow::Result<String> {
     let Session { repo, catalog } = o;
     let stopping = match &b.stop_label_value {
-        Some(v) => docker_if_reachable()?.map(|c| (c, v.clone())),
+        Some(v) => docker_if_reachable(io)?.map(|c| (c, v.clone())),
         None => None,
     };
     let opts = BackupOptions {
@@ -744,7 +749,7 @@ fn backup_directories(
     };
     let s = match &stopping {
         Some((client, value)) => {
-            let r = crate::docker::backup::backup_sources(
+            let r = engine::volume_backup::backup_sources(
                 client,
                 repo,
                 catalog,
@@ -798,14 +803,15 @@ fn backup_docker_volumes(
     d: &crate::daemon::config::DockerConfig,
     host: &str,
     tally: &mut Tally,
+    io: &IoRuntime,
 ) -> anyhow::Result<()> {
-    let client = crate::docker::DockerClient::connect(d.docker_host.as_deref())?;
+    let client = crate::docker::DockerClient::connect(d.docker_host.as_deref(), io)?;
     let mount_dir = d
         .volume_dir
         .clone()
         .or_else(|| std::env::var_os("COFFER_DOCKER_VOLUME_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::docker::volume::DEFAULT_MOUNT_DIR));
-    let opts = crate::docker::DockerBackupOptions {
+    let opts = engine::volume_backup::DockerBackupOptions {
         selection: crate::docker::VolumeSelection {
             names: d.volumes.clone(),
             all: d.all_volumes,
@@ -822,9 +828,14 @@ fn backup_docker_volumes(
         exclude_regexes: b.exclude_regexes.clone(),
         force: false,
     };
-    let s =
-        crate::docker::backup_volumes(&client, &o.repo, &o.catalog, &opts, &Progress::default())
-            .with_context(|| format!("Docker backup into {}", o.repo.store().describe()))?;
+    let s = engine::volume_backup::backup_volumes(
+        &client,
+        &o.repo,
+        &o.catalog,
+        &opts,
+        &Progress::default(),
+    )
+    .with_context(|| format!("Docker backup into {}", o.repo.store().describe()))?;
     for v in &s.volumes {
         if let Some(snap) = &v.snapshot {
             tally.done.snapshots.push(snap.snapshot_id.clone());

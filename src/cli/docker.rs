@@ -12,12 +12,12 @@ use super::backup::open_for_backup;
 use super::commands::open;
 use super::output::{ProgressDisplay, bytes};
 use super::{exit, open_options};
-use crate::docker::{
-    DockerBackupOptions, DockerClient, VolumeRestoreOptions, VolumeSelection, backup_volumes,
-    restore_volume,
-};
+use crate::docker::{DockerClient, VolumeSelection};
 use crate::engine::Progress;
 use crate::engine::session::{Location, Session, SnapshotEntry};
+use crate::engine::volume_backup::{DockerBackupOptions, backup_volumes};
+use crate::engine::volume_restore::{VolumeRestoreOptions, restore_volume};
+use crate::runtime::IoRuntime;
 use std::io::Read as _;
 
 /// Docker options of `backup`.
@@ -106,8 +106,8 @@ pub struct DockerRestoreArgs {
     pub helper_image: Option<String>,
 }
 
-fn connect(host: Option<&str>) -> anyhow::Result<DockerClient> {
-    Ok(DockerClient::connect(host)?)
+fn connect(host: Option<&str>, io: &IoRuntime) -> anyhow::Result<DockerClient> {
+    Ok(DockerClient::connect(host, io)?)
 }
 
 /// `backup --docker`.
@@ -128,7 +128,7 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
         );
     }
     // The engine first: a clear error before any passphrase is asked for.
-    let client = connect(d.docker_host.as_deref())?;
+    let client = connect(d.docker_host.as_deref(), &g.io)?;
     let mut open_opts = open_options(g);
     open_opts.pack_uploads = a.connections.map(Into::into);
     let Session { repo, catalog } = open_for_backup(g, &open_opts)?;
@@ -188,7 +188,7 @@ pub fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
     }
 }
 
-fn report_volume(g: &Global, v: &crate::docker::VolumeBackup) {
+fn report_volume(g: &Global, v: &crate::engine::volume_backup::VolumeBackup) {
     if let Some(e) = &v.error {
         eprintln!("error: volume {}: {e}", v.volume);
     }
@@ -281,7 +281,8 @@ fn default_path(names: &[&str], volume: &str) -> Option<String> {
 
 /// `restore --to-volume NAME` and `restore --all-volumes`.
 pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
-    use crate::docker::{RestoreTarget, VolumeJob};
+    use crate::docker::RestoreTarget;
+    use crate::engine::volume_job::VolumeJob;
     let d = &a.docker;
     if !a.includes.is_empty() || !a.excludes.is_empty() || a.delete {
         anyhow::bail!(
@@ -289,7 +290,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
              makes the volume's content equal to the snapshot's directory"
         );
     }
-    let client = connect(d.docker_host.as_deref())?;
+    let client = connect(d.docker_host.as_deref(), &g.io)?;
     let o = open(g)?;
     let snap = o.resolve_snapshot(&a.snapshot)?;
     let plan = plan(a, &snap)?;
@@ -408,8 +409,8 @@ fn helper_access(
     g: &Global,
     o: &Session,
     image: Option<String>,
-) -> anyhow::Result<crate::docker::HelperAccess> {
-    use crate::docker::HelperAccess;
+) -> anyhow::Result<crate::engine::volume_restore::HelperAccess> {
+    use crate::engine::volume_restore::HelperAccess;
     let (loc, _) = super::commands::location(g)?;
     let repo_str = match (&g.repo, &loc) {
         (Some(r), Location::Local(p)) if !r.contains("://") => std::fs::canonicalize(p)
@@ -441,7 +442,7 @@ fn helper_access(
 /// Print what a volume restore did (or its JSON line).
 fn report_volume_restore(
     g: &Global,
-    s: &crate::docker::VolumeRestoreSummary,
+    s: &crate::engine::volume_restore::VolumeRestoreSummary,
     snapshot: &str,
 ) -> anyhow::Result<()> {
     if g.json {
@@ -507,12 +508,12 @@ fn report_volume_restore(
 }
 
 /// Name the helper containers a killed restore left behind (when a Docker engine answers).
-pub fn report_leftover_helpers() {
+pub fn report_leftover_helpers(io: &IoRuntime) {
     let configured = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty());
     if !configured && !std::path::Path::new("/var/run/docker.sock").exists() {
         return;
     }
-    let Ok(client) = DockerClient::connect(None) else {
+    let Ok(client) = DockerClient::connect(None, io) else {
         return;
     };
     if let Ok(list) = client.leftover_helpers() {
@@ -528,7 +529,8 @@ pub fn report_leftover_helpers() {
 /// `coffer volume-helper`: the helper container's side of [`restore`]. Reads its job from
 /// stdin, exits when stdin closes (the caller is gone), prints the result as JSON.
 pub fn volume_helper(g: &Global) -> anyhow::Result<u8> {
-    use crate::docker::restore::{HELPER_TARGET, HelperRequest, run_volume_job};
+    use crate::docker::restore::HELPER_TARGET;
+    use crate::engine::volume_job::{HelperRequest, run_volume_job};
     use std::io::BufRead;
     let mut line = String::new();
     let mut stdin = std::io::stdin().lock();

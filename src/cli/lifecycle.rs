@@ -374,6 +374,7 @@ fn daemon_health(g: &Global) -> anyhow::Result<u8> {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
         crate::daemon::daemon_health(&v, last_started, schedule.as_ref(), chrono::Utc::now())
+            .map_err(|e| e.to_string())
     } else {
         Err(format!(
             "no coffer daemon answers on {}",

@@ -8,6 +8,7 @@ mod check;
 mod commands;
 mod daemon;
 mod docker;
+mod explore;
 mod lifecycle;
 mod output;
 mod password;
@@ -22,7 +23,10 @@ use zeroize::Zeroizing;
 
 pub use args::Cli;
 
-use crate::engine::session::{self, Failure, OpenOptions, PassphraseError};
+use crate::docker::DockerError;
+use crate::engine::EngineError;
+use crate::engine::session::{self, OpenOptions, PassphraseError, SessionError};
+use crate::error::ErrorClass;
 
 /// Exit codes, in the style of restic. Documented in the README.
 pub mod exit {
@@ -70,7 +74,7 @@ pub fn main() -> ExitCode {
     } else {
         output::init_logging(&cli.global);
     }
-    handle_signals();
+    handle_signals(cli.global.io.clone());
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -85,7 +89,7 @@ pub fn main() -> ExitCode {
 /// What was written so far stays: complete packs whose index was not yet written, which no
 /// snapshot names. They are harmless; `coffer repair index` indexes them (and so lets later
 /// backups reuse their blobs).
-fn handle_signals() {
+fn handle_signals(io: crate::runtime::IoRuntime) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -102,10 +106,10 @@ fn handle_signals() {
             session::release_all_locks();
             eprintln!("interrupted: this run's locks were removed");
             // Containers this run stopped run again before the process ends.
-            for name in crate::docker::restart_stopped_containers() {
+            for name in crate::docker::restart_stopped_containers(&io) {
                 eprintln!("interrupted: started container {name} again");
             }
-            let helpers = crate::docker::helper::remove_helpers();
+            let helpers = crate::docker::helper::remove_helpers(&io);
             if helpers > 0 {
                 eprintln!("interrupted: removed {helpers} helper container(s)");
             }
@@ -129,16 +133,35 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// The exit code of a failed command: from the class of the error it returned (under any
+/// context the command added). An error of another type is a plain error.
 fn exit_code_of(e: &anyhow::Error) -> u8 {
-    for c in e.chain() {
-        match session::failure(c) {
-            Some(Failure::NoRepository) => return exit::NO_REPOSITORY,
-            Some(Failure::Locked) => return exit::LOCKED,
-            Some(Failure::WrongPassword) => return exit::WRONG_PASSWORD,
-            None => {}
-        }
+    let class = if let Some(e) = e.downcast_ref::<EngineError>() {
+        e.class()
+    } else if let Some(e) = e.downcast_ref::<SessionError>() {
+        e.class()
+    } else if let Some(e) = e.downcast_ref::<DockerError>() {
+        e.class()
+    } else {
+        return exit::ERROR;
+    };
+    exit_code(class)
+}
+
+/// The exit code of an error class.
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::NoRepository => exit::NO_REPOSITORY,
+        ErrorClass::Locked => exit::LOCKED,
+        ErrorClass::WrongPassword => exit::WRONG_PASSWORD,
+        // Interrupted runs end in the signal handler with 130 or 143 before an error gets
+        // here; one that still does is a plain error.
+        ErrorClass::Corrupt
+        | ErrorClass::Transient
+        | ErrorClass::User
+        | ErrorClass::Interrupted
+        | ErrorClass::Internal => exit::ERROR,
     }
-    exit::ERROR
 }
 
 /// Default repository when neither `--repo` nor `COFFER_REPO` is given.
@@ -171,6 +194,7 @@ pub(crate) fn open_options(g: &args::Global) -> OpenOptions {
         key_id: g.key_id.clone(),
         lock_wait: std::time::Duration::from_secs(g.retry_lock_secs()),
         pack_uploads: None,
+        io: g.io.clone(),
     }
 }
 

@@ -116,7 +116,7 @@ pub fn init(
         .repo
         .clone()
         .unwrap_or_else(|| super::default_repo_path().display().to_string());
-    let store = crate::engine::session::Store::at(&Location::parse(&target_location)?)?;
+    let store = crate::engine::session::Store::at(&Location::parse(&target_location)?, &g.io)?;
     let pw = password::passphrase(g, true)?;
     let source_pw = match from_password_file {
         Some(f) => read_password_file(f)?,

@@ -35,10 +35,26 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+/// A webhook or ping URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookUrlError {
+    /// It does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// It is not http(s).
+    #[error("scheme {0}: is not http or https")]
+    Scheme(String),
+}
+
+/// A listen address that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an address such as 127.0.0.1:9184 or :9184")]
+pub struct ListenAddrError(pub String);
+
+fn invalid(key: &str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
-        reason: reason.into(),
+        reason: reason.to_string(),
     }
 }
 
@@ -505,7 +521,7 @@ fn retention(r: RawRetention) -> Result<RetentionConfig, ConfigError> {
         .transpose()
         .map_err(|e| invalid("retention.keep_within", e))?;
     let group_by = GroupBy::parse(r.group_by.as_deref().unwrap_or("host,sources"))
-        .map_err(|e| invalid("retention.group_by", e))?;
+        .map_err(|e| invalid("retention.group_by", e.to_string()))?;
     let max_unused_percent = r.max_unused.unwrap_or(5.0);
     if !(0.0..=100.0).contains(&max_unused_percent) {
         return Err(invalid(
@@ -588,23 +604,22 @@ fn notify(n: RawNotify) -> Result<NotifyConfig, ConfigError> {
     })
 }
 
-fn check_url(u: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(u).map_err(|e| e.to_string())?;
+fn check_url(u: &str) -> Result<(), WebhookUrlError> {
+    let url = reqwest::Url::parse(u).map_err(|e| WebhookUrlError::Parse(e.to_string()))?;
     match url.scheme() {
         "http" | "https" => Ok(()),
-        s => Err(format!("scheme {s}: is not http or https")),
+        s => Err(WebhookUrlError::Scheme(s.to_string())),
     }
 }
 
 /// `ADDR:PORT`, or `:PORT` for every interface.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ListenAddrError> {
     let full = if s.starts_with(':') {
         format!("0.0.0.0{s}")
     } else {
         s.to_string()
     };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9184 or :9184"))
+    full.parse().map_err(|_| ListenAddrError(s.to_string()))
 }
 
 #[cfg(test)]

@@ -61,23 +61,42 @@ pub struct LegacyEnv {
     pub notes: Vec<String>,
 }
 
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+/// `X_FILE` names a file that cannot be read: the user's to fix (the path, its permissions).
+#[derive(Debug, thiserror::Error)]
+#[error("{name}_FILE: cannot read {path}: {source}")]
+pub struct SecretFileError {
+    /// The variable, without `_FILE`.
+    pub name: String,
+    /// The file it names.
+    pub path: String,
+    /// Why it cannot be read.
+    pub source: std::io::Error,
+}
+
+fn invalid(key: &str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
-        reason: reason.into(),
+        reason: reason.to_string(),
     }
 }
 
 /// `name`, else the content of the file named by `name_FILE` (not trimmed, as before: a
 /// secret file's bytes are the value). Empty values count as unset.
-pub fn lookup(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<String>, String> {
+pub fn lookup(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<String>, SecretFileError> {
     if let Some(v) = env(name).filter(|v| !v.is_empty()) {
         return Ok(Some(v));
     }
     match env(&format!("{name}_FILE")).filter(|v| !v.is_empty()) {
         Some(path) => std::fs::read_to_string(&path)
             .map(|v| Some(v).filter(|v| !v.is_empty()))
-            .map_err(|e| format!("{name}_FILE: cannot read {path}: {e}")),
+            .map_err(|source| SecretFileError {
+                name: name.to_string(),
+                path,
+                source,
+            }),
         None => Ok(None),
     }
 }
@@ -88,53 +107,30 @@ pub fn read(env: &dyn Fn(&str) -> Option<String>) -> Result<LegacyEnv, ConfigErr
     let mut out = LegacyEnv::default();
     let mut notes = Vec::new();
     let mut note = |var: &str, what: &str| notes.push(format!("{var} sets {what}"));
-    if let Some(v) = get("BACKUP_CRON_EXPRESSION")? {
-        Schedule::parse(&v).map_err(|e| invalid("BACKUP_CRON_EXPRESSION", e))?;
-        out.schedule = Some(v);
+    out.schedule = schedule(&get)?;
+    if out.schedule.is_some() {
         note("BACKUP_CRON_EXPRESSION", "the schedule");
     }
-    if let Some(v) = get("BACKUP_RETENTION_DAYS")? {
-        let n: i64 = v.trim().parse().map_err(|_| {
-            invalid(
-                "BACKUP_RETENTION_DAYS",
-                format!("{v:?} is not a whole number of days"),
-            )
-        })?;
-        out.retention_days = match n {
-            -1 => None,
-            1.. => Some(u32::try_from(n).map_err(|_| invalid("BACKUP_RETENTION_DAYS", "too big"))?),
-            _ => {
-                return Err(invalid(
-                    "BACKUP_RETENTION_DAYS",
-                    "a number of days from 1, or -1 for no retention",
-                ));
-            }
-        };
+    if let Some(days) = retention_days(&get)? {
+        out.retention_days = days;
         note(
             "BACKUP_RETENTION_DAYS",
             "the retention of snapshots and archives",
         );
     }
-    if let Some(v) = get("BACKUP_SOURCES")? {
-        out.sources_dir = Some(PathBuf::from(v));
+    out.sources_dir = get("BACKUP_SOURCES")?.map(PathBuf::from);
+    if out.sources_dir.is_some() {
         note("BACKUP_SOURCES", "the sources (each subdirectory is one)");
     }
-    if let Some(v) = get("BACKUP_EXCLUDE_REGEXP")? {
-        regex::bytes::Regex::new(&v).map_err(|e| {
-            invalid(
-                "BACKUP_EXCLUDE_REGEXP",
-                format!("not a regular expression: {}", one_line(&e.to_string())),
-            )
-        })?;
-        out.exclude_regex = Some(v);
+    out.exclude_regex = exclude_regex(&get)?;
+    if out.exclude_regex.is_some() {
         note("BACKUP_EXCLUDE_REGEXP", "the excluded paths");
     }
-    let stop = match get("BACKUP_STOP_DURING_BACKUP_LABEL")? {
+    out.stop_label_value = match get("BACKUP_STOP_DURING_BACKUP_LABEL")? {
         Some(v) => Some(v),
         None => get("BACKUP_STOP_CONTAINER_LABEL")?,
     };
-    if let Some(v) = stop {
-        out.stop_label_value = Some(v);
+    if out.stop_label_value.is_some() {
         note("BACKUP_STOP_DURING_BACKUP_LABEL", "the stop label's value");
     }
     out.archive = archive(&get)?;
@@ -148,24 +144,81 @@ pub fn read(env: &dyn Fn(&str) -> Option<String>) -> Result<LegacyEnv, ConfigErr
             "the offsite copy (sync after each run)",
         );
     }
-    if let Some(v) = get("NOTIFICATION_URLS")? {
-        super::shoutrrr::parse_list(&v).map_err(|e| invalid("NOTIFICATION_URLS", e))?;
-        out.notification_urls = vec![v];
+    out.notification_urls = notification_urls(&get)?;
+    if !out.notification_urls.is_empty() {
         note("NOTIFICATION_URLS", "notifications");
     }
-    match get("NOTIFICATION_LEVEL")?.as_deref().map(str::trim) {
-        None | Some("error") => {}
-        Some("info") => out.notify_on_success = true,
-        Some(v) => {
-            return Err(invalid(
-                "NOTIFICATION_LEVEL",
-                format!("{v:?}: use error (failures only) or info (every run)"),
-            ));
-        }
-    }
+    out.notify_on_success = notify_on_success(&get)?;
     out.host = get("COFFER_HOST")?.map(|h| h.trim().to_string());
     out.notes = notes;
     Ok(out)
+}
+
+/// `BACKUP_CRON_EXPRESSION`, checked.
+fn schedule(get: &Get<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = get("BACKUP_CRON_EXPRESSION")? else {
+        return Ok(None);
+    };
+    Schedule::parse(&v).map_err(|e| invalid("BACKUP_CRON_EXPRESSION", e))?;
+    Ok(Some(v))
+}
+
+/// `BACKUP_RETENTION_DAYS`: `Some(None)` for the old "off" (`-1`).
+fn retention_days(get: &Get<'_>) -> Result<Option<Option<u32>>, ConfigError> {
+    let Some(v) = get("BACKUP_RETENTION_DAYS")? else {
+        return Ok(None);
+    };
+    let n: i64 = v.trim().parse().map_err(|_| {
+        invalid(
+            "BACKUP_RETENTION_DAYS",
+            format!("{v:?} is not a whole number of days"),
+        )
+    })?;
+    match n {
+        -1 => Ok(Some(None)),
+        1.. => u32::try_from(n)
+            .map(|d| Some(Some(d)))
+            .map_err(|_| invalid("BACKUP_RETENTION_DAYS", "too big")),
+        _ => Err(invalid(
+            "BACKUP_RETENTION_DAYS",
+            "a number of days from 1, or -1 for no retention",
+        )),
+    }
+}
+
+/// `BACKUP_EXCLUDE_REGEXP`, compiled once to check it.
+fn exclude_regex(get: &Get<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = get("BACKUP_EXCLUDE_REGEXP")? else {
+        return Ok(None);
+    };
+    regex::bytes::Regex::new(&v).map_err(|e| {
+        invalid(
+            "BACKUP_EXCLUDE_REGEXP",
+            format!("not a regular expression: {}", one_line(&e.to_string())),
+        )
+    })?;
+    Ok(Some(v))
+}
+
+/// `NOTIFICATION_URLS`, parsed once to check them.
+fn notification_urls(get: &Get<'_>) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = get("NOTIFICATION_URLS")? else {
+        return Ok(Vec::new());
+    };
+    super::shoutrrr::parse_list(&v).map_err(|e| invalid("NOTIFICATION_URLS", e))?;
+    Ok(vec![v])
+}
+
+/// `NOTIFICATION_LEVEL`: `info` notifies on every run, `error` (the default) on failures.
+fn notify_on_success(get: &Get<'_>) -> Result<bool, ConfigError> {
+    match get("NOTIFICATION_LEVEL")?.as_deref().map(str::trim) {
+        None | Some("error") => Ok(false),
+        Some("info") => Ok(true),
+        Some(v) => Err(invalid(
+            "NOTIFICATION_LEVEL",
+            format!("{v:?}: use error (failures only) or info (every run)"),
+        )),
+    }
 }
 
 fn one_line(s: &str) -> String {

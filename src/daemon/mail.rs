@@ -21,6 +21,77 @@ pub const DEFAULT_PORT: u16 = 587;
 /// The old tool's `EMAIL_NOTIFICATION_SENDER` default.
 pub const DEFAULT_FROM: &str = "noreply@nohost";
 
+/// Settings [`send`] refuses before it connects: the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MailSettingsError {
+    /// No server.
+    #[error("no SMTP host")]
+    NoHost,
+    /// No one to send to.
+    #[error("no recipient")]
+    NoRecipient,
+    /// The sender does not parse.
+    #[error("invalid sender address {address:?}: {source}")]
+    Sender {
+        /// The address as given.
+        address: String,
+        /// Why it does not parse.
+        source: lettre::address::AddressError,
+    },
+    /// A recipient does not parse.
+    #[error("invalid recipient address {address:?}: {source}")]
+    Recipient {
+        /// The address as given.
+        address: String,
+        /// Why it does not parse.
+        source: lettre::address::AddressError,
+    },
+}
+
+/// Why an e-mail was not sent. No variant holds the password: the messages of the TLS and SMTP
+/// layers are kept as text with it replaced by `***`.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// The settings: the user's to fix.
+    #[error(transparent)]
+    Settings(#[from] MailSettingsError),
+    /// The server or the network (refused, timed out, a reply that says no, TLS).
+    #[error("SMTP {host}:{port}: {reason}")]
+    Smtp {
+        /// The server.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// What failed, password scrubbed.
+        reason: String,
+    },
+    /// TLS could not be set up for the server's name (no trust store?).
+    #[error("TLS setup for {host}: {reason}")]
+    TlsSetup {
+        /// The server.
+        host: String,
+        /// What failed, password scrubbed.
+        reason: String,
+    },
+    /// The message could not be built: a bug.
+    #[error("building the message: {0}")]
+    Build(#[source] lettre::error::Error),
+}
+
+/// The old `EMAIL_*` variables do not make a usable configuration: the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MailEnvError {
+    /// Recipients but no server.
+    #[error("EMAIL_SMTP_HOST is required when EMAIL_NOTIFICATION_RECIPIENT is set")]
+    NoHost,
+    /// A port that is not one.
+    #[error("EMAIL_SMTP_PORT: {0:?} is not a port number")]
+    Port(String),
+    /// The settings they make are refused.
+    #[error("EMAIL_* settings: {0}")]
+    Settings(#[source] MailSettingsError),
+}
+
 /// How the connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
@@ -95,29 +166,35 @@ impl SmtpConfig {
     }
 
     /// The sender and the recipients, parsed; an error names the bad address.
-    fn mailboxes(&self) -> Result<(Mailbox, Vec<Mailbox>), String> {
+    fn mailboxes(&self) -> Result<(Mailbox, Vec<Mailbox>), MailSettingsError> {
         let from = self
             .from
             .parse::<Mailbox>()
-            .map_err(|e| format!("invalid sender address {:?}: {e}", self.from))?;
+            .map_err(|source| MailSettingsError::Sender {
+                address: self.from.clone(),
+                source,
+            })?;
         if self.to.is_empty() {
-            return Err("no recipient".into());
+            return Err(MailSettingsError::NoRecipient);
         }
         let to = self
             .to
             .iter()
             .map(|t| {
                 t.parse::<Mailbox>()
-                    .map_err(|e| format!("invalid recipient address {t:?}: {e}"))
+                    .map_err(|source| MailSettingsError::Recipient {
+                        address: t.clone(),
+                        source,
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((from, to))
     }
 
     /// Whether the addresses parse and the host is set; what [`send`] would refuse first.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MailSettingsError> {
         if self.host.trim().is_empty() {
-            return Err("no SMTP host".into());
+            return Err(MailSettingsError::NoHost);
         }
         self.mailboxes().map(|_| ())
     }
@@ -151,7 +228,12 @@ fn client_name() -> String {
 /// Send `subject` and `body` (plain text) to every recipient of `cfg` in one message, waiting
 /// at most `timeout` for the connection and for each reply. Blocking. The error says what
 /// failed (address, TLS, server reply) and never contains the password.
-pub fn send(cfg: &SmtpConfig, subject: &str, body: &str, timeout: Duration) -> Result<(), String> {
+pub fn send(
+    cfg: &SmtpConfig,
+    subject: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(), MailError> {
     cfg.validate()?;
     let (from, to) = cfg.mailboxes()?;
     let host_name = client_name();
@@ -170,14 +252,14 @@ pub fn send(cfg: &SmtpConfig, subject: &str, body: &str, timeout: Duration) -> R
     for mailbox in to {
         message = message.to(mailbox);
     }
-    let message = message
-        .body(body.to_string())
-        .map_err(|e| format!("building the message: {e}"))?;
+    let message = message.body(body.to_string()).map_err(MailError::Build)?;
 
     let secret = cfg.password.as_deref();
     let tls_params = || {
-        TlsParameters::new(cfg.host.clone())
-            .map_err(|e| scrub(format!("TLS setup for {}: {e}", cfg.host), secret))
+        TlsParameters::new(cfg.host.clone()).map_err(|e| MailError::TlsSetup {
+            host: cfg.host.clone(),
+            reason: scrub(e.to_string(), secret),
+        })
     };
     let tls = match cfg.security() {
         Security::Wrapper => Tls::Wrapper(tls_params()?),
@@ -200,7 +282,11 @@ pub fn send(cfg: &SmtpConfig, subject: &str, body: &str, timeout: Duration) -> R
         .build()
         .send(&message)
         .map(|_| ())
-        .map_err(|e| scrub(format!("SMTP {}:{}: {e}", cfg.host, cfg.port), secret))
+        .map_err(|e| MailError::Smtp {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            reason: scrub(e.to_string(), secret),
+        })
 }
 
 /// The old tool's variables, read through `env`: `EMAIL_NOTIFICATION_RECIPIENT` (comma
@@ -208,7 +294,7 @@ pub fn send(cfg: &SmtpConfig, subject: &str, body: &str, timeout: Duration) -> R
 /// [`DEFAULT_FROM`]), `EMAIL_SMTP_HOST` (required then), `EMAIL_SMTP_PORT` (default
 /// [`DEFAULT_PORT`]), `EMAIL_SMTP_USERNAME`, `EMAIL_SMTP_PASSWORD`; [`TlsMode::Auto`]. An
 /// error names the variable and never holds the password.
-pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<SmtpConfig>, String> {
+pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<SmtpConfig>, MailEnvError> {
     let set = |key: &str| {
         env(key)
             .map(|v| v.trim().to_string())
@@ -223,13 +309,12 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<SmtpConfi
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect();
-    let host = set("EMAIL_SMTP_HOST")
-        .ok_or("EMAIL_SMTP_HOST is required when EMAIL_NOTIFICATION_RECIPIENT is set")?;
+    let host = set("EMAIL_SMTP_HOST").ok_or(MailEnvError::NoHost)?;
     let port = match set("EMAIL_SMTP_PORT") {
         None => DEFAULT_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(format!("EMAIL_SMTP_PORT: {p:?} is not a port number")),
+            _ => return Err(MailEnvError::Port(p)),
         },
     };
     let cfg = SmtpConfig {
@@ -242,8 +327,7 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<SmtpConfi
         to,
         tls: TlsMode::Auto,
     };
-    cfg.validate()
-        .map_err(|e| format!("EMAIL_* settings: {e}"))?;
+    cfg.validate().map_err(MailEnvError::Settings)?;
     Ok(Some(cfg))
 }
 
@@ -368,7 +452,7 @@ pub(crate) mod tests {
             Duration::from_secs(10),
         );
         let seen = server.join().expect("sink");
-        assert_eq!(r, Ok(()), "{seen:?}");
+        assert!(r.is_ok(), "{r:?} {seen:?}");
         assert_eq!(seen.mail_from, vec!["<backup@example.org>"]);
         assert_eq!(seen.rcpt_to, vec!["<ops@example.org>", "<two@example.net>"]);
         assert_eq!(seen.data.len(), 1);
@@ -395,7 +479,7 @@ pub(crate) mod tests {
         c.password = Some("hunter2-secret".into());
         let r = send(&c, "s", "b", Duration::from_secs(10));
         let seen = server.join().expect("sink");
-        let e = r.expect_err("must refuse");
+        let e = r.expect_err("must refuse").to_string();
         assert!(e.contains("STARTTLS"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         assert!(
@@ -446,7 +530,9 @@ pub(crate) mod tests {
     fn bad_addresses_are_refused_before_connecting() {
         let mut c = cfg(1);
         c.to = vec!["not an address".into()];
-        let e = send(&c, "s", "b", Duration::from_secs(1)).expect_err("bad");
+        let e = send(&c, "s", "b", Duration::from_secs(1))
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("recipient"), "{e}");
         c.to.clear();
         assert!(send(&c, "s", "b", Duration::from_secs(1)).is_err());
@@ -462,12 +548,15 @@ pub(crate) mod tests {
 
     #[test]
     fn env_unset_is_none() {
-        assert_eq!(from_env(&env_of(&[])), Ok(None));
-        assert_eq!(from_env(&env_of(&[("EMAIL_SMTP_HOST", "h")])), Ok(None));
-        assert_eq!(
+        assert!(matches!(from_env(&env_of(&[])), Ok(None)));
+        assert!(matches!(
+            from_env(&env_of(&[("EMAIL_SMTP_HOST", "h")])),
+            Ok(None)
+        ));
+        assert!(matches!(
             from_env(&env_of(&[("EMAIL_NOTIFICATION_RECIPIENT", " ")])),
             Ok(None)
-        );
+        ));
     }
 
     #[test]
@@ -512,11 +601,13 @@ pub(crate) mod tests {
         for port in ["0", "65536", "smtp", "-1"] {
             let mut v = base.to_vec();
             v.push(("EMAIL_SMTP_PORT", port));
-            let e = from_env(&env_of(&v)).expect_err(port);
+            let e = from_env(&env_of(&v)).expect_err(port).to_string();
             assert!(e.contains("EMAIL_SMTP_PORT"), "{e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
-        let e = from_env(&env_of(&base[..1])).expect_err("no host");
+        let e = from_env(&env_of(&base[..1]))
+            .expect_err("no host")
+            .to_string();
         assert!(e.contains("EMAIL_SMTP_HOST"), "{e}");
         let mut v = base.to_vec();
         v.push(("EMAIL_NOTIFICATION_SENDER", "not an address"));

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the job: rendered as text (pure), served on `GET /metrics` by a small
-//! HTTP/1 server (hyper, on its own single-threaded tokio runtime in a background thread),
-//! and/or written to a textfile for node_exporter.
+//! HTTP/1 server (hyper, a task on the process's I/O runtime, [`crate::runtime`]), and/or
+//! written to a textfile for node_exporter.
 //!
 //! The server never blocks the job and bounds what a client can cost: a request head of at
 //! most [`MAX_REQUEST_HEAD`] bytes (else 431 and close), read within [`HEADER_READ_TIMEOUT`],
@@ -20,6 +20,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
+
+use crate::runtime::IoRuntime;
 
 /// How long a client has to send its request line and headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,23 +132,23 @@ pub fn write_textfile(path: &Path, m: &MetricValues) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Bind `addr` and serve `GET /metrics` from a background thread. Binding errors are
-/// returned (the daemon refuses to start); later errors are logged.
-pub fn serve(addr: SocketAddr, metrics: SharedMetrics) -> std::io::Result<SocketAddr> {
+/// Bind `addr` and serve `GET /metrics` in the background on `io` (started here if it was
+/// not), for as long as `io` lives. Binding errors are returned (the daemon refuses to
+/// start); later errors are logged.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: SharedMetrics,
+    io: &IoRuntime,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()?;
+    let runtime = io.handle()?;
     let listener = {
         let _in_runtime = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
-    std::thread::Builder::new()
-        .name("coffer-metrics".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, metrics)))?;
+    runtime.spawn(accept_loop(listener, metrics));
     Ok(bound)
 }
 
@@ -224,12 +226,14 @@ mod tests {
     use std::net::TcpStream;
     use std::time::Instant;
 
-    fn server(snapshots: u64) -> SocketAddr {
+    /// A server, and the runtime it lives on (it stops when that is dropped).
+    fn server(snapshots: u64) -> (SocketAddr, IoRuntime) {
         let m: SharedMetrics = Arc::new(Mutex::new(MetricValues {
             snapshots: Some(snapshots),
             ..Default::default()
         }));
-        serve("127.0.0.1:0".parse().unwrap(), m).unwrap()
+        let io = IoRuntime::new();
+        (serve("127.0.0.1:0".parse().unwrap(), m, &io).unwrap(), io)
     }
 
     /// Send `raw`, read the answer up to the server's close.
@@ -285,7 +289,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_and_404() {
-        let addr = server(5);
+        let (addr, _io) = server(5);
         let ok = get(addr, "/metrics");
         assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
         assert!(
@@ -317,7 +321,7 @@ mod tests {
     #[test]
     fn endless_request_line_is_cut_off() {
         const TOTAL: usize = 64 << 20;
-        let addr = server(1);
+        let (addr, _io) = server(1);
         assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200"));
 
         let mut s = TcpStream::connect(addr).unwrap();
@@ -355,7 +359,7 @@ mod tests {
 
     #[test]
     fn slow_clients_do_not_stall_a_scrape() {
-        let addr = server(7);
+        let (addr, _io) = server(7);
         let connected = Instant::now();
         let mut slow: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let mut partial = TcpStream::connect(addr).unwrap();
@@ -382,7 +386,7 @@ mod tests {
 
     #[test]
     fn connections_over_the_cap_are_closed_at_once() {
-        let addr = server(9);
+        let (addr, _io) = server(9);
         let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(addr).unwrap())
             .collect();

@@ -50,6 +50,36 @@ pub enum DaemonError {
     State(#[from] state::StateError),
 }
 
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step failed; one line naming what failed, with its causes (the caller's words).
+    #[error("{0}")]
+    Failed(String),
+    /// The step panicked: a bug.
+    #[error("internal error (please report it): {0}")]
+    Panicked(String),
+}
+
+/// Why `coffer health --daemon` says the daemon is unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    /// The last run failed or died; the verdict's message.
+    #[error("{0}")]
+    LastRun(String),
+    /// No schedule record: the daemon is not running, or never got as far.
+    #[error("the daemon has not recorded its schedule (is it running?)")]
+    NoSchedule,
+    /// A scheduled run is more than [`OVERDUE_GRACE`] late.
+    #[error("the backup due at {} has not started ({schedule:?})", due.to_rfc3339())]
+    Overdue {
+        /// When it was due.
+        due: DateTime<Utc>,
+        /// The schedule as written.
+        schedule: String,
+    },
+}
+
 /// What a step did.
 #[derive(Clone, Debug, Default)]
 pub struct StepDone {
@@ -76,15 +106,15 @@ pub enum StepResult {
 /// The steps of one run, supplied by the caller. An error is one line naming what failed.
 pub trait JobSteps {
     /// Back up directories and/or Docker volumes.
-    fn backup(&mut self) -> Result<StepResult, String>;
+    fn backup(&mut self) -> Result<StepResult, StepError>;
     /// Write the nightly archive of the old setup and prune old archives.
-    fn archive(&mut self) -> Result<StepResult, String>;
+    fn archive(&mut self) -> Result<StepResult, StepError>;
     /// Forget by the retention policy, then prune.
-    fn forget(&mut self) -> Result<StepResult, String>;
+    fn forget(&mut self) -> Result<StepResult, StepError>;
     /// Check the structure and read a share of the data.
-    fn check(&mut self) -> Result<StepResult, String>;
+    fn check(&mut self) -> Result<StepResult, StepError>;
     /// Copy to the offsite repository.
-    fn sync(&mut self) -> Result<StepResult, String>;
+    fn sync(&mut self) -> Result<StepResult, StepError>;
     /// Stored bytes and snapshot count of the repository, for the metrics.
     fn repository_stats(&mut self) -> Option<(u64, u64)>;
 }
@@ -128,23 +158,24 @@ pub fn daemon_health(
     last_started: Option<DateTime<Utc>>,
     schedule: Option<&ScheduleRecord>,
     now: DateTime<Utc>,
-) -> Result<String, String> {
+) -> Result<String, Unhealthy> {
     match verdict {
-        state::Verdict::Failed(m) | state::Verdict::Died(m) => return Err(m.clone()),
+        state::Verdict::Failed(m) | state::Verdict::Died(m) => {
+            return Err(Unhealthy::LastRun(m.clone()));
+        }
         state::Verdict::Running => return Ok("a backup is running now".into()),
         state::Verdict::None | state::Verdict::Success => {}
     }
     let Some(s) = schedule else {
-        return Err("the daemon has not recorded its schedule (is it running?)".into());
+        return Err(Unhealthy::NoSchedule);
     };
     let grace = chrono::Duration::from_std(OVERDUE_GRACE).unwrap_or_default();
     let started_since_due = last_started.is_some_and(|t| t >= s.next_run);
     if now > s.next_run + grace && !started_since_due {
-        return Err(format!(
-            "the backup due at {} has not started ({:?})",
-            s.next_run.to_rfc3339(),
-            s.schedule
-        ));
+        return Err(Unhealthy::Overdue {
+            due: s.next_run,
+            schedule: s.schedule.clone(),
+        });
     }
     Ok(match verdict {
         state::Verdict::Success => {
@@ -358,7 +389,7 @@ fn run_steps(
             Ok(StepResult::NotConfigured(why)) => ("not configured", why),
             Err(e) => {
                 failed = Some(format!("{name}: {e}"));
-                ("failed", e)
+                ("failed", e.to_string())
             }
         };
         if status == "failed" {
@@ -393,7 +424,7 @@ fn skipped_step(name: &str, error: &str) -> StepRecord {
 
 /// Run one step. A panic in a step (a bug, a library that panics on a missing trust store)
 /// fails the step and is recorded and notified like any failure, never a run left "running".
-fn call_step(steps: &mut dyn JobSteps, name: &str) -> Result<StepResult, String> {
+fn call_step(steps: &mut dyn JobSteps, name: &str) -> Result<StepResult, StepError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match name {
         "backup" => steps.backup(),
         "archive" => steps.archive(),
@@ -407,7 +438,7 @@ fn call_step(steps: &mut dyn JobSteps, name: &str) -> Result<StepResult, String>
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
-        Err(format!("internal error (please report it): {what}"))
+        Err(StepError::Panicked(what))
     })
 }
 
@@ -490,6 +521,20 @@ pub fn missed_between(schedule: &Schedule, after: DateTime<Utc>, until: DateTime
     n
 }
 
+/// Write the schedule record for `coffer health --daemon`; a failure is only logged.
+fn record_schedule(path: &std::path::Path, rec: &ScheduleRecord) {
+    let bytes = match serde_json::to_vec(rec) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "recording the schedule");
+            return;
+        }
+    };
+    if let Err(e) = state::write_private(path, &bytes) {
+        tracing::warn!(path = %path.display(), error = %e, "recording the schedule");
+    }
+}
+
 /// Run the job at every scheduled time, forever (a signal ends the process). `steps` makes
 /// the steps of one run.
 pub fn run_forever(
@@ -511,12 +556,7 @@ pub fn run_forever(
                 schedule: schedule_text.to_string(),
                 next_run: next,
             };
-            let written = serde_json::to_vec(&rec)
-                .map_err(std::io::Error::other)
-                .and_then(|b| state::write_private(path, &b));
-            if let Err(e) = written {
-                tracing::warn!(path = %path.display(), error = %e, "recording the schedule");
-            }
+            record_schedule(path, &rec);
         }
         if first {
             // The old tool's words, which runbooks grep for.
@@ -588,10 +628,10 @@ mod tests {
     }
 
     impl JobSteps for Fake {
-        fn backup(&mut self) -> Result<StepResult, String> {
+        fn backup(&mut self) -> Result<StepResult, StepError> {
             self.calls.push("backup");
             if self.fail_backup {
-                return Err("repository unreadable".into());
+                return Err(StepError::Failed("repository unreadable".into()));
             }
             Ok(StepResult::Done(StepDone {
                 detail: "snapshot abc".into(),
@@ -600,22 +640,22 @@ mod tests {
                 incomplete: None,
             }))
         }
-        fn archive(&mut self) -> Result<StepResult, String> {
+        fn archive(&mut self) -> Result<StepResult, StepError> {
             self.calls.push("archive");
             if self.panic_in_archive {
                 panic!("no CA certificates were loaded");
             }
             Ok(StepResult::NotConfigured("no BACKUP_FILENAME".into()))
         }
-        fn forget(&mut self) -> Result<StepResult, String> {
+        fn forget(&mut self) -> Result<StepResult, StepError> {
             self.calls.push("forget");
             Ok(StepResult::NotConfigured("no policy".into()))
         }
-        fn check(&mut self) -> Result<StepResult, String> {
+        fn check(&mut self) -> Result<StepResult, StepError> {
             self.calls.push("check");
             Ok(StepResult::Done(StepDone::default()))
         }
-        fn sync(&mut self) -> Result<StepResult, String> {
+        fn sync(&mut self) -> Result<StepResult, StepError> {
             self.calls.push("sync");
             Ok(StepResult::NotConfigured("no [sync]".into()))
         }
@@ -629,7 +669,10 @@ mod tests {
             state_path: state::state_path(dir, "/r"),
             repository: "/r".into(),
             host: "h".into(),
-            notifier: Notifier::new(config::NotifyConfig::default()),
+            notifier: Notifier::new(
+                config::NotifyConfig::default(),
+                &crate::runtime::IoRuntime::new(),
+            ),
             metrics: Default::default(),
             textfile: Some(dir.join("coffer.prom")),
             schedule_file: None,
@@ -649,7 +692,9 @@ mod tests {
         assert!(daemon_health(&Verdict::None, None, Some(&rec), before).is_ok());
         // Overdue: the 02:00 run has not started by 02:30.
         let late = t("2026-02-04T02:30:00Z");
-        let e = daemon_health(&Verdict::Success, Some(before), Some(&rec), late).unwrap_err();
+        let e = daemon_health(&Verdict::Success, Some(before), Some(&rec), late)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has not started"), "{e}");
         // Started on time: fine (the daemon records the next due time when it is done).
         assert!(daemon_health(&Verdict::Success, Some(late), Some(&rec), late).is_ok());

@@ -1,8 +1,8 @@
 //! Telling someone how a run went: webhooks (a JSON POST) and healthchecks-style pings
 //! (`<url>/start`, `<url>`, `<url>/fail`). A notification that cannot be delivered is logged
 //! and never fails the job. HTTP goes through the reqwest (rustls) already in the dependency
-//! tree, on a small current-thread runtime owned by the notifier and used only from the
-//! daemon's own (non-async) thread.
+//! tree, on the process's I/O runtime ([`crate::runtime`]), waited for from the daemon's own
+//! (non-async) thread.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::config::NotifyConfig;
 use super::state::{JobRecord, JobStatus};
+use crate::runtime::{IoHandle, IoRuntime};
 
 /// Attempts per request (the first and retries), a second apart.
 const ATTEMPTS: u32 = 3;
@@ -74,7 +75,7 @@ impl WebhookBody {
 /// Sends notifications.
 pub struct Notifier {
     config: NotifyConfig,
-    http: Option<(reqwest::Client, tokio::runtime::Runtime)>,
+    http: Option<(reqwest::Client, IoHandle)>,
 }
 
 /// The URL of a ping.
@@ -88,17 +89,15 @@ pub fn ping_url(base: &str, ping: Ping) -> String {
 }
 
 impl Notifier {
-    /// A notifier for `config`. When the HTTP client cannot be built (no TLS roots, no
-    /// runtime), that is logged and notifications are disabled: they never stop the job.
-    pub fn new(config: NotifyConfig) -> Self {
+    /// A notifier for `config`, sending on `io` (started only if something is to be sent
+    /// over HTTP). When the HTTP client cannot be built (no TLS roots, no runtime), that is
+    /// logged and notifications are disabled: they never stop the job.
+    pub fn new(config: NotifyConfig, io: &IoRuntime) -> Self {
         let http =
             if config.webhooks.is_empty() && config.pings.is_empty() && config.targets.is_empty() {
                 None
             } else {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                match io.handle() {
                     Ok(rt) => {
                         // The client's connector needs the runtime's context to be built.
                         let client = {
@@ -179,7 +178,7 @@ impl Notifier {
                     tracing::info!(target = %t, "notified");
                     return;
                 }
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {
                 std::thread::sleep(Duration::from_secs(1));

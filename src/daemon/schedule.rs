@@ -12,6 +12,69 @@ use chrono::{DateTime, Datelike, Duration, DurationRound, Timelike, Utc};
 /// How far ahead [`Schedule::next_after`] looks before giving up (e.g. `0 0 30 2 *`).
 const SEARCH_YEARS: i32 = 5;
 
+/// Why a schedule does not parse. Every variant is a configuration error: it names the field
+/// and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// Not 5 or 6 fields.
+    #[error(
+        "{expression:?} has {fields} fields: expected 5 (minute hour day month weekday) or 6 \
+         (with seconds first)"
+    )]
+    FieldCount {
+        /// The expression as given.
+        expression: String,
+        /// How many fields it has.
+        fields: usize,
+    },
+    /// One field is wrong.
+    #[error("{what} field {field:?}: {problem}")]
+    Field {
+        /// `minute`, `day of week`, ...
+        what: &'static str,
+        /// The field as written.
+        field: String,
+        /// What is wrong with it.
+        problem: FieldProblem,
+    },
+    /// An `@` word that is not a macro.
+    #[error("unknown macro {0:?}")]
+    UnknownMacro(String),
+    /// `@every` with a duration that does not parse.
+    #[error("{0}")]
+    Duration(String),
+    /// `@every 0s`.
+    #[error("@every needs a duration of at least 1s")]
+    EveryTooShort,
+}
+
+/// What is wrong with one field of a cron expression.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldProblem {
+    /// `*/x`.
+    #[error("the step is not a number")]
+    StepNotNumber,
+    /// `*/0`.
+    #[error("a step of 0")]
+    ZeroStep,
+    /// `10-5`.
+    #[error("range {0}-{1} goes backwards")]
+    Backwards(u32, u32),
+    /// Neither a number nor a name.
+    #[error("{0:?} is not a number")]
+    NotNumber(String),
+    /// A number outside the field's range.
+    #[error("{value} is outside {lo}-{hi}")]
+    OutOfRange {
+        /// The number.
+        value: u32,
+        /// The smallest allowed.
+        lo: u32,
+        /// The largest allowed.
+        hi: u32,
+    },
+}
+
 /// A schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Schedule {
@@ -41,12 +104,13 @@ const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Schedule {
     /// Parse a cron expression, a macro, or `@every DURATION`.
-    pub fn parse(s: &str) -> Result<Schedule, String> {
+    pub fn parse(s: &str) -> Result<Schedule, ScheduleError> {
         let s = s.trim();
         if let Some(d) = s.strip_prefix("@every") {
-            let secs = crate::engine::retention::parse_duration(d.trim())?;
+            let secs = crate::engine::retention::parse_duration(d.trim())
+                .map_err(ScheduleError::Duration)?;
             if secs <= 0 {
-                return Err("@every needs a duration of at least 1s".into());
+                return Err(ScheduleError::EveryTooShort);
             }
             return Ok(Schedule::Every(secs as u64));
         }
@@ -56,7 +120,7 @@ impl Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            m if m.starts_with('@') => return Err(format!("unknown macro {m:?}")),
+            m if m.starts_with('@') => return Err(ScheduleError::UnknownMacro(m.into())),
             other => other,
         };
         Cron::parse(expanded).map(Schedule::Cron)
@@ -77,7 +141,7 @@ impl Schedule {
 impl Cron {
     /// Parse 5 or 6 whitespace-separated fields. `?` in the day fields means `*`, as in the
     /// old tool's robfig/cron.
-    pub fn parse(s: &str) -> Result<Cron, String> {
+    pub fn parse(s: &str) -> Result<Cron, ScheduleError> {
         let mut fields: Vec<&str> = s.split_whitespace().collect();
         let n = fields.len();
         if n >= 5 {
@@ -91,9 +155,10 @@ impl Cron {
             5 => ("0", &fields[..]),
             6 => (fields[0], &fields[1..]),
             n => {
-                return Err(format!(
-                    "{s:?} has {n} fields: expected 5 (minute hour day month weekday) or 6 (with seconds first)"
-                ));
+                return Err(ScheduleError::FieldCount {
+                    expression: s.into(),
+                    fields: n,
+                });
             }
         };
         let seconds = field(sec, "second", 0, 59, &[])?;
@@ -167,34 +232,21 @@ impl Cron {
 }
 
 /// One field: a bit per allowed value in `lo..=hi`.
-fn field(s: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, String> {
+fn field(
+    s: &str,
+    what: &'static str,
+    lo: u32,
+    hi: u32,
+    names: &[&str],
+) -> Result<u64, ScheduleError> {
     let mut bits = 0u64;
     for part in s.split(',') {
-        let bad = |why: &str| format!("{what} field {s:?}: {why}");
-        let (range, step) = match part.split_once('/') {
-            Some((r, st)) => {
-                let st: u32 = st.parse().map_err(|_| bad("the step is not a number"))?;
-                if st == 0 {
-                    return Err(bad("a step of 0"));
-                }
-                (r, st)
-            }
-            None => (part, 1),
-        };
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (value(a, lo, hi, names).map_err(|e| bad(&e))?, {
-                value(b, lo, hi, names).map_err(|e| bad(&e))?
-            })
-        } else {
-            let v = value(range, lo, hi, names).map_err(|e| bad(&e))?;
-            // `5/15` means from 5 to the end in steps of 15.
-            (v, if part.contains('/') { hi } else { v })
-        };
-        if a > b {
-            return Err(bad(&format!("range {a}-{b} goes backwards")));
-        }
+        let (a, b, step) =
+            part_range(part, lo, hi, names).map_err(|problem| ScheduleError::Field {
+                what,
+                field: s.into(),
+                problem,
+            })?;
         let mut v = a;
         while v <= b {
             bits |= 1 << v;
@@ -207,15 +259,47 @@ fn field(s: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, S
     Ok(bits)
 }
 
-fn value(s: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u32, String> {
+/// One comma-separated part of a field: first value, last value, step.
+fn part_range(
+    part: &str,
+    lo: u32,
+    hi: u32,
+    names: &[&str],
+) -> Result<(u32, u32, u32), FieldProblem> {
+    let (range, step) = match part.split_once('/') {
+        Some((r, st)) => {
+            let st: u32 = st.parse().map_err(|_| FieldProblem::StepNotNumber)?;
+            if st == 0 {
+                return Err(FieldProblem::ZeroStep);
+            }
+            (r, st)
+        }
+        None => (part, 1),
+    };
+    let (a, b) = if range == "*" {
+        (lo, hi)
+    } else if let Some((a, b)) = range.split_once('-') {
+        (value(a, lo, hi, names)?, value(b, lo, hi, names)?)
+    } else {
+        let v = value(range, lo, hi, names)?;
+        // `5/15` means from 5 to the end in steps of 15.
+        (v, if part.contains('/') { hi } else { v })
+    };
+    if a > b {
+        return Err(FieldProblem::Backwards(a, b));
+    }
+    Ok((a, b, step))
+}
+
+fn value(s: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u32, FieldProblem> {
     let lower = s.to_ascii_lowercase();
     if let Some(i) = names.iter().position(|n| *n == lower) {
         // Month names count from 1, weekday names from 0.
         return Ok(i as u32 + if names.len() == 12 { 1 } else { 0 });
     }
-    let v: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let v: u32 = s.parse().map_err(|_| FieldProblem::NotNumber(s.into()))?;
     if v < lo || v > hi {
-        return Err(format!("{v} is outside {lo}-{hi}"));
+        return Err(FieldProblem::OutOfRange { value: v, lo, hi });
     }
     Ok(v)
 }
@@ -333,7 +417,7 @@ mod tests {
             ("@every soon", "invalid duration"),
         ];
         for (expr, needle) in cases {
-            let e = Schedule::parse(expr).expect_err(expr);
+            let e = Schedule::parse(expr).expect_err(expr).to_string();
             assert!(e.contains(needle), "{expr}: {e:?} lacks {needle:?}");
         }
     }

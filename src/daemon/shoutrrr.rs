@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::mail::{self, SmtpConfig, TlsMode};
+use super::mail::{self, MailError, MailSettingsError, SmtpConfig, TlsMode};
 
 /// The schemes [`parse`] understands.
 pub const SUPPORTED: &[&str] = &[
@@ -43,6 +43,150 @@ const GENERIC_KEYS: &[&str] = &[
     "messagekey",
     "method",
 ];
+
+/// Why a notification URL does not parse: a configuration error that says what to fix and
+/// holds no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyUrlError {
+    /// No `scheme://`.
+    #[error("not a notification URL (no scheme://)")]
+    NoScheme,
+    /// A scheme with characters a scheme cannot have.
+    #[error("not a notification URL (bad scheme)")]
+    BadScheme,
+    /// A percent-encoded part that is not UTF-8.
+    #[error("the URL is not UTF-8 once percent-decoded")]
+    NotUtf8,
+    /// A service coffer does not send to.
+    #[error("unsupported notification URL scheme {0:?} (supported: {list})", list = SUPPORTED.join(", "))]
+    Unsupported(String),
+    /// The service's part of the URL is wrong.
+    #[error("{service}: {problem}")]
+    Service {
+        /// `smtp`, `generic`, `telegram`, `slack`, `discord`.
+        service: &'static str,
+        /// What is wrong.
+        problem: UrlSettingError,
+    },
+}
+
+/// What is wrong with the settings in a service's URL.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlSettingError {
+    /// No host.
+    #[error("host missing")]
+    HostMissing,
+    /// `[v6` without `]`.
+    #[error("unclosed [ in host")]
+    UnclosedBracket,
+    /// A port that is not one.
+    #[error("{0:?} is not a port number")]
+    Port(String),
+    /// A yes/no setting with another value.
+    #[error("{key}: expected yes or no, not {value:?}")]
+    Flag {
+        /// The query key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `smtp://` without `from=`.
+    #[error("fromAddress missing (?from=a@b)")]
+    FromMissing,
+    /// `smtp://` without `to=`.
+    #[error("toAddresses missing (?to=a@b[,c@d])")]
+    ToMissing,
+    /// `smtp://` with an unknown `encryption=`.
+    #[error("encryption {0:?}: expected None, ExplicitTLS, ImplicitTLS or Auto")]
+    Encryption(String),
+    /// `smtp://` settings the mailer refuses.
+    #[error(transparent)]
+    Mail(#[from] MailSettingsError),
+    /// `generic://` with a bad `@header` name.
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    /// `generic://` with a bad `@header` value (not shown: it may be a credential).
+    #[error("invalid value for header {0}")]
+    HeaderValue(String),
+    /// `generic://` with a `template=` other than json.
+    #[error("template {0:?} is not supported (only json)")]
+    Template(String),
+    /// `generic://` with a bad `method=`.
+    #[error(transparent)]
+    Method(#[from] InvalidMethod),
+    /// `generic://` with a bad `contenttype=`.
+    #[error("invalid contenttype")]
+    ContentType,
+    /// `generic://` that makes no URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// `telegram://` with a malformed bot token.
+    #[error("the bot token must look like 123456:ABC-def (telegram://TOKEN@telegram)")]
+    TelegramToken,
+    /// `telegram://` without chats.
+    #[error("no chats (add ?chats=ID[,ID...])")]
+    NoChats,
+    /// `slack://` in none of its forms.
+    #[error("{SLACK_FORMS}")]
+    SlackForm,
+    /// `slack://` with an API token and no channel.
+    #[error("an API token needs a channel (slack://xoxb:TOKEN@CHANNEL)")]
+    SlackChannel,
+    /// `discord://.../raw`.
+    #[error("the raw JSON mode (/raw) is not supported")]
+    DiscordRaw,
+    /// `discord://` with a path.
+    #[error("expected discord://TOKEN@WEBHOOKID")]
+    DiscordForm,
+    /// `discord://` without a token.
+    #[error("token missing")]
+    TokenMissing,
+    /// `discord://` without a usable webhook id.
+    #[error("webhook id missing or invalid (discord://TOKEN@WEBHOOKID)")]
+    WebhookId,
+}
+
+/// One entry of a list of notification URLs does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("URL {position} ({redacted}): {source}")]
+pub struct NotifyListError {
+    /// 1 for the first URL.
+    pub position: usize,
+    /// The URL, [`redact`]ed.
+    pub redacted: String,
+    /// Why.
+    pub source: NotifyUrlError,
+}
+
+/// An HTTP method that does not parse (checked by [`parse`], so a bug when met later).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid method {0:?}")]
+pub struct InvalidMethod(pub String);
+
+/// Why one attempt to notify failed. No variant holds a token, password or header value.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// E-mail: the settings, the server or the network.
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// The service or the network refused one or more requests (the caller retries).
+    #[error("{target}: {failures}")]
+    Http {
+        /// The target, as [`Target`]'s `Display` names it.
+        target: String,
+        /// Each failed request (`chat: HTTP 400 ...`), `; `-separated, secrets scrubbed.
+        failures: String,
+    },
+    /// The notifier has no HTTP client: a bug.
+    #[error("{target}: no HTTP client")]
+    NoHttpClient {
+        /// The target.
+        target: String,
+    },
+    /// A request could not be built: a bug.
+    #[error(transparent)]
+    Request(#[from] InvalidMethod),
+}
 
 /// A Slack credential.
 #[derive(Clone, PartialEq, Eq)]
@@ -170,7 +314,7 @@ fn from_hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-decoding (`+` is a space in a query); a `%` not followed by two hex digits stays.
-fn decode(s: &str, plus_is_space: bool) -> Result<String, String> {
+fn decode(s: &str, plus_is_space: bool) -> Result<String, NotifyUrlError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -188,20 +332,18 @@ fn decode(s: &str, plus_is_space: bool) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "the URL is not UTF-8 once percent-decoded".to_string())
+    String::from_utf8(out).map_err(|_| NotifyUrlError::NotUtf8)
 }
 
-fn split(url: &str) -> Result<Parts, String> {
+fn split(url: &str) -> Result<Parts, NotifyUrlError> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or("not a notification URL (no scheme://)")?;
+    let (scheme, rest) = url.split_once("://").ok_or(NotifyUrlError::NoScheme)?;
     if scheme.is_empty()
         || !scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
     {
-        return Err("not a notification URL (bad scheme)".into());
+        return Err(NotifyUrlError::BadScheme);
     }
     let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
     let (before_query, raw_query) = match rest.split_once('?') {
@@ -247,15 +389,22 @@ fn get<'a>(query: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, UrlSettingError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" | "on" | "y" => Ok(true),
         "no" | "false" | "0" | "off" | "n" => Ok(false),
-        _ => Err(format!("{key}: expected yes or no, not {v:?}")),
+        _ => Err(UrlSettingError::Flag {
+            key,
+            value: v.to_string(),
+        }),
     }
 }
 
-fn flag(query: &[(String, String)], keys: &[&str], default: bool) -> Result<bool, String> {
+fn flag(
+    query: &[(String, String)],
+    keys: &[&'static str],
+    default: bool,
+) -> Result<bool, UrlSettingError> {
     match get(query, keys) {
         Some(v) => parse_bool(keys[0], v),
         None => Ok(default),
@@ -276,9 +425,11 @@ fn non_empty(v: Option<&str>) -> Option<String> {
 }
 
 /// `host` and `port` of `host[:port]` (`[v6]:port` too).
-fn host_port(hostport: &str, default: u16) -> Result<(String, u16), String> {
+fn host_port(hostport: &str, default: u16) -> Result<(String, u16), UrlSettingError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed [ in host")?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or(UrlSettingError::UnclosedBracket)?;
         (h, after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -290,7 +441,7 @@ fn host_port(hostport: &str, default: u16) -> Result<(String, u16), String> {
         None | Some("") => default,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(format!("{p:?} is not a port number")),
+            _ => return Err(UrlSettingError::Port(p.to_string())),
         },
     };
     Ok((host.to_string(), port))
@@ -317,27 +468,25 @@ fn header_name(key: &str) -> String {
 }
 
 /// Parse one notification URL.
-pub fn parse(url: &str) -> Result<Target, String> {
+pub fn parse(url: &str) -> Result<Target, NotifyUrlError> {
     let p = split(url)?;
-    match p.scheme.as_str() {
-        "smtp" => parse_smtp(p).map_err(|e| format!("smtp: {e}")),
-        "generic" => parse_generic(p, None).map_err(|e| format!("generic: {e}")),
-        "generic+http" => parse_generic(p, Some("http")).map_err(|e| format!("generic: {e}")),
-        "generic+https" => parse_generic(p, Some("https")).map_err(|e| format!("generic: {e}")),
-        "telegram" => parse_telegram(p).map_err(|e| format!("telegram: {e}")),
-        "slack" => parse_slack(p).map_err(|e| format!("slack: {e}")),
-        "discord" => parse_discord(p).map_err(|e| format!("discord: {e}")),
-        other => Err(format!(
-            "unsupported notification URL scheme {other:?} (supported: {})",
-            SUPPORTED.join(", ")
-        )),
-    }
+    let (service, parsed) = match p.scheme.as_str() {
+        "smtp" => ("smtp", parse_smtp(p)),
+        "generic" => ("generic", parse_generic(p, None)),
+        "generic+http" => ("generic", parse_generic(p, Some("http"))),
+        "generic+https" => ("generic", parse_generic(p, Some("https"))),
+        "telegram" => ("telegram", parse_telegram(p)),
+        "slack" => ("slack", parse_slack(p)),
+        "discord" => ("discord", parse_discord(p)),
+        other => return Err(NotifyUrlError::Unsupported(other.to_string())),
+    };
+    parsed.map_err(|problem| NotifyUrlError::Service { service, problem })
 }
 
 /// Parse `NOTIFICATION_URLS`: URLs separated by commas. A piece without `://` belongs to the
 /// URL before it (`?to=a@b,c@d`, `?chats=1,2`). An error names the entry by its position and
 /// its [`redact`]ed form.
-pub fn parse_list(value: &str) -> Result<Vec<Target>, String> {
+pub fn parse_list(value: &str) -> Result<Vec<Target>, NotifyListError> {
     let mut urls: Vec<String> = Vec::new();
     for piece in value.split(',') {
         match urls.last_mut() {
@@ -351,14 +500,20 @@ pub fn parse_list(value: &str) -> Result<Vec<Target>, String> {
     }
     urls.iter()
         .enumerate()
-        .map(|(i, u)| parse(u).map_err(|e| format!("URL {} ({}): {e}", i + 1, redact(u))))
+        .map(|(i, u)| {
+            parse(u).map_err(|source| NotifyListError {
+                position: i + 1,
+                redacted: redact(u),
+                source,
+            })
+        })
         .collect()
 }
 
-fn parse_smtp(p: Parts) -> Result<Target, String> {
+fn parse_smtp(p: Parts) -> Result<Target, UrlSettingError> {
     let (host, port) = host_port(&p.hostport, SMTP_URL_DEFAULT_PORT)?;
     if host.is_empty() {
-        return Err("host missing".into());
+        return Err(UrlSettingError::HostMissing);
     }
     let q = &p.query;
     // shoutrrr turns the spaces of a decoded `+` back into `+` (address tags).
@@ -366,7 +521,7 @@ fn parse_smtp(p: Parts) -> Result<Target, String> {
     let from = get(q, &["fromaddress", "from"])
         .map(addr)
         .filter(|s| !s.is_empty())
-        .ok_or("fromAddress missing (?from=a@b)")?;
+        .ok_or(UrlSettingError::FromMissing)?;
     let from = match non_empty(get(q, &["fromname"])) {
         Some(name) => format!("\"{}\" <{from}>", name.replace(['"', '\\'], "")),
         None => from,
@@ -376,7 +531,7 @@ fn parse_smtp(p: Parts) -> Result<Target, String> {
         .map(|s| addr(s))
         .collect();
     if to.is_empty() {
-        return Err("toAddresses missing (?to=a@b[,c@d])".into());
+        return Err(UrlSettingError::ToMissing);
     }
     let starttls = flag(q, &["usestarttls", "starttls"], true)?;
     let encryption = get(q, &["encryption"]).unwrap_or("auto");
@@ -386,11 +541,7 @@ fn parse_smtp(p: Parts) -> Result<Target, String> {
         "implicittls" => TlsMode::Implicit,
         "explicittls" => TlsMode::StartTlsRequired,
         "none" => TlsMode::None,
-        _ => {
-            return Err(format!(
-                "encryption {encryption:?}: expected None, ExplicitTLS, ImplicitTLS or Auto"
-            ));
-        }
+        _ => return Err(UrlSettingError::Encryption(encryption.to_string())),
     };
     let cfg = SmtpConfig {
         host,
@@ -405,74 +556,114 @@ fn parse_smtp(p: Parts) -> Result<Target, String> {
     Ok(Target::Smtp(cfg))
 }
 
-fn parse_generic(p: Parts, custom: Option<&str>) -> Result<Target, String> {
-    let mut content_type = "application/json".to_string();
-    let mut disable_tls = custom == Some("http");
-    let mut template = String::new();
-    let mut title_key = "title".to_string();
-    let mut message_key = "message".to_string();
-    let mut method = "POST".to_string();
-    let mut headers: Vec<(String, String)> = Vec::new();
-    let mut extra = Vec::new();
-    let mut forward = Vec::new();
-    for (k, v) in p.query {
+/// The query of a `generic://` URL, sorted into the service's settings and what is passed on.
+struct GenericQuery {
+    content_type: String,
+    disable_tls: bool,
+    template: String,
+    title_key: String,
+    message_key: String,
+    method: String,
+    headers: Vec<(String, String)>,
+    extra: Vec<(String, String)>,
+    forward: Vec<(String, String)>,
+}
+
+impl GenericQuery {
+    fn new(custom: Option<&str>) -> Self {
+        GenericQuery {
+            content_type: "application/json".to_string(),
+            disable_tls: custom == Some("http"),
+            template: String::new(),
+            title_key: "title".to_string(),
+            message_key: "message".to_string(),
+            method: "POST".to_string(),
+            headers: Vec::new(),
+            extra: Vec::new(),
+            forward: Vec::new(),
+        }
+    }
+
+    /// Sort one `key=value`: `@name` is a header, `$name` a JSON field, the service's own keys
+    /// (not with `generic+http(s)://`) set it up, anything else goes on to the target.
+    fn take(&mut self, k: String, v: String, custom: Option<&str>) -> Result<(), UrlSettingError> {
         if let Some(h) = k.strip_prefix('@') {
-            let name = header_name(h);
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name {name:?}"))?;
-            reqwest::header::HeaderValue::from_str(&v)
-                .map_err(|_| format!("invalid value for header {name}"))?;
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-            headers.push((name, v));
-            continue;
+            return self.header(h, v);
         }
         if let Some(x) = k.strip_prefix('$') {
-            extra.push((x.to_string(), v));
-            continue;
-        }
-        let lower = k.to_ascii_lowercase();
-        if custom.is_none() {
-            // The service's own keys; `__key` passes `key` on to the target.
-            match lower.as_str() {
-                "contenttype" => content_type = v,
-                "disabletls" => disable_tls = parse_bool("disabletls", &v)?,
-                "template" => template = v,
-                "title" => {}
-                "titlekey" => title_key = v,
-                "messagekey" => message_key = v,
-                "method" => method = v.trim().to_ascii_uppercase(),
-                _ => match lower.strip_prefix("__") {
-                    Some(esc) if GENERIC_KEYS.contains(&esc) => {
-                        forward.push((k[2..].to_string(), v))
-                    }
-                    _ => forward.push((k, v)),
-                },
-            }
+            self.extra.push((x.to_string(), v));
+        } else if custom.is_none() {
+            self.service_key(k, v)?;
         } else {
-            forward.push((k, v));
+            self.forward.push((k, v));
         }
+        Ok(())
     }
-    let json = match template.trim().to_ascii_lowercase().as_str() {
-        "" => false,
-        "json" => true,
-        _ => {
-            return Err(format!(
-                "template {template:?} is not supported (only json)"
-            ));
+
+    fn header(&mut self, key: &str, v: String) -> Result<(), UrlSettingError> {
+        let name = header_name(key);
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| UrlSettingError::HeaderName(name.clone()))?;
+        reqwest::header::HeaderValue::from_str(&v)
+            .map_err(|_| UrlSettingError::HeaderValue(name.clone()))?;
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.headers.push((name, v));
+        Ok(())
+    }
+
+    /// The service's own keys; `__key` passes `key` on to the target.
+    fn service_key(&mut self, k: String, v: String) -> Result<(), UrlSettingError> {
+        let lower = k.to_ascii_lowercase();
+        match lower.as_str() {
+            "contenttype" => self.content_type = v,
+            "disabletls" => self.disable_tls = parse_bool("disabletls", &v)?,
+            "template" => self.template = v,
+            "title" => {}
+            "titlekey" => self.title_key = v,
+            "messagekey" => self.message_key = v,
+            "method" => self.method = v.trim().to_ascii_uppercase(),
+            _ => match lower.strip_prefix("__") {
+                Some(esc) if GENERIC_KEYS.contains(&esc) => {
+                    self.forward.push((k[2..].to_string(), v))
+                }
+                _ => self.forward.push((k, v)),
+            },
         }
-    };
-    reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|_| format!("invalid method {method:?}"))?;
-    reqwest::header::HeaderValue::from_str(&content_type)
-        .map_err(|_| "invalid contenttype".to_string())?;
+        Ok(())
+    }
+
+    /// `template=json` or none; a method and content type that make a request.
+    fn check(&self) -> Result<bool, UrlSettingError> {
+        let json = match self.template.trim().to_ascii_lowercase().as_str() {
+            "" => false,
+            "json" => true,
+            _ => return Err(UrlSettingError::Template(self.template.clone())),
+        };
+        parse_method(&self.method)?;
+        reqwest::header::HeaderValue::from_str(&self.content_type)
+            .map_err(|_| UrlSettingError::ContentType)?;
+        Ok(json)
+    }
+}
+
+fn parse_method(method: &str) -> Result<reqwest::Method, InvalidMethod> {
+    reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| InvalidMethod(method.to_string()))
+}
+
+fn parse_generic(p: Parts, custom: Option<&str>) -> Result<Target, UrlSettingError> {
+    let mut q = GenericQuery::new(custom);
+    for (k, v) in p.query {
+        q.take(k, v, custom)?;
+    }
+    let json = q.check()?;
     if p.hostport.is_empty() {
-        return Err("host missing".into());
+        return Err(UrlSettingError::HostMissing);
     }
-    let scheme = if disable_tls { "http" } else { "https" };
+    let scheme = if q.disable_tls { "http" } else { "https" };
     let mut url = reqwest::Url::parse(&format!("{scheme}://{}{}", p.hostport, p.path))
-        .map_err(|e| format!("invalid URL: {e}"))?;
-    if !forward.is_empty() {
-        url.query_pairs_mut().extend_pairs(forward);
+        .map_err(|e| UrlSettingError::Url(e.to_string()))?;
+    if !q.forward.is_empty() {
+        url.query_pairs_mut().extend_pairs(q.forward);
     }
     let basic_auth = p
         .user
@@ -480,18 +671,18 @@ fn parse_generic(p: Parts, custom: Option<&str>) -> Result<Target, String> {
         .filter(|(u, pw)| !u.is_empty() || !pw.is_empty());
     Ok(Target::Generic {
         url: url.to_string(),
-        method,
-        content_type,
-        headers,
+        method: q.method,
+        content_type: q.content_type,
+        headers: q.headers,
         basic_auth,
         json,
-        title_key,
-        message_key,
-        extra,
+        title_key: q.title_key,
+        message_key: q.message_key,
+        extra: q.extra,
     })
 }
 
-fn parse_telegram(p: Parts) -> Result<Target, String> {
+fn parse_telegram(p: Parts) -> Result<Target, UrlSettingError> {
     let token = format!(
         "{}:{}",
         p.user.as_deref().unwrap_or(""),
@@ -506,13 +697,11 @@ fn parse_telegram(p: Parts) -> Result<Target, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     });
     if !valid {
-        return Err(
-            "the bot token must look like 123456:ABC-def (telegram://TOKEN@telegram)".into(),
-        );
+        return Err(UrlSettingError::TelegramToken);
     }
     let chats = list(get(&p.query, &["chats", "channels"]).unwrap_or(""));
     if chats.is_empty() {
-        return Err("no chats (add ?chats=ID[,ID...])".into());
+        return Err(UrlSettingError::NoChats);
     }
     Ok(Target::Telegram {
         token,
@@ -528,7 +717,7 @@ const SLACK_FORMS: &str =
 
 /// A Slack token as shoutrrr reads it: an optional `hook`/`xox?` type and `:` or `-`, then
 /// three alphanumeric parts separated by `-`, `/` or `,`.
-fn slack_token(s: &str) -> Result<SlackToken, String> {
+fn slack_token(s: &str) -> Result<SlackToken, UrlSettingError> {
     let typed = |prefix_len: usize| {
         let sep = s.as_bytes().get(prefix_len).copied();
         match (s.get(..prefix_len), sep, s.get(prefix_len + 1..)) {
@@ -542,13 +731,13 @@ fn slack_token(s: &str) -> Result<SlackToken, String> {
     };
     let parts: Vec<&str> = rest.split(['-', '/', ',']).collect();
     let [a, b, c] = parts.as_slice() else {
-        return Err(SLACK_FORMS.into());
+        return Err(UrlSettingError::SlackForm);
     };
     if [a, b, c]
         .iter()
         .any(|p| p.is_empty() || !p.bytes().all(|x| x.is_ascii_alphanumeric()))
     {
-        return Err(SLACK_FORMS.into());
+        return Err(UrlSettingError::SlackForm);
     }
     Ok(if kind == "hook" {
         SlackToken::Webhook([a.to_string(), b.to_string(), c.to_string()])
@@ -557,7 +746,7 @@ fn slack_token(s: &str) -> Result<SlackToken, String> {
     })
 }
 
-fn parse_slack(p: Parts) -> Result<Target, String> {
+fn parse_slack(p: Parts) -> Result<Target, UrlSettingError> {
     let (token, channel, mut bot_name) = if p.path.len() > 1 {
         // The old webhook form: the token is host and path, the user part a bot name.
         let token = slack_token(&format!("{}{}", p.hostport, p.path))?;
@@ -578,7 +767,7 @@ fn parse_slack(p: Parts) -> Result<Target, String> {
     let (channel, base_url) = match &token {
         SlackToken::Webhook(_) => (None, SLACK_HOOKS),
         SlackToken::Api(_) if channel.is_none() => {
-            return Err("an API token needs a channel (slack://xoxb:TOKEN@CHANNEL)".into());
+            return Err(UrlSettingError::SlackChannel);
         }
         SlackToken::Api(_) => (channel, SLACK_API),
     };
@@ -591,15 +780,18 @@ fn parse_slack(p: Parts) -> Result<Target, String> {
     })
 }
 
-fn parse_discord(p: Parts) -> Result<Target, String> {
+fn parse_discord(p: Parts) -> Result<Target, UrlSettingError> {
     match p.path.as_str() {
         "" | "/" => {}
-        "/raw" => return Err("the raw JSON mode (/raw) is not supported".into()),
-        _ => return Err("expected discord://TOKEN@WEBHOOKID".into()),
+        "/raw" => return Err(UrlSettingError::DiscordRaw),
+        _ => return Err(UrlSettingError::DiscordForm),
     }
-    let token = p.user.filter(|t| !t.is_empty()).ok_or("token missing")?;
+    let token = p
+        .user
+        .filter(|t| !t.is_empty())
+        .ok_or(UrlSettingError::TokenMissing)?;
     if p.hostport.is_empty() || !p.hostport.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err("webhook id missing or invalid (discord://TOKEN@WEBHOOKID)".into());
+        return Err(UrlSettingError::WebhookId);
     }
     Ok(Target::Discord {
         token,
@@ -699,6 +891,51 @@ fn json_request(url: String, body: serde_json::Value, expect: Expect, what: Stri
     }
 }
 
+/// `Content-Type` and `Accept` from `contenttype=`, unless an `@header` sets them, then the
+/// `@header`s.
+fn generic_headers(content_type: &str, headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = vec![
+        ("Content-Type".to_string(), content_type.to_string()),
+        ("Accept".to_string(), content_type.to_string()),
+    ];
+    all.retain(|(n, _)| !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)));
+    all.extend(headers.iter().cloned());
+    all
+}
+
+/// Slack's JSON: the text, and the bot's name and icon (an image URL or an emoji name).
+fn slack_body(text: &str, bot_name: &Option<String>, icon: &Option<String>) -> serde_json::Value {
+    let mut body = serde_json::json!({ "text": text });
+    if let Some(b) = bot_name {
+        body["username"] = b.as_str().into();
+    }
+    if let Some(i) = icon {
+        let key = if i.starts_with("http://") || i.starts_with("https://") {
+            "icon_url"
+        } else {
+            "icon_emoji"
+        };
+        body[key] = i.as_str().into();
+    }
+    body
+}
+
+/// Discord's JSON: the text cut to its limit, and the webhook's name and avatar.
+fn discord_body(
+    text: &str,
+    username: &Option<String>,
+    avatar: &Option<String>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({ "content": truncate(text, DISCORD_MAX) });
+    if let Some(u) = username {
+        body["username"] = u.as_str().into();
+    }
+    if let Some(a) = avatar {
+        body["avatar_url"] = a.as_str().into();
+    }
+    body
+}
+
 impl Target {
     /// The same target with its API's scheme and host (`http://127.0.0.1:PORT`) in place of
     /// the real one; for tests. Targets without a fixed API (e-mail, generic) are unchanged.
@@ -747,7 +984,11 @@ impl Target {
     }
 
     /// The HTTP requests that deliver `title` and `message` (none for e-mail).
-    pub(crate) fn requests(&self, title: &str, message: &str) -> Result<Vec<Request>, String> {
+    pub(crate) fn requests(
+        &self,
+        title: &str,
+        message: &str,
+    ) -> Result<Vec<Request>, InvalidMethod> {
         Ok(match self {
             Target::Smtp(_) => Vec::new(),
             Target::Generic {
@@ -766,17 +1007,10 @@ impl Target {
                 } else {
                     message.as_bytes().to_vec()
                 };
-                let mut all = vec![
-                    ("Content-Type".to_string(), content_type.clone()),
-                    ("Accept".to_string(), content_type.clone()),
-                ];
-                all.retain(|(n, _)| !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)));
-                all.extend(headers.iter().cloned());
                 vec![Request {
-                    method: reqwest::Method::from_bytes(method.as_bytes())
-                        .map_err(|_| format!("invalid method {method:?}"))?,
+                    method: parse_method(method)?,
                     url: url.clone(),
-                    headers: all,
+                    headers: generic_headers(content_type, headers),
                     basic_auth: basic_auth.clone(),
                     body,
                     expect: Expect::Success,
@@ -804,18 +1038,7 @@ impl Target {
                 icon,
                 base_url,
             } => {
-                let mut body = serde_json::json!({ "text": joined(title, message) });
-                if let Some(b) = bot_name {
-                    body["username"] = b.as_str().into();
-                }
-                if let Some(i) = icon {
-                    let key = if i.starts_with("http://") || i.starts_with("https://") {
-                        "icon_url"
-                    } else {
-                        "icon_emoji"
-                    };
-                    body[key] = i.as_str().into();
-                }
+                let body = slack_body(&joined(title, message), bot_name, icon);
                 vec![slack_request(base_url, token, channel.as_deref(), body)]
             }
             Target::Discord {
@@ -825,20 +1048,9 @@ impl Target {
                 avatar,
                 base_url,
             } => {
-                let content = truncate(&joined(title, message), DISCORD_MAX);
-                let mut body = serde_json::json!({ "content": content });
-                if let Some(u) = username {
-                    body["username"] = u.as_str().into();
-                }
-                if let Some(a) = avatar {
-                    body["avatar_url"] = a.as_str().into();
-                }
-                vec![json_request(
-                    format!("{base_url}/api/webhooks/{webhook_id}/{token}"),
-                    body,
-                    Expect::Success,
-                    String::new(),
-                )]
+                let url = format!("{base_url}/api/webhooks/{webhook_id}/{token}");
+                let body = discord_body(&joined(title, message), username, avatar);
+                vec![json_request(url, body, Expect::Success, String::new())]
             }
         })
     }
@@ -851,13 +1063,16 @@ impl Target {
         &self,
         title: &str,
         message: &str,
-        http: Option<(&reqwest::Client, &tokio::runtime::Runtime)>,
+        http: Option<(&reqwest::Client, &crate::runtime::IoHandle)>,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         if let Target::Smtp(cfg) = self {
-            return mail::send(cfg, title, message, timeout).map_err(|e| self.scrub(e));
+            // The mailer keeps the password out of its errors.
+            return Ok(mail::send(cfg, title, message, timeout)?);
         }
-        let (client, rt) = http.ok_or_else(|| format!("{self}: no HTTP client"))?;
+        let (client, rt) = http.ok_or_else(|| SendError::NoHttpClient {
+            target: self.to_string(),
+        })?;
         let mut errors = Vec::new();
         for req in self.requests(title, message)? {
             if let Err(e) = execute(&req, client, rt, timeout) {
@@ -871,7 +1086,10 @@ impl Target {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(self.scrub(format!("{self}: {}", errors.join("; "))))
+            Err(SendError::Http {
+                target: self.to_string(),
+                failures: self.scrub(errors.join("; ")),
+            })
         }
     }
 }
@@ -906,7 +1124,7 @@ fn snippet(body: &str) -> String {
 fn execute(
     req: &Request,
     client: &reqwest::Client,
-    rt: &tokio::runtime::Runtime,
+    rt: &crate::runtime::IoHandle,
     timeout: Duration,
 ) -> Result<(), String> {
     // reqwest sets up its timers when a request is made, not when it is polled.
@@ -1245,7 +1463,7 @@ mod tests {
             (&format!("{base}&encryption=SSL"), "encryption"),
             ("smtp://relay/?from=nope&to=b@example.org", "sender"),
         ] {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.starts_with("smtp: ") && e.contains(want), "{url}: {e}");
         }
     }
@@ -1305,7 +1523,7 @@ mod tests {
             ("generic://h/?disabletls=maybe", "disabletls"),
             ("generic://h/?@bad%20name=v", "header name"),
         ] {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.starts_with("generic: ") && e.contains(want), "{url}: {e}");
         }
     }
@@ -1361,7 +1579,7 @@ mod tests {
                 "preview",
             ),
         ] {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.starts_with("telegram: ") && e.contains(want), "{e}");
             assert!(!e.contains("AAHdq"), "{e}");
         }
@@ -1417,7 +1635,7 @@ mod tests {
             "slack://a/b",
             &format!("slack://xoxb:1-2-{SLACK_C}"),
         ] {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.starts_with("slack: "), "{e}");
             assert!(!e.contains(SLACK_C), "{e}");
         }
@@ -1451,7 +1669,7 @@ mod tests {
             (&format!("discord://{DISCORD_TOKEN}@"), "webhook id"),
             (&format!("discord://{DISCORD_TOKEN}@1/raw"), "raw"),
         ] {
-            let e = parse(url).expect_err(url);
+            let e = parse(url).expect_err(url).to_string();
             assert!(e.starts_with("discord: ") && e.contains(want), "{e}");
             assert!(!e.contains(DISCORD_TOKEN), "{e}");
         }
@@ -1459,7 +1677,9 @@ mod tests {
 
     #[test]
     fn unknown_schemes_name_themselves_and_the_supported_ones() {
-        let e = parse("pushover://shoutrrr:tok@user/?devices=a").expect_err("pushover");
+        let e = parse("pushover://shoutrrr:tok@user/?devices=a")
+            .expect_err("pushover")
+            .to_string();
         assert!(e.contains("\"pushover\""), "{e}");
         for s in SUPPORTED {
             assert!(e.contains(s), "{e}");
@@ -1490,7 +1710,8 @@ mod tests {
         let e = parse_list(&format!(
             "discord://{DISCORD_TOKEN}@42,telegram://x@telegram"
         ))
-        .expect_err("bad second");
+        .expect_err("bad second")
+        .to_string();
         assert!(e.starts_with("URL 2 (telegram://***@telegram)"), "{e}");
     }
 
@@ -1632,11 +1853,8 @@ mod tests {
         (base, handle)
     }
 
-    fn client() -> (reqwest::Client, tokio::runtime::Runtime) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+    fn client() -> (reqwest::Client, crate::runtime::IoHandle) {
+        let rt = crate::runtime::IoRuntime::new().handle().expect("runtime");
         let c = {
             let _in = rt.enter();
             reqwest::Client::builder().build().expect("client")
@@ -1704,7 +1922,8 @@ mod tests {
         let e = api
             .with_base_url(&base)
             .send("T", "M", Some((&c, &rt)), T)
-            .expect_err("not ok");
+            .expect_err("not ok")
+            .to_string();
         server.join().expect("server");
         assert!(e.contains("invalid_auth") && !e.contains(SLACK_C), "{e}");
     }
@@ -1762,7 +1981,10 @@ mod tests {
         let t = parse(&format!("telegram://{TG_TOKEN}@telegram?chats=77"))
             .expect("parse")
             .with_base_url(&base);
-        let e = t.send("T", "M", Some((&c, &rt)), T).expect_err("400");
+        let e = t
+            .send("T", "M", Some((&c, &rt)), T)
+            .expect_err("400")
+            .to_string();
         server.join().expect("server");
         assert!(e.contains("chat 77") && e.contains("chat not found"), "{e}");
         assert!(!e.contains("AAHdq") && !e.contains("110201543:"), "{e}");
@@ -1778,7 +2000,10 @@ mod tests {
             parse(&format!("telegram://{TG_TOKEN}@telegram?chats=1")).expect("parse"),
         ] {
             let t = t.with_base_url(&format!("http://127.0.0.1:{port}"));
-            let e = t.send("T", "M", Some((&c, &rt)), T).expect_err("refused");
+            let e = t
+                .send("T", "M", Some((&c, &rt)), T)
+                .expect_err("refused")
+                .to_string();
             assert!(!e.contains(DISCORD_TOKEN) && !e.contains("AAHdq"), "{e}");
             assert!(!e.contains("127.0.0.1"), "{e}");
         }
@@ -1787,14 +2012,16 @@ mod tests {
         ))
         .expect("parse")
         .send("T", "M", Some((&c, &rt)), T)
-        .expect_err("refused");
+        .expect_err("refused")
+        .to_string();
         assert!(!e.contains("s3cr3t"), "{e}");
 
         // No HTTP client at hand.
         let e = parse(&format!("discord://{DISCORD_TOKEN}@1"))
             .expect("parse")
             .send("T", "M", None, T)
-            .expect_err("no client");
+            .expect_err("no client")
+            .to_string();
         assert!(
             e.contains("no HTTP client") && !e.contains(DISCORD_TOKEN),
             "{e}"
@@ -1824,7 +2051,8 @@ mod tests {
         ))
         .expect("parse")
         .send("T", "M", None, T)
-        .expect_err("refused");
+        .expect_err("refused")
+        .to_string();
         let seen = server.join().expect("sink");
         assert!(!e.contains("hunter2"), "{e}");
         assert!(seen.data.is_empty());

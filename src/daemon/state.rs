@@ -5,12 +5,16 @@
 //! on this host, and "state says running but nobody holds the lock" means the run died.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+use crate::engine::session::PrivateFileError;
+// The one owner-only writer, shared with the engine's key hint (the trigger socket's directory
+// and the schedule record use them through here).
+pub use crate::engine::session::{private_dir_all, write_private};
 
 /// A problem with the state files.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,15 @@ pub enum StateError {
         /// The decoder's complaint.
         message: String,
     },
+}
+
+impl From<PrivateFileError> for StateError {
+    fn from(e: PrivateFileError) -> Self {
+        StateError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Where a run stands.
@@ -169,62 +182,14 @@ pub fn load(path: &Path) -> Result<Option<JobState>, StateError> {
         })
 }
 
-/// Write the state durably: a temporary file, fsync, rename.
+/// Write the state durably and owner-only: a temporary file, fsync, rename.
 pub fn save(path: &Path, state: &JobState) -> Result<(), StateError> {
-    if let Some(dir) = path.parent() {
-        private_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    // A new owner-only file: an entry planted at the temporary name (a symlink) is removed,
-    // never written through.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)
-    }
-    .map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    write_private(path, &bytes)?;
     Ok(())
-}
-
-/// Create a directory and its missing parents, owner-only.
-pub fn private_dir_all(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Write `bytes` to `path` atomically (a new owner-only file renamed over it; an existing
-/// symlink at the temporary name is never followed).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        private_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The run lock, held while a job runs; released when dropped or when the process dies.

@@ -1,13 +1,7 @@
 //! What the Docker adapter knows about a volume backup: the tags that record which volume (or
 //! host directory) a snapshot's source is, and which container this process runs in (never
 //! stopped). The backup itself, two passes with the labelled containers stopped only for the
-//! second, is [`crate::engine::volume_backup`]; its items are re-exported here under their
-//! old paths.
-
-pub use crate::engine::volume_backup::{
-    DockerBackupOptions, DockerBackupSummary, FirstPass, SourcesBackup, VolumeBackup,
-    backup_sources, backup_volumes,
-};
+//! second, is `engine::volume_backup` (the engine calls this module, never the reverse).
 
 use super::ContainerEngine;
 

@@ -2,9 +2,9 @@
 //! API version negotiated with the engine (bollard speaks 1.53; Debian's 20.10 engine 1.41),
 //! and engine errors turned into [`DockerError`]s that say what to do.
 //!
-//! The rest of coffer is synchronous (rayon and threads), so the client owns one small tokio
-//! runtime, built once per connection, and its methods wait for the engine's answer. It must
-//! not be called from inside async code.
+//! The rest of coffer is synchronous (rayon and threads), so the client's methods wait for
+//! the engine's answer on the process's I/O runtime ([`crate::runtime`]), which it keeps
+//! alive. It must not be called from inside async code.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use super::DockerError;
 use super::label::ContainerInfo;
 use super::volume::DockerVolume;
+use crate::runtime::{IoHandle, IoRuntime};
 
 /// Where the engine listens when `DOCKER_HOST` is not set.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -32,7 +33,7 @@ pub const MAX_EXEC_OUTPUT_BYTES: usize = 64 << 10;
 
 /// A connected Docker engine.
 pub struct DockerClient {
-    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) rt: IoHandle,
     pub(super) docker: Docker,
     host: String,
 }
@@ -49,16 +50,10 @@ pub fn resolve_host(host: Option<&str>) -> String {
 }
 
 impl DockerClient {
-    /// Connect to the engine at `host` (see [`resolve_host`]) and agree on an API version.
-    pub fn connect(host: Option<&str>) -> Result<Self, DockerError> {
+    /// Connect to the engine at `host` (see [`resolve_host`]) and agree on an API version;
+    /// requests run on `io` (started here if it was not).
+    pub fn connect(host: Option<&str>, io: &IoRuntime) -> Result<Self, DockerError> {
         let host = resolve_host(host);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| DockerError::Unreachable {
-                host: host.clone(),
-                message: format!("cannot start the I/O runtime: {e}"),
-            })?;
         let timeout = REQUEST_TIMEOUT.as_secs();
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION)
@@ -70,6 +65,10 @@ impl DockerClient {
             return Err(DockerError::UnsupportedHost(host));
         }
         .map_err(|e| connection_error(&host, e))?;
+        let rt = io.handle().map_err(|e| DockerError::Unreachable {
+            host: host.clone(),
+            message: format!("cannot start the I/O runtime: {e}"),
+        })?;
         // Negotiating is the first request: it tells whether anything answers.
         let docker = rt
             .block_on(docker.negotiate_version())
@@ -385,7 +384,7 @@ mod tests {
 
     #[test]
     fn missing_socket_is_unreachable() {
-        match DockerClient::connect(Some("unix:///nonexistent/docker.sock")) {
+        match DockerClient::connect(Some("unix:///nonexistent/docker.sock"), &IoRuntime::new()) {
             Err(DockerError::Unreachable { host, message }) => {
                 assert_eq!(host, "unix:///nonexistent/docker.sock");
                 assert!(message.contains("/nonexistent/docker.sock"), "{message}");
@@ -397,9 +396,11 @@ mod tests {
 
     #[test]
     fn unknown_scheme_is_refused() {
+        let io = IoRuntime::new();
         assert!(matches!(
-            DockerClient::connect(Some("ssh://host")),
+            DockerClient::connect(Some("ssh://host"), &io),
             Err(DockerError::UnsupportedHost(_))
         ));
+        assert!(!io.is_started());
     }
 }

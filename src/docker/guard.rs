@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::label::ContainerInfo;
 use super::{ContainerEngine, DockerClient, DockerError};
+use crate::runtime::IoRuntime;
 
 /// How often a start that failed is tried again.
 const START_ATTEMPTS: u32 = 3;
@@ -197,8 +198,8 @@ pub fn shutting_down() -> bool {
 /// Start every container this process stopped and has not started again; from then on, no
 /// container is stopped. For the signal path: it blocks until the engine answered (waiting,
 /// at most [`STOP_IN_FLIGHT_WAIT`], for stops in flight to finish first). Returns the names of
-/// the containers started.
-pub fn restart_stopped_containers() -> Vec<String> {
+/// the containers started. Requests run on `io`.
+pub fn restart_stopped_containers(io: &IoRuntime) -> Vec<String> {
     registry().shutting_down = true;
     let deadline = Instant::now() + STOP_IN_FLIGHT_WAIT;
     while Instant::now() < deadline
@@ -215,7 +216,7 @@ pub fn restart_stopped_containers() -> Vec<String> {
     hosts.sort_unstable();
     hosts.dedup();
     for host in hosts {
-        let client = match DockerClient::connect(Some(host)) {
+        let client = match DockerClient::connect(Some(host), io) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: cannot start the stopped containers again: {e}");

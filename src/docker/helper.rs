@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{DockerClient, DockerError};
+use crate::runtime::IoRuntime;
 
 /// Label on every helper container.
 pub const HELPER_LABEL: &str = "coffer.helper";
@@ -88,12 +89,13 @@ pub(crate) fn host_name() -> String {
         .into_owned()
 }
 
-/// Remove every helper this process started and has not removed yet (the signal path).
-pub fn remove_helpers() -> usize {
+/// Remove every helper this process started and has not removed yet (the signal path), with
+/// requests on `io`.
+pub fn remove_helpers(io: &IoRuntime) -> usize {
     let list: Vec<(String, String)> = helpers().clone();
     let mut n = 0;
     for (host, id) in list {
-        if let Ok(c) = DockerClient::connect(Some(&host))
+        if let Ok(c) = DockerClient::connect(Some(&host), io)
             && c.remove_container(&id).is_ok()
         {
             n += 1;

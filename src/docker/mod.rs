@@ -6,9 +6,9 @@
 //! ([`label`]) and the order they stop and start in ([`order`]), commands run inside
 //! containers ([`hook`]), helper containers ([`helper`]), and the guarantee that every
 //! container it stopped is started again on every way out, signals included ([`guard`]). The
-//! two-pass volume backup and the restore into a volume are [`crate::engine::volume_backup`]
-//! and [`crate::engine::volume_restore`], written against [`ContainerEngine`]; [`backup`] and
-//! [`restore`] re-export them under their old paths.
+//! two-pass volume backup and the restore into a volume are `engine::volume_backup` and
+//! `engine::volume_restore`, written against [`ContainerEngine`]: the engine calls this
+//! module, and nothing here imports the engine.
 //!
 //! Invariant: a container this module stopped is in the [`guard`] registry until it has been
 //! started again; a container that was not running when coffer came is never started.
@@ -26,17 +26,13 @@ pub mod order;
 pub mod restore;
 pub mod volume;
 
-pub use backup::{DockerBackupOptions, DockerBackupSummary, VolumeBackup, backup_volumes};
 pub use client::DockerClient;
 pub use engine_api::ContainerEngine;
 pub use guard::{ContainerDowntime, restart_stopped_containers};
-pub use restore::{
-    HelperAccess, RestoreTarget, VolumeJob, VolumeRestoreOptions, VolumeRestoreSummary,
-    restore_volume,
-};
+pub use restore::RestoreTarget;
 pub use volume::{DockerVolume, VolumeSelection};
 
-use crate::engine::EngineError;
+use crate::error::ErrorClass;
 
 /// What can go wrong talking to Docker.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +99,20 @@ pub enum DockerError {
     /// The run was interrupted by a signal; no further containers are stopped.
     #[error("interrupted")]
     Interrupted,
-    /// The backup or restore engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+}
+
+impl DockerError {
+    /// What kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DockerError::Unreachable { .. } | DockerError::Api { .. } => ErrorClass::Transient,
+            DockerError::PermissionDenied { .. }
+            | DockerError::UnsupportedHost(_)
+            | DockerError::NoSuchVolume(_)
+            | DockerError::Hook { .. }
+            | DockerError::VolumeData { .. }
+            | DockerError::Usage(_) => ErrorClass::User,
+            DockerError::Interrupted => ErrorClass::Interrupted,
+        }
+    }
 }

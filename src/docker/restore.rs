@@ -1,16 +1,9 @@
 //! Where a restore into Docker goes ([`RestoreTarget`]) and where a helper container mounts
 //! it. The restore itself (stop the target's users, save a safety snapshot, restore, start
-//! them again) is [`crate::engine::volume_restore`]; its items are re-exported here under
-//! their old paths.
+//! them again) is `engine::volume_restore` (the engine calls this module, never the
+//! reverse).
 
 use serde::{Deserialize, Serialize};
-
-pub use crate::engine::volume_job::{
-    HelperRequest, SAFETY_TAG, VolumeJob, VolumeJobResult, run_volume_job,
-};
-pub use crate::engine::volume_restore::{
-    HelperAccess, VolumeRestoreOptions, VolumeRestoreSummary, restore_volume,
-};
 
 /// Where a helper mounts the volume it restores into.
 pub const HELPER_TARGET: &str = "/coffer-target";

@@ -366,7 +366,7 @@ impl Walker<'_> {
                 Boundary::Inside => {}
                 Boundary::Outside => return Ok(None),
                 Boundary::MountPoint => {
-                    let empty = Tree { nodes: Vec::new() }.encode();
+                    let empty = super::encode_tree(&Tree { nodes: Vec::new() })?;
                     node.subtree = Some(self.saver.save(BlobKind::Tree, &empty)?);
                     self.counters.dirs.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(node));
@@ -581,7 +581,10 @@ impl Walker<'_> {
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = Tree { nodes };
-        Ok(Some(self.saver.save(BlobKind::Tree, &tree.encode())?))
+        Ok(Some(
+            self.saver
+                .save(BlobKind::Tree, &super::encode_tree(&tree)?)?,
+        ))
     }
 
     /// Read, chunk and save a file's content into `node`. `Ok(false)`: unreadable (warned).
@@ -873,7 +876,7 @@ fn walk_and_upload(
         }
         let uploaded = uploader
             .join()
-            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+            .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
         uploaded?;
         walked
     })
@@ -915,7 +918,7 @@ fn walk_sources(
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let root = walker
         .saver
-        .save(BlobKind::Tree, &Tree { nodes }.encode())?;
+        .save(BlobKind::Tree, &super::encode_tree(&Tree { nodes })?)?;
     walker.saver.finish()?;
     Ok(root)
 }

@@ -101,7 +101,7 @@ pub fn forget(
             summary.removed += 1;
             if !opts.dry_run {
                 let id = SnapshotId::from_hex(&d.id)
-                    .map_err(|e| EngineError::Usage(format!("snapshot id {}: {e}", d.id)))?;
+                    .map_err(|e| EngineError::Internal(format!("snapshot id {}: {e}", d.id)))?;
                 // Recorded as forgotten first, so that the catalog never takes this
                 // snapshot's disappearance for a vanished one.
                 catalog.remove_snapshot(&id)?;

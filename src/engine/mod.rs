@@ -17,7 +17,10 @@ mod blob_reader;
 pub mod check;
 mod check_index;
 mod content;
+pub mod diff;
+pub mod dump;
 pub mod exclude;
+pub mod find;
 pub mod forget;
 pub mod progress;
 pub mod prune;
@@ -40,6 +43,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::error::ErrorClass;
 use crate::format::tree::Tree;
 use crate::id::BlobId;
 use crate::repo::{RepoError, Repository};
@@ -58,6 +62,15 @@ pub enum EngineError {
     /// A problem with what the user asked for.
     #[error("{0}")]
     Usage(String),
+    /// A bug: a panicked thread or a broken invariant.
+    #[error("{0}")]
+    Internal(String),
+    /// Blobs that snapshots need are in no pack (prune refuses to run).
+    #[error(transparent)]
+    MissingBlobs(#[from] prune::MissingBlobs),
+    /// The container engine failed (Docker volume backups and restores).
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     /// A local file system error that stops the whole operation.
     #[error("{path}: {source}")]
     Io {
@@ -66,6 +79,21 @@ pub enum EngineError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl EngineError {
+    /// What kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::Repo(e) => e.class(),
+            EngineError::Catalog(e) => e.class(),
+            EngineError::Usage(_) => ErrorClass::User,
+            EngineError::Internal(_) => ErrorClass::Internal,
+            EngineError::MissingBlobs(_) => ErrorClass::Corrupt,
+            EngineError::Io { .. } => ErrorClass::Transient,
+            EngineError::Docker(e) => e.class(),
+        }
+    }
 }
 
 /// A problem with one file that did not stop the operation.
@@ -117,6 +145,12 @@ pub fn load_tree(repo: &Repository, catalog: &Catalog, id: &BlobId) -> Result<Tr
     let tree = Tree::decode(&bytes).map_err(|e| RepoError::corrupt(format!("tree {id}"), e))?;
     catalog.cache_tree(id, &bytes)?;
     Ok(tree)
+}
+
+/// Encode a tree to save it; a failure is a bug, reported as one.
+pub(crate) fn encode_tree(tree: &Tree) -> Result<Vec<u8>, EngineError> {
+    tree.encode()
+        .map_err(|e| EngineError::Internal(format!("encoding a tree: {e}")))
 }
 
 /// The user name a snapshot records: `$USER`, else `$LOGNAME`, else the effective uid.

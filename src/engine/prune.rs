@@ -107,7 +107,7 @@ impl PrunePlan {
         index: &[PackIndex],
         used: &HashSet<BlobId>,
         max_unused_percent: f64,
-    ) -> Result<PrunePlan, String> {
+    ) -> Result<PrunePlan, MissingBlobs> {
         let mut plan = PrunePlan {
             packs: packs.len() as u64,
             pack_bytes: packs.values().sum(),
@@ -251,22 +251,31 @@ fn live_locations(
     live
 }
 
+/// Blobs that snapshots need and no pack holds: the repository is damaged, and prune refuses
+/// to run (it would make things worse).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{count} blob(s) that snapshots need are in no pack (e.g. {example}): nothing was deleted; \
+     run `coffer check` and `coffer repair index`"
+)]
+pub struct MissingBlobs {
+    /// How many.
+    pub count: usize,
+    /// One of them.
+    pub example: BlobId,
+}
+
 /// Refuse to prune when a used blob is in no pack: it would make things worse.
 fn refuse_missing(
     used: &HashSet<BlobId>,
     live: &HashMap<BlobId, BlobLocation>,
-) -> Result<(), String> {
-    let missing = used.iter().filter(|b| !live.contains_key(b)).count();
-    if missing > 0 {
-        let example = used
-            .iter()
-            .find(|b| !live.contains_key(b))
-            .map(|b| b.to_string())
-            .unwrap_or_default();
-        return Err(format!(
-            "{missing} blob(s) that snapshots need are in no pack (e.g. {example}): \
-             nothing was deleted; run `coffer check` and `coffer repair index`"
-        ));
+) -> Result<(), MissingBlobs> {
+    let mut missing = used.iter().filter(|b| !live.contains_key(b));
+    if let Some(example) = missing.next() {
+        return Err(MissingBlobs {
+            count: 1 + missing.count(),
+            example: *example,
+        });
     }
     Ok(())
 }
@@ -322,8 +331,7 @@ pub fn prune_locked(
     let index = load_index_files(repo, &index_ids)?;
     let snapshots = repo.list_snapshots()?;
     let used = used_blobs(repo, catalog, &snapshots)?;
-    let plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)
-        .map_err(EngineError::Usage)?;
+    let plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)?;
     let mut summary = PruneSummary {
         snapshots: snapshots.len() as u64,
         bytes_before: plan.pack_bytes,
@@ -574,7 +582,8 @@ mod tests {
         // A used blob that only lives in a missing pack stops prune.
         used.insert(blob(30));
         let err = PrunePlan::compute(&packs, &index, &used, 5.0).unwrap_err();
-        assert!(err.contains("nothing was deleted"), "{err}");
+        assert_eq!(err.count, 1);
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
     }
 
     #[test]

@@ -37,23 +37,24 @@ impl GroupBy {
     };
 
     /// Parse `host,sources,tags` (any subset, or empty for one group).
-    pub fn parse(s: &str) -> Result<GroupBy, String> {
+    pub fn parse(s: &str) -> Result<GroupBy, UnknownGroupBy> {
         let mut g = GroupBy::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "host" => g.host = true,
                 "sources" | "paths" => g.sources = true,
                 "tags" => g.tags = true,
-                other => {
-                    return Err(format!(
-                        "unknown group-by field {other:?}: use host, sources, tags"
-                    ));
-                }
+                other => return Err(UnknownGroupBy(other.to_string())),
             }
         }
         Ok(g)
     }
 }
+
+/// A `--group-by` field that is not host, sources or tags.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown group-by field {0:?}: use host, sources, tags")]
+pub struct UnknownGroupBy(pub String);
 
 /// A retention policy. Counts of 0 mean "not used".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

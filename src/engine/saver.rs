@@ -160,7 +160,7 @@ impl<'a> Saver<'a> {
             }
             let (_, comp) = c
                 .as_mut()
-                .ok_or_else(|| EngineError::Usage("no compressor".into()))?;
+                .ok_or_else(|| EngineError::Internal("no compressor".into()))?;
             Ok(self.repo.seal_blob(id, kind, data, comp)?)
         })?;
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
@@ -189,9 +189,9 @@ impl<'a> Saver<'a> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {
             Some(tx) => tx.send(pack).map_err(|_| {
-                EngineError::Usage("the pack uploader stopped (see the error above)".into())
+                EngineError::Internal("the pack uploader stopped (see the error above)".into())
             }),
-            None => Err(EngineError::Usage("saver already finished".into())),
+            None => Err(EngineError::Internal("saver already finished".into())),
         }
     }
 

@@ -10,6 +10,7 @@ mod admin;
 mod cache_dir;
 mod last_key;
 mod location;
+mod private_file;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,12 +19,14 @@ use zeroize::Zeroizing;
 
 use super::EngineError;
 use crate::catalog::{Catalog, CatalogError};
+use crate::error::ErrorClass;
 use crate::repo::StorageError;
 use crate::repo::{KeyChoice, RepoError, Repository};
 
 pub use admin::Stats;
 pub use cache_dir::{CacheDirError, check_cache_dir};
 pub use location::{Found, Location, Store};
+pub use private_file::{PrivateFileError, private_dir_all, write_private};
 
 // What callers pass in or get back and name: the layers below are not theirs to import.
 pub use crate::catalog::{SnapshotEntry, VanishedSnapshot};
@@ -72,49 +75,16 @@ impl SessionError {
     }
 }
 
-/// Why a command failed, where an exit code of its own tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// No repository at the location.
-    NoRepository,
-    /// Another process holds a conflicting lock.
-    Locked,
-    /// No key opened with the passphrase.
-    WrongPassword,
-}
-
-/// The [`Failure`] one error of a chain stands for, if any.
-pub fn failure(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-    let repo = e
-        .downcast_ref::<RepoError>()
-        .or_else(|| e.downcast_ref::<EngineError>().and_then(engine_repo))
-        .or_else(
-            || match e.downcast_ref::<crate::catalog::RefreshError<RepoError>>() {
-                Some(crate::catalog::RefreshError::Source(r)) => Some(r),
-                _ => None,
-            },
-        )
-        .or_else(|| match e.downcast_ref::<SessionError>() {
-            Some(SessionError::Repo(r)) => Some(r),
-            Some(SessionError::Engine(x)) => engine_repo(x),
-            _ => None,
-        })
-        .or_else(|| match e.downcast_ref::<crate::docker::DockerError>() {
-            Some(crate::docker::DockerError::Engine(x)) => engine_repo(x),
-            _ => None,
-        });
-    match repo? {
-        RepoError::NotARepository(_) => Some(Failure::NoRepository),
-        RepoError::Locked(_) => Some(Failure::Locked),
-        RepoError::WrongPassword | RepoError::KeysNotTried(_) => Some(Failure::WrongPassword),
-        _ => None,
-    }
-}
-
-fn engine_repo(e: &EngineError) -> Option<&RepoError> {
-    match e {
-        EngineError::Repo(r) => Some(r),
-        _ => None,
+impl SessionError {
+    /// What kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SessionError::Repo(e) => e.class(),
+            SessionError::Catalog(e) | SessionError::OpenCatalog { source: e, .. } => e.class(),
+            SessionError::Engine(e) => e.class(),
+            SessionError::Storage(e) => e.class(),
+            SessionError::CacheDir(_) | SessionError::Passphrase(_) => ErrorClass::User,
+        }
     }
 }
 
@@ -139,6 +109,8 @@ pub struct OpenOptions {
     pub lock_wait: Duration,
     /// Packs a backup uploads at once (default: the store's own).
     pub pack_uploads: Option<usize>,
+    /// The runtime a remote store's I/O runs on (started only if one is opened).
+    pub io: crate::runtime::IoRuntime,
 }
 
 impl OpenOptions {
@@ -223,7 +195,7 @@ pub fn open_repository(
     passphrase: &mut dyn FnMut() -> Result<Zeroizing<Vec<u8>>, PassphraseError>,
     opts: &OpenOptions,
 ) -> Result<Repository, SessionError> {
-    let found = Store::at(location)?.find()?;
+    let found = Store::at(location, &opts.io)?.find()?;
     let pw = passphrase().map_err(SessionError::Passphrase)?;
     found.open(&pw, opts)
 }
@@ -290,26 +262,40 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn failures_are_found_through_every_wrapper() {
+    fn classes_are_found_through_every_wrapper() {
         let missing = || RepoError::NotARepository("here".into());
-        let cases: Vec<(Box<dyn std::error::Error + 'static>, Option<Failure>)> = vec![
-            (Box::new(missing()), Some(Failure::NoRepository)),
+        let cases = [
             (
-                Box::new(SessionError::Repo(RepoError::WrongPassword)),
-                Some(Failure::WrongPassword),
+                SessionError::Repo(missing()).class(),
+                ErrorClass::NoRepository,
             ),
             (
-                Box::new(SessionError::Repo(RepoError::Locked("pid 1".into()))),
-                Some(Failure::Locked),
+                SessionError::Repo(RepoError::WrongPassword).class(),
+                ErrorClass::WrongPassword,
             ),
             (
-                Box::new(SessionError::Engine(EngineError::Repo(missing()))),
-                Some(Failure::NoRepository),
+                SessionError::Repo(RepoError::Locked("pid 1".into())).class(),
+                ErrorClass::Locked,
             ),
-            (Box::new(RepoError::Key("no".into())), None),
+            (
+                SessionError::Engine(EngineError::Repo(missing())).class(),
+                ErrorClass::NoRepository,
+            ),
+            (
+                SessionError::Repo(RepoError::Key("no".into())).class(),
+                ErrorClass::User,
+            ),
+            (
+                SessionError::Repo(RepoError::corrupt("config", "bad")).class(),
+                ErrorClass::Corrupt,
+            ),
+            (
+                EngineError::Internal("panicked".into()).class(),
+                ErrorClass::Internal,
+            ),
         ];
-        for (e, want) in cases {
-            assert_eq!(failure(e.as_ref()), want, "{e}");
+        for (got, want) in cases {
+            assert_eq!(got, want);
         }
     }
 

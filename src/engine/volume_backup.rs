@@ -138,7 +138,7 @@ pub fn backup_volumes(
     catalog: &Catalog,
     opts: &DockerBackupOptions,
     progress: &Progress,
-) -> Result<DockerBackupSummary, DockerError> {
+) -> Result<DockerBackupSummary, EngineError> {
     let own = own_container_id();
     let run = Run {
         engine,
@@ -151,7 +151,7 @@ pub fn backup_volumes(
     run_volumes(&run)
 }
 
-fn run_volumes(run: &Run<'_>) -> Result<DockerBackupSummary, DockerError> {
+fn run_volumes(run: &Run<'_>) -> Result<DockerBackupSummary, EngineError> {
     let start = Instant::now();
     let volumes = run.opts.selection.resolve(run.engine)?;
     let mut out = DockerBackupSummary {
@@ -166,10 +166,13 @@ fn run_volumes(run: &Run<'_>) -> Result<DockerBackupSummary, DockerError> {
         };
         match one_volume(run, vol, &mut vb) {
             Ok(()) => {}
-            Err(e @ (DockerError::Interrupted | DockerError::Unreachable { .. })) => return Err(e),
-            Err(DockerError::Engine(e @ (EngineError::Repo(_) | EngineError::Catalog(_)))) => {
-                return Err(DockerError::Engine(e));
-            }
+            Err(
+                e @ (EngineError::Docker(
+                    DockerError::Interrupted | DockerError::Unreachable { .. },
+                )
+                | EngineError::Repo(_)
+                | EngineError::Catalog(_)),
+            ) => return Err(e),
             Err(e) => vb.error = Some(e.to_string()),
         }
         if vb.error.is_some() {
@@ -184,7 +187,7 @@ fn run_volumes(run: &Run<'_>) -> Result<DockerBackupSummary, DockerError> {
     Ok(out)
 }
 
-fn one_volume(run: &Run<'_>, vol: &DockerVolume, vb: &mut VolumeBackup) -> Result<(), DockerError> {
+fn one_volume(run: &Run<'_>, vol: &DockerVolume, vb: &mut VolumeBackup) -> Result<(), EngineError> {
     let opts = run.opts;
     let path = vol.data_path(&opts.mount_dir)?;
     vb.path = path.display().to_string();
@@ -246,7 +249,7 @@ fn describe_volume(
     run: &Run<'_>,
     vol: &DockerVolume,
     vb: &mut VolumeBackup,
-) -> Result<Vec<ContainerInfo>, DockerError> {
+) -> Result<Vec<ContainerInfo>, EngineError> {
     let users: Vec<ContainerInfo> = run
         .engine
         .containers_using(&vol.name)?
@@ -282,7 +285,7 @@ fn after_read(
     users: &[ContainerInfo],
     containers: &[ContainerDowntime],
     hooks: &mut Vec<HookRun>,
-) -> Result<(), DockerError> {
+) -> Result<(), EngineError> {
     let users_now: Vec<ContainerInfo> = users
         .iter()
         .filter_map(|c| engine.inspect(&c.id).ok().flatten())
@@ -293,9 +296,10 @@ fn after_read(
         return Err(DockerError::Api {
             what: format!("starting container {} again", c.name),
             message: c.error.clone().unwrap_or_default(),
-        });
+        }
+        .into());
     }
-    post
+    Ok(post?)
 }
 
 /// What a directory backup with stopped containers did.
@@ -326,7 +330,7 @@ pub fn backup_sources(
     stop_label_value: &str,
     stop_timeout: Duration,
     progress: &Progress,
-) -> Result<SourcesBackup, DockerError> {
+) -> Result<SourcesBackup, EngineError> {
     let me = match own_container_id() {
         Some(id) => engine.inspect(&id)?,
         None => None,
@@ -353,7 +357,7 @@ fn sources_with(
     bopts: &BackupOptions,
     stop: &SourcesStop<'_>,
     progress: &Progress,
-) -> Result<SourcesBackup, DockerError> {
+) -> Result<SourcesBackup, EngineError> {
     let mut out = SourcesBackup::default();
     // Which volume (or host directory) each source is, recorded as tags so that
     // `restore --all-volumes` puts each back where it came from.
@@ -408,7 +412,7 @@ fn source_volumes(
     bopts: &BackupOptions,
     me: Option<&ContainerInfo>,
     volumes: &mut Vec<String>,
-) -> Result<Vec<String>, DockerError> {
+) -> Result<Vec<String>, EngineError> {
     let mut recorded = Vec::new();
     let source_named = |p: &Path| {
         bopts
@@ -457,7 +461,7 @@ struct Stopping<'a> {
 
 /// What a read with stopped containers did.
 struct StoppedRead {
-    snapshot: Result<BackupSummary, DockerError>,
+    snapshot: Result<BackupSummary, EngineError>,
     first_pass: Option<FirstPass>,
     containers: Vec<ContainerDowntime>,
 }
@@ -475,13 +479,12 @@ fn read_stopping(
     progress: &Progress,
 ) -> StoppedRead {
     let mut out = StoppedRead {
-        snapshot: Err(DockerError::Interrupted),
+        snapshot: Err(DockerError::Interrupted.into()),
         first_pass: None,
         containers: Vec::new(),
     };
     if stopping.containers.is_empty() {
-        out.snapshot = backup_pass(repo, catalog, bopts, PassOptions::default(), progress)
-            .map_err(DockerError::from);
+        out.snapshot = backup_pass(repo, catalog, bopts, PassOptions::default(), progress);
         return out;
     }
     // Held across both passes: the first pass's blobs are referenced by no snapshot until
@@ -489,7 +492,7 @@ fn read_stopping(
     let _hold = match repo.lock(LockKind::Shared, "backup with stopped containers") {
         Ok(l) => l,
         Err(e) => {
-            out.snapshot = Err(EngineError::from(e).into());
+            out.snapshot = Err(e.into());
             return out;
         }
     };
@@ -511,13 +514,13 @@ fn read_stopping(
                 });
             }
             Err(e) => {
-                out.snapshot = Err(e.into());
+                out.snapshot = Err(e);
                 return out;
             }
         }
     }
     let mut guard = StopGuard::new(engine, stopping.grace);
-    out.snapshot = (|| -> Result<BackupSummary, DockerError> {
+    out.snapshot = (|| -> Result<BackupSummary, EngineError> {
         for i in stopping.order.stop() {
             guard.stop(&stopping.containers[i])?;
         }
@@ -525,7 +528,7 @@ fn read_stopping(
             no_snapshot: false,
             compare_tree,
         };
-        Ok(backup_pass(repo, catalog, bopts, second, progress)?)
+        backup_pass(repo, catalog, bopts, second, progress)
     })();
     out.containers = guard.start_all();
     out
@@ -594,7 +597,7 @@ mod tests {
             &self,
             opts: &DockerBackupOptions,
             own: Option<&str>,
-        ) -> Result<DockerBackupSummary, DockerError> {
+        ) -> Result<DockerBackupSummary, EngineError> {
             let run = Run {
                 engine: &self.engine,
                 repo: &self.repo,

@@ -140,7 +140,7 @@ pub fn restore_volume(
     opts: &VolumeRestoreOptions,
     access: &HelperAccess,
     progress: &Progress,
-) -> Result<VolumeRestoreSummary, DockerError> {
+) -> Result<VolumeRestoreSummary, EngineError> {
     let me = match own_container_id() {
         Some(id) => engine.inspect(&id)?,
         None => None,
@@ -181,7 +181,7 @@ struct Located {
     created: bool,
 }
 
-fn restore_as(run: &RestoreRun<'_>) -> Result<VolumeRestoreSummary, DockerError> {
+fn restore_as(run: &RestoreRun<'_>) -> Result<VolumeRestoreSummary, EngineError> {
     let start = Instant::now();
     let opts = run.opts;
     let target = locate(run)?;
@@ -204,7 +204,7 @@ fn restore_as(run: &RestoreRun<'_>) -> Result<VolumeRestoreSummary, DockerError>
     }
     let order = start_order(&users);
     let mut guard = StopGuard::new(run.engine, Duration::from_secs(opts.stop_timeout_secs));
-    let work = (|| -> Result<(VolumeJobResult, bool), DockerError> {
+    let work = (|| -> Result<(VolumeJobResult, bool), EngineError> {
         if !opts.job.dry_run {
             for i in order.stop() {
                 guard.stop(&users[i])?;
@@ -249,7 +249,7 @@ fn restore_as(run: &RestoreRun<'_>) -> Result<VolumeRestoreSummary, DockerError>
 }
 
 /// Find (or create) the target, whether this process can write it, and who uses it.
-fn locate(run: &RestoreRun<'_>) -> Result<Located, DockerError> {
+fn locate(run: &RestoreRun<'_>) -> Result<Located, EngineError> {
     let opts = run.opts;
     let mut created = false;
     let (direct, users, bind) = match &opts.target {
@@ -261,7 +261,7 @@ fn locate(run: &RestoreRun<'_>) -> Result<Located, DockerError> {
                     run.engine.create_volume(name)?
                 }
                 None => {
-                    return Err(DockerError::Usage(format!(
+                    return Err(EngineError::Usage(format!(
                         "Docker volume {name:?} does not exist; add --create to create it"
                     )));
                 }
@@ -287,7 +287,7 @@ fn locate(run: &RestoreRun<'_>) -> Result<Located, DockerError> {
         }
     };
     if direct.is_none() && run.me.is_none() && run.access.image.is_none() {
-        return Err(DockerError::Usage(format!(
+        return Err(EngineError::Usage(format!(
             "cannot write into {}: run coffer as root on the Docker host, or from its \
              container (`docker exec <backup container> restore ...`), or name an image of \
              coffer with COFFER_HELPER_IMAGE",
@@ -324,7 +324,7 @@ fn run_in_helper(
     bind: &str,
     opts: &VolumeRestoreOptions,
     access: &HelperAccess,
-) -> Result<VolumeJobResult, DockerError> {
+) -> Result<VolumeJobResult, EngineError> {
     // Leftovers of a caller that died are removed first.
     for (id, name, owner) in engine.leftover_helpers()? {
         tracing::info!("removing leftover helper container {name} (started by {owner})");
@@ -337,7 +337,8 @@ fn run_in_helper(
         key_id: access.key_id.clone(),
         job: opts.job.clone(),
     };
-    let mut stdin = serde_json::to_vec(&request).map_err(|e| DockerError::Usage(e.to_string()))?;
+    let mut stdin = serde_json::to_vec(&request)
+        .map_err(|e| EngineError::Internal(format!("encoding the helper's request: {e}")))?;
     stdin.push(b'\n');
     let mut binds = vec![bind.to_string()];
     let (image, volumes_from, network_mode) = match me {
@@ -390,7 +391,8 @@ fn run_in_helper(
                 out.code,
                 String::from_utf8_lossy(&last_line).trim()
             ),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -488,7 +490,7 @@ mod tests {
             &self,
             opts: &VolumeRestoreOptions,
             me: Option<&ContainerInfo>,
-        ) -> Result<VolumeRestoreSummary, DockerError> {
+        ) -> Result<VolumeRestoreSummary, EngineError> {
             let access = self.access();
             let run = RestoreRun {
                 engine: &self.engine,
@@ -565,7 +567,10 @@ mod tests {
         opts.job.snapshot = "0".repeat(64);
         opts.job.safety_snapshot = false;
         let e = w.restore(&opts, Some(&me)).unwrap_err();
-        assert!(matches!(e, DockerError::Engine(_)), "{e}");
+        assert!(
+            matches!(e, EngineError::Repo(_) | EngineError::Catalog(_)),
+            "{e}"
+        );
         assert_eq!(
             w.engine.stops_and_starts(),
             ["stop app", "stop db", "start db", "start app"]

@@ -85,17 +85,17 @@ struct VersionOnly {
 
 impl Config {
     /// The bytes the MAC is computed over.
-    pub fn mac_input(&self) -> Vec<u8> {
+    pub fn mac_input(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut c = self.clone();
         c.mac = String::new();
-        serde_json::to_vec(&c).unwrap_or_default()
+        serde_json::to_vec(&c)
     }
 
     /// Encode as JSON.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut v = serde_json::to_vec_pretty(self)?;
         v.push(b'\n');
-        v
+        Ok(v)
     }
 
     /// Decode, refusing a newer version with a clear error.
@@ -150,22 +150,22 @@ mod tests {
             created: "2026-11-23T00:00:00Z".into(),
             mac: "b".repeat(64),
         };
-        assert_eq!(Config::decode(&c.encode()).unwrap(), c);
+        assert_eq!(Config::decode(&c.encode().unwrap()).unwrap(), c);
         let mut older = c.clone();
         older.version = 1;
-        assert_eq!(Config::decode(&older.encode()).unwrap(), older);
+        assert_eq!(Config::decode(&older.encode().unwrap()).unwrap(), older);
         let mut newer = c.clone();
         newer.version = FORMAT_VERSION + 1;
         assert!(matches!(
-            Config::decode(&newer.encode()),
+            Config::decode(&newer.encode().unwrap()),
             Err(FormatError::UnsupportedVersion { found: 4, .. })
         ));
         newer.version = 0;
-        assert!(Config::decode(&newer.encode()).is_err());
+        assert!(Config::decode(&newer.encode().unwrap()).is_err());
         let mut odd = c.clone();
         odd.chunker.min_bytes = 1001;
-        assert!(Config::decode(&odd.encode()).is_err());
+        assert!(Config::decode(&odd.encode().unwrap()).is_err());
         assert!(Config::decode(b"{").is_err());
-        assert_ne!(c.mac_input(), c.encode());
+        assert_ne!(c.mac_input().unwrap(), c.encode().unwrap());
     }
 }

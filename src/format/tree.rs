@@ -170,12 +170,12 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Encode; entries must already be sorted.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encode; entries must already be sorted. Postcard fails only on a bug (plain structs
+    /// into a `Vec`), and then says so rather than yielding an empty tree.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         let mut out = vec![TREE_VERSION];
-        // Serialising plain structs into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
-        out
+        out.extend(postcard::to_stdvec(self)?);
+        Ok(out)
     }
 
     /// Decode and validate names and order.
@@ -208,7 +208,10 @@ impl Tree {
         }
         // One value, one byte form: trailing bytes or padded varints are refused, so a tree's
         // id names exactly one encoding.
-        if tree.encode() != bytes {
+        let again = tree
+            .encode()
+            .map_err(|e| FormatError::invalid(WHAT, e.to_string()))?;
+        if again != bytes {
             return Err(FormatError::invalid(WHAT, "not in canonical encoding"));
         }
         Ok(tree)
@@ -288,9 +291,9 @@ pub(crate) mod tests {
             nodes.sort_by(|a, b| a.name.cmp(&b.name));
             nodes.dedup_by(|a, b| a.name == b.name);
             let t = Tree { nodes };
-            let bytes = t.encode();
+            let bytes = t.encode().unwrap();
             prop_assert_eq!(Tree::decode(&bytes).unwrap(), t.clone());
-            prop_assert_eq!(bytes, t.encode());
+            prop_assert_eq!(bytes, t.encode().unwrap());
         }
 
         #[test]
@@ -302,15 +305,15 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unsorted_and_unknown_version() {
         let n = |s: &str| Node::new(s, NodeKind::File).with_mode(0o100644);
-        let mut junk = Tree::default().encode();
+        let mut junk = Tree::default().encode().unwrap();
         junk.extend_from_slice(b"junk");
         assert!(Tree::decode(&junk).is_err());
         assert!(Tree::decode(&[1, 0x80, 0x00]).is_err());
         let t = Tree {
             nodes: vec![n("b"), n("a")],
         };
-        assert!(Tree::decode(&t.encode()).is_err());
-        let mut v = Tree::default().encode();
+        assert!(Tree::decode(&t.encode().unwrap()).is_err());
+        let mut v = Tree::default().encode().unwrap();
         v[0] = 7;
         assert!(matches!(
             Tree::decode(&v),
@@ -323,6 +326,7 @@ pub(crate) mod tests {
                     nodes: vec![n("a")]
                 }
                 .encode()
+                .unwrap()
             )
             .is_ok()
         );

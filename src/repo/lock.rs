@@ -154,7 +154,7 @@ fn random_name() -> Result<String, RepoError> {
 impl Repository {
     fn write_lock(&self, info: &LockInfo) -> Result<String, RepoError> {
         let name = random_name()?;
-        let json = serde_json::to_vec(info).unwrap_or_default();
+        let json = serde_json::to_vec(info).map_err(|e| RepoError::encode("a lock", e))?;
         let bytes = crypto::seal(&self.keys.encryption, LOCK_AAD, &json)?;
         self.store.write(&name, &bytes)?;
         Ok(name)
@@ -255,7 +255,10 @@ impl Repository {
                     {
                         info.time = chrono::Utc::now().timestamp();
                         let Ok(name) = random_name() else { continue };
-                        let json = serde_json::to_vec(&info).unwrap_or_default();
+                        // A lock that cannot be encoded is not refreshed (and goes stale).
+                        let Ok(json) = serde_json::to_vec(&info) else {
+                            continue;
+                        };
                         let Ok(bytes) = crypto::seal(&keys.encryption, LOCK_AAD, &json) else {
                             continue;
                         };

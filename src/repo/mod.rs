@@ -23,6 +23,7 @@ pub use pack::{PackBuilder, PackedPack};
 
 use crate::chunker::{Chunker, GearTable};
 use crate::crypto::{self, CryptoError, KdfParams, MasterKey, RepoKeys};
+use crate::error::ErrorClass;
 use crate::format::FormatError;
 use crate::format::config::{ChunkerParams, Config, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::format::index::{self, INDEX_AAD, PackIndex};
@@ -64,18 +65,58 @@ pub enum RepoError {
     /// Another process holds a conflicting lock.
     #[error("repository is locked by {0} (if that process is gone, run `coffer unlock`)")]
     Locked(String),
-    /// A key-management rule was violated.
+    /// A key-management rule was violated (no such key, an ambiguous prefix, the key in
+    /// use, a key above the KDF limit).
     #[error("{0}")]
     Key(String),
+    /// Options for a new repository that cannot be used (chunker parameters, a format
+    /// version this coffer does not write).
+    #[error("{0}")]
+    Config(String),
+    /// The repository's format version is one this coffer does not read.
+    #[error("{0}")]
+    UnsupportedVersion(String),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Randomness or KDF failure.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// An object could not be encoded (a bug: encoders fail only on broken invariants).
+    #[error("encoding {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        reason: String,
+    },
 }
 
 impl RepoError {
+    /// What kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RepoError::NotARepository(_) => ErrorClass::NoRepository,
+            RepoError::WrongPassword | RepoError::KeysNotTried(_) => ErrorClass::WrongPassword,
+            RepoError::Locked(_) => ErrorClass::Locked,
+            RepoError::Corrupt { .. } => ErrorClass::Corrupt,
+            RepoError::AlreadyExists(_)
+            | RepoError::Key(_)
+            | RepoError::Config(_)
+            | RepoError::UnsupportedVersion(_) => ErrorClass::User,
+            RepoError::Storage(e) => e.class(),
+            // The system's randomness or the KDF failed: nothing the user can change.
+            RepoError::Crypto(_) | RepoError::Encode { .. } => ErrorClass::Internal,
+        }
+    }
+
+    pub(crate) fn encode(what: &'static str, e: impl ToString) -> Self {
+        RepoError::Encode {
+            what,
+            reason: e.to_string(),
+        }
+    }
+
     pub(crate) fn corrupt(object: impl Into<String>, reason: impl ToString) -> Self {
         RepoError::Corrupt {
             object: object.into(),
@@ -190,7 +231,7 @@ impl Repository {
         }
         opts.chunker
             .validate()
-            .map_err(|e| RepoError::Key(format!("invalid chunker parameters: {e}")))?;
+            .map_err(|e| RepoError::Config(format!("invalid chunker parameters: {e}")))?;
         let master = MasterKey::generate()?;
         Self::init_with_master(store, passphrase, opts, master)
     }
@@ -203,7 +244,7 @@ impl Repository {
         master: MasterKey,
     ) -> Result<Self, RepoError> {
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&opts.format_version) {
-            return Err(RepoError::Key(format!(
+            return Err(RepoError::Config(format!(
                 "format version {} is not one this coffer writes ({OLDEST_FORMAT_VERSION} to \
                  {FORMAT_VERSION})",
                 opts.format_version
@@ -221,10 +262,16 @@ impl Repository {
             created: chrono::Utc::now().to_rfc3339(),
             mac: String::new(),
         };
-        config.mac = hex::encode(keys.config_mac(&config.mac_input()));
+        let mac_input = config
+            .mac_input()
+            .map_err(|e| RepoError::encode("the config", e))?;
+        config.mac = hex::encode(keys.config_mac(&mac_input));
         // The key first, the config last: a store with a config is a complete repository.
         let key_id = keys::write_key(store.as_ref(), &master, passphrase, opts.kdf)?;
-        store.write(path::CONFIG, &config.encode())?;
+        let encoded = config
+            .encode()
+            .map_err(|e| RepoError::encode("the config", e))?;
+        store.write(path::CONFIG, &encoded)?;
         Ok(Self {
             store,
             config,
@@ -258,7 +305,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         Config::decode(&bytes).map_err(|e| match e {
-            FormatError::UnsupportedVersion { .. } => RepoError::Key(e.to_string()),
+            FormatError::UnsupportedVersion { .. } => RepoError::UnsupportedVersion(e.to_string()),
             _ => RepoError::corrupt(path::CONFIG, e),
         })
     }
@@ -279,7 +326,10 @@ impl Repository {
     ) -> Result<Self, RepoError> {
         let (key_id, master) = keys::unlock(store.as_ref(), passphrase, choice)?;
         let keys = Arc::new(master.derive());
-        let expected = keys.config_mac(&config.mac_input());
+        let mac_input = config
+            .mac_input()
+            .map_err(|e| RepoError::encode("the config", e))?;
+        let expected = keys.config_mac(&mac_input);
         if hex::encode(expected) != config.mac {
             return Err(RepoError::corrupt(
                 path::CONFIG,
@@ -405,7 +455,10 @@ impl Repository {
 
     /// Save a snapshot; the last write of a backup.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
-        let plain = self.pad(snap.encode());
+        let encoded = snap
+            .encode()
+            .map_err(|e| RepoError::encode("a snapshot", e))?;
+        let plain = self.pad(encoded);
         let bytes = crypto::seal(&self.keys.encryption, SNAPSHOT_AAD, &plain)?;
         let id = SnapshotId::of_bytes(&bytes);
         self.store.write(&path::snapshot(&id), &bytes)?;
@@ -526,7 +579,7 @@ pub(crate) mod tests {
         // A changed config is detected.
         let mut c = r.config().clone();
         c.compression_level = 9;
-        store.write(path::CONFIG, &c.encode()).unwrap();
+        store.write(path::CONFIG, &c.encode().unwrap()).unwrap();
         assert!(matches!(
             Repository::open(store, b"pw"),
             Err(RepoError::Corrupt { .. })
@@ -636,7 +689,7 @@ pub(crate) mod tests {
         assert!(lying.handed_out() < 4096);
 
         // A config over 64 KiB, though its stat says 1 byte: refused, and not taken in whole.
-        let config = r.config().encode();
+        let config = r.config().encode().unwrap();
         let mut padded = config.clone();
         padded.resize(1 << 20, b' ');
         store.write(path::CONFIG, &padded).unwrap();

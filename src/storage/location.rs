@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{LocalStore, ObjectStore, S3Location, S3Store, StorageError, s3};
+use crate::runtime::IoRuntime;
 
 /// Where the repository is.
 #[derive(Clone, Debug)]
@@ -35,14 +36,15 @@ impl RepoLocation {
         Ok(RepoLocation::Local(PathBuf::from(s)))
     }
 
-    /// Open the store. For S3 this reads the credentials and makes one request, so that a
-    /// wrong key, a missing bucket or an unreachable endpoint is reported here.
-    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    /// Open the store. For S3 this reads the credentials and makes one request on `io`
+    /// (starting it), so that a wrong key, a missing bucket or an unreachable endpoint is
+    /// reported here; a local directory leaves `io` alone.
+    pub fn store(&self, io: &IoRuntime) -> Result<Arc<dyn ObjectStore>, StorageError> {
         match self {
             RepoLocation::Local(p) => Ok(Arc::new(LocalStore::new(p.clone()))),
             RepoLocation::S3(loc) => {
                 let creds = loc.credentials(&s3::process_env)?;
-                Ok(Arc::new(S3Store::open(loc, &creds)?))
+                Ok(Arc::new(S3Store::open(loc, &creds, io)?))
             }
         }
     }
@@ -65,5 +67,16 @@ mod tests {
             e,
             "repository scheme ftp:// is not supported (use a path or s3://)"
         );
+    }
+
+    #[test]
+    fn a_local_store_starts_no_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = IoRuntime::new();
+        let store = RepoLocation::Local(dir.path().to_path_buf())
+            .store(&io)
+            .unwrap();
+        store.write("config", b"x").unwrap();
+        assert!(!io.is_started());
     }
 }

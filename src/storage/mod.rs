@@ -61,6 +61,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// What kind of failure this is. A missing or oversized object is one the repository
+    /// names or reads whole, so it is damage; a misconfigured location is the user's to fix.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            StorageError::NotFound(_) | StorageError::TooLarge { .. } => ErrorClass::Corrupt,
+            StorageError::Io { .. } | StorageError::Backend { .. } | StorageError::Injected(_) => {
+                ErrorClass::Transient
+            }
+            StorageError::Config(_) => ErrorClass::User,
+        }
+    }
+
     /// True for a missing object.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound(_))

@@ -1,12 +1,14 @@
-//! Any opendal service as an object store (memory for tests, S3). The store owns the tokio
-//! runtime that the blocking operator drives; it is created once per repository. It counts
-//! its requests and bytes, so that a backup can report what it cost.
+//! Any opendal service as an object store (memory for tests, S3). The blocking operator
+//! drives the process's I/O runtime ([`crate::runtime`]), which the store keeps alive; it is
+//! created once per repository. It counts its requests and bytes, so that a backup can report
+//! what it cost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use opendal::{ErrorKind, Operator, blocking};
 
 use super::{IoStats, Listed, ObjectStore, StorageError};
+use crate::runtime::{IoHandle, IoRuntime};
 
 /// Keys per page of an S3 listing (ListObjectsV2 returns at most 1000).
 const LIST_PAGE_KEYS: u64 = 1000;
@@ -23,7 +25,7 @@ pub struct OpendalStore {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     // Keep the runtime alive as long as the operator.
-    _runtime: tokio::runtime::Runtime,
+    _runtime: IoHandle,
 }
 
 fn backend(op: &'static str, path: &str, e: opendal::Error) -> StorageError {
@@ -89,17 +91,13 @@ pub fn describe_error(e: &opendal::Error) -> String {
 }
 
 impl OpendalStore {
-    /// Wrap an async operator.
-    pub fn new(op: Operator, description: String) -> Result<Self, StorageError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| StorageError::Io {
-                op: "start runtime",
-                path: description.clone(),
-                source: e,
-            })?;
+    /// Wrap an async operator, to be driven by `io` (started here if it was not).
+    pub fn new(op: Operator, description: String, io: &IoRuntime) -> Result<Self, StorageError> {
+        let runtime = io.handle().map_err(|e| StorageError::Io {
+            op: "start runtime",
+            path: description.clone(),
+            source: e,
+        })?;
         let _guard = runtime.enter();
         let op = blocking::Operator::new(op).map_err(|e| backend("open", &description, e))?;
         drop(_guard);
@@ -171,11 +169,11 @@ impl OpendalStore {
         }
     }
 
-    /// An in-memory store (tests and benchmarks).
+    /// An in-memory store (tests and benchmarks), on a runtime of its own.
     pub fn memory() -> Result<Self, StorageError> {
         let op = Operator::new(opendal::services::Memory::default())
             .map_err(|e| backend("open", "memory", e))?;
-        Self::new(op, "memory".into())
+        Self::new(op, "memory".into(), &IoRuntime::new())
     }
 }
 

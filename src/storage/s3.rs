@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 pub use super::opendal_store::describe_error;
 use super::{OpendalStore, StorageError};
+use crate::runtime::IoRuntime;
 
 /// Default number of HTTP requests in flight per repository.
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -345,9 +346,14 @@ pub fn parse_credentials_file(text: &str, profile: &str) -> Option<Credentials> 
 pub struct S3Store;
 
 impl S3Store {
-    /// Build the operator with its layers and probe the bucket with one listing request, so
-    /// that a wrong key, a missing bucket or an unreachable endpoint is named at once.
-    pub fn open(loc: &S3Location, creds: &Credentials) -> Result<OpendalStore, StorageError> {
+    /// Build the operator with its layers, driven by `io`, and probe the bucket with one
+    /// listing request, so that a wrong key, a missing bucket or an unreachable endpoint is
+    /// named at once.
+    pub fn open(
+        loc: &S3Location,
+        creds: &Credentials,
+        io: &IoRuntime,
+    ) -> Result<OpendalStore, StorageError> {
         // The reqwest (rustls) HTTP transport; installing it again is a no-op.
         opendal::install_default();
         let mut builder = opendal::services::S3::default()
@@ -388,7 +394,7 @@ impl S3Store {
                 ConcurrentLimitLayer::new(loc.connections * 4)
                     .with_http_concurrent_limit(loc.connections),
             );
-        let store = OpendalStore::new(op, description.clone())?
+        let store = OpendalStore::new(op, description.clone(), io)?
             .with_multipart(
                 MULTIPART_MIN_BYTES,
                 MULTIPART_PART_BYTES,

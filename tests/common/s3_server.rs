@@ -126,12 +126,13 @@ impl Server {
         }
     }
 
-    /// The store of a repository URL, through the library.
+    /// The store of a repository URL, through the library, on a runtime of its own.
     pub fn store(&self, url: &str) -> coffer::storage::OpendalStore {
         let env = |k: &str| self.env(k);
         let loc = S3Location::parse(url, &env).expect("parse the URL");
         let creds = loc.credentials(&env).expect("credentials");
-        S3Store::open(&loc, &creds).expect("open the S3 store")
+        let io = coffer::runtime::IoRuntime::new();
+        S3Store::open(&loc, &creds, &io).expect("open the S3 store")
     }
 }
 

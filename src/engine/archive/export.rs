@@ -387,6 +387,19 @@ pub fn export(
     out: Box<dyn Write + Send>,
     progress: &Progress,
 ) -> Result<ExportSummary, EngineError> {
+    export_tar(repo, catalog, opts, out, progress, true)
+}
+
+/// [`export`], gzipped or (`gzip` false: `dump` of a directory, as restic's) a plain tar
+/// stream, whose end-of-archive blocks are written only when this returns `Ok`.
+pub fn export_tar(
+    repo: &Repository,
+    catalog: &Catalog,
+    opts: &ExportOptions,
+    out: Box<dyn Write + Send>,
+    progress: &Progress,
+    gzip: bool,
+) -> Result<ExportSummary, EngineError> {
     let start = Instant::now();
     let prefix = normalize_prefix(&opts.prefix)?;
     if opts.level > 9 {
@@ -422,7 +435,7 @@ pub fn export(
     };
 
     let (writer, compressor) = compress_pipe();
-    let level = opts.level;
+    let level = gzip.then_some(opts.level);
     std::thread::scope(|scope| {
         let compressor = std::thread::Builder::new()
             .name("coffer-gzip".into())

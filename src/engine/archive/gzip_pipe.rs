@@ -138,39 +138,59 @@ pub(super) struct Compressor {
 }
 
 impl Compressor {
-    /// Gzip chunks into `out` until the stream is marked complete; returns the bytes written.
-    pub(super) fn run(self, out: Box<dyn Write + Send>, level: u32) -> Result<u64, CompressError> {
-        let Self { rx, spare } = self;
-        let output = Output {
-            inner: out,
-            written: 0,
-            aborted: false,
-        };
-        let mut gz = GzEncoder::new(
-            BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, output),
-            Compression::new(level),
+    /// Gzip chunks into `out` (at `level`; `None`: the tar as it is) until the stream is
+    /// marked complete; returns the bytes written.
+    pub(super) fn run(
+        self,
+        out: Box<dyn Write + Send>,
+        level: Option<u32>,
+    ) -> Result<u64, CompressError> {
+        let output = BufWriter::with_capacity(
+            OUTPUT_BUFFER_BYTES,
+            Output {
+                inner: out,
+                written: 0,
+                aborted: false,
+            },
         );
-        let mut run = || loop {
-            match rx.recv() {
-                Ok(Chunk::Data(mut buf)) => {
-                    gz.write_all(&buf).map_err(CompressError::Io)?;
-                    buf.clear();
-                    let _ = spare.try_send(buf);
+        let buffered = match level {
+            Some(level) => {
+                let mut gz = GzEncoder::new(output, Compression::new(level));
+                if let Err(e) = self.pump(&mut gz) {
+                    gz.get_mut().get_mut().aborted = true;
+                    return Err(e);
                 }
-                Ok(Chunk::End) => return Ok(()),
-                Err(_) => return Err(CompressError::Aborted),
+                gz.finish().map_err(CompressError::Io)?
+            }
+            None => {
+                let mut plain = output;
+                if let Err(e) = self.pump(&mut plain) {
+                    plain.get_mut().aborted = true;
+                    return Err(e);
+                }
+                plain
             }
         };
-        if let Err(e) = run() {
-            gz.get_mut().get_mut().aborted = true;
-            return Err(e);
-        }
-        let buffered = gz.finish().map_err(CompressError::Io)?;
         let mut output = buffered
             .into_inner()
             .map_err(|e| CompressError::Io(e.into_error()))?;
         output.flush().map_err(CompressError::Io)?;
         Ok(output.written)
+    }
+
+    /// Write the chunks into `w` until the stream is marked complete.
+    fn pump(&self, w: &mut impl Write) -> Result<(), CompressError> {
+        loop {
+            match self.rx.recv() {
+                Ok(Chunk::Data(mut buf)) => {
+                    w.write_all(&buf).map_err(CompressError::Io)?;
+                    buf.clear();
+                    let _ = self.spare.try_send(buf);
+                }
+                Ok(Chunk::End) => return Ok(()),
+                Err(_) => return Err(CompressError::Aborted),
+            }
+        }
     }
 }
 
@@ -303,7 +323,7 @@ mod tests {
         let out = Shared::default();
         let (mut writer, compressor) = compress_pipe();
         let sink = Box::new(out.clone());
-        let handle = std::thread::spawn(move || compressor.run(sink, 6));
+        let handle = std::thread::spawn(move || compressor.run(sink, Some(6)));
         writer.write_all(data).unwrap();
         if end {
             writer.end().unwrap();

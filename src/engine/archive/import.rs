@@ -355,7 +355,7 @@ fn read_and_store(
         }
         let uploaded = uploader
             .join()
-            .unwrap_or_else(|_| Err(EngineError::Usage("the uploader thread panicked".into())));
+            .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
         uploaded?;
         walked
     })

@@ -98,7 +98,9 @@ impl TreeBuilder {
             }
             d = match item {
                 Item::Dir(sub) => sub,
-                Item::Leaf(_) => return Err(EngineError::Usage("import: directory lost".into())),
+                Item::Leaf(_) => {
+                    return Err(EngineError::Internal("import: directory lost".into()));
+                }
             };
         }
         Ok(d)
@@ -173,7 +175,10 @@ impl TreeBuilder {
                 }
             });
         }
-        let id = saver.save(BlobKind::Tree, &Tree { nodes }.encode())?;
+        let id = saver.save(
+            BlobKind::Tree,
+            &crate::engine::encode_tree(&Tree { nodes })?,
+        )?;
         let mut node = d.meta.unwrap_or_else(|| self.default_dir());
         node.name = ByteBuf::from(name.to_vec());
         node.subtree = Some(id);
@@ -200,7 +205,10 @@ impl TreeBuilder {
             });
             sources.push(shown);
         }
-        let root = saver.save(BlobKind::Tree, &Tree { nodes }.encode())?;
+        let root = saver.save(
+            BlobKind::Tree,
+            &crate::engine::encode_tree(&Tree { nodes })?,
+        )?;
         Ok(SavedTree {
             root,
             sources,

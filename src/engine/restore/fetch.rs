@@ -682,7 +682,7 @@ pub(crate) fn prefetch_blobs(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(REMOTE_READS)
         .build()
-        .map_err(|e| EngineError::Usage(format!("cannot start reader threads: {e}")))?;
+        .map_err(|e| EngineError::Internal(format!("cannot start reader threads: {e}")))?;
     let loaded: Vec<Vec<Opened>> = pool.install(|| {
         reads
             .par_iter()

@@ -3,8 +3,8 @@
 //! key files planted in the repository then cost nothing. It is only a hint: when it is
 //! missing, unreadable or names a key that is gone, the key files are tried in their order.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::id::KeyId;
@@ -41,34 +41,26 @@ pub(super) fn save(cache_dir: &Path, repo_id: &str, key: KeyId) {
     }
 }
 
-fn try_save(cache_dir: &Path, repo_id: &str, key: KeyId) -> Result<(), String> {
-    super::check_cache_dir(cache_dir).map_err(|e| e.to_string())?;
-    let Some(file) = path(cache_dir, repo_id) else {
-        return Err(format!("repository id {repo_id:?} is not hex"));
-    };
-    write(cache_dir, &file, key).map_err(|e| e.to_string())
+/// Why the hint was not written.
+#[derive(Debug, thiserror::Error)]
+enum SaveError {
+    /// The cache directory is not this user's own (or cannot be made).
+    #[error(transparent)]
+    CacheDir(#[from] super::CacheDirError),
+    /// The repository id cannot name a directory.
+    #[error("repository id {0:?} is not hex")]
+    NotHex(String),
+    /// Writing the file failed.
+    #[error(transparent)]
+    Write(#[from] super::PrivateFileError),
 }
 
-fn write(cache_dir: &Path, file: &Path, key: KeyId) -> std::io::Result<()> {
-    let dir = file.parent().unwrap_or(cache_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+fn try_save(cache_dir: &Path, repo_id: &str, key: KeyId) -> Result<(), SaveError> {
+    super::check_cache_dir(cache_dir)?;
+    let file = path(cache_dir, repo_id).ok_or_else(|| SaveError::NotHex(repo_id.into()))?;
     // Written aside and renamed, so that a reader never sees half an id.
-    let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)?;
-    let written = writeln!(f, "{}", key.to_hex()).and_then(|()| std::fs::rename(&tmp, file));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    super::write_private(&file, format!("{}\n", key.to_hex()).as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

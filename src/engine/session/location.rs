@@ -7,6 +7,7 @@ use super::SessionError;
 use crate::format::config::Config;
 use crate::repo::ObjectStore;
 use crate::repo::Repository;
+use crate::runtime::IoRuntime;
 
 /// Where the repository is: storage's own parser, named here for the commands.
 pub use crate::repo::RepoLocation as Location;
@@ -15,11 +16,11 @@ pub use crate::repo::RepoLocation as Location;
 pub struct Store(pub(super) Arc<dyn ObjectStore>);
 
 impl Store {
-    /// Open the store at `location`. For S3 this reads the credentials and makes one
-    /// request, so that a wrong key, a missing bucket or an unreachable endpoint is reported
-    /// here.
-    pub fn at(location: &Location) -> Result<Self, SessionError> {
-        Ok(Store(location.store()?))
+    /// Open the store at `location`, whose network I/O (S3) runs on `io`. For S3 this reads
+    /// the credentials and makes one request, so that a wrong key, a missing bucket or an
+    /// unreachable endpoint is reported here.
+    pub fn at(location: &Location, io: &IoRuntime) -> Result<Self, SessionError> {
+        Ok(Store(location.store(io)?))
     }
 
     /// Read the config without a key: names a missing repository (see

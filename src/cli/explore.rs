@@ -1,0 +1,158 @@
+//! `diff`, `dump` and `find`: looking into snapshots without restoring them.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::args::Global;
+use super::commands::{open, print_json};
+use super::exit;
+use super::output::bytes;
+use crate::engine::diff::{DiffEntry, diff as run_diff};
+use crate::engine::dump::dump as run_dump;
+use crate::engine::find::{FindOptions, find as run_find};
+
+/// `find`.
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob patterns: a name at any depth (`*.sql`) or, with `/`, a path inside the snapshot
+    /// (`workspace/**/*.md`).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Match regardless of case.
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only this snapshot (id or unique prefix; repeatable).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+}
+
+/// `diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The first snapshot (id, unique prefix or `latest`).
+    #[arg(value_name = "SNAPSHOT1")]
+    pub from: String,
+    /// The second snapshot.
+    #[arg(value_name = "SNAPSHOT2")]
+    pub to: String,
+    /// Also list entries whose metadata alone changed (`U`).
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+/// `dump`.
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// The snapshot (id, unique prefix or `latest`).
+    pub snapshot: String,
+    /// A file (written as it is) or a directory (written as a tar stream) in the snapshot,
+    /// e.g. `workspace/notes.txt`; `/` for the whole snapshot.
+    pub path: String,
+}
+
+/// `coffer diff SNAPSHOT1 SNAPSHOT2`: one line per changed entry (`+` added, `-` removed,
+/// `M` modified, `T` kind changed, `U` metadata), then the totals; `--json`: one JSON object
+/// per entry, then the summary object.
+pub(super) fn diff(g: &Global, a: &DiffArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed: Option<std::io::Error> = None;
+    let mut print = |e: DiffEntry| {
+        let r = if g.json {
+            serde_json::to_string(&e)
+                .map_err(std::io::Error::other)
+                .and_then(|line| writeln!(out, "{line}"))
+        } else {
+            writeln!(out, "{}    {}", e.change.mark(), e.path)
+        };
+        if let Err(x) = r {
+            failed.get_or_insert(x);
+        }
+    };
+    let s = run_diff(&o.repo, &o.catalog, &a.from, &a.to, a.metadata, &mut print)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if g.json {
+        print_json(&s)?;
+    } else if !g.quiet {
+        println!(
+            "\ncomparing snapshot {} to {}:\n\
+             Files: {:>8} new, {:>8} removed, {:>8} changed\n\
+             Dirs:  {:>8} new, {:>8} removed\n\
+             Added:   {}\n\
+             Removed: {}",
+            &s.from[..8],
+            &s.to[..8],
+            s.files_added,
+            s.files_removed,
+            s.files_changed,
+            s.dirs_added,
+            s.dirs_removed,
+            bytes(s.bytes_added),
+            bytes(s.bytes_removed),
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer dump SNAPSHOT PATH`: a file's content, or a directory as tar, on stdout.
+pub(super) fn dump(g: &Global, a: &DumpArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let s = run_dump(
+        &o.repo,
+        &o.catalog,
+        &a.snapshot,
+        &a.path,
+        Box::new(std::io::stdout()),
+    )?;
+    if g.json {
+        // stdout carries the content: the summary goes to stderr.
+        eprintln!("{}", serde_json::to_string(&s)?);
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer find PATTERN...`: the matching entries of every snapshot (oldest first), from the
+/// catalog's path index. Nothing matching is not an error (exit 0, as restic), but is said on
+/// stderr.
+pub(super) fn find(g: &Global, a: &FindArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let opts = FindOptions {
+        patterns: a.patterns.clone(),
+        ignore_case: a.ignore_case,
+        hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
+        snapshots: a.snapshots.clone(),
+    };
+    let s = run_find(&o.repo, &o.catalog, &opts)?;
+    if g.json {
+        print_json(&s.snapshots)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for m in &s.snapshots {
+            writeln!(
+                out,
+                "Found matching entries in snapshot {} from {} ({})",
+                &m.snapshot[..8],
+                &m.time[..19.min(m.time.len())].replace('T', " "),
+                m.host
+            )?;
+            for e in &m.matches {
+                writeln!(out, "{}", e.path)?;
+            }
+            writeln!(out)?;
+        }
+    }
+    if s.snapshots.is_empty() && !g.json && !g.quiet {
+        eprintln!("no entry matches {}", a.patterns.join(" or "));
+    }
+    Ok(exit::OK)
+}

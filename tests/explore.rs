@@ -1,0 +1,309 @@
+//! `diff` and `dump` against the real binary, on real files.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Env, assert_trees_equal, pseudo_random};
+
+fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("create parent");
+    }
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn snapshot_id(v: &serde_json::Value) -> String {
+    v["snapshot_id"].as_str().expect("snapshot_id").to_string()
+}
+
+/// Two snapshots of one tree, with a file added, one removed, one changed, one whose kind
+/// changed, a removed directory and many unchanged files.
+fn two_snapshots(env: &Env) -> (String, String) {
+    let src = env.path("src");
+    write(&src.join("keep/same.txt"), "unchanged");
+    for i in 0..50 {
+        write(&src.join(format!("many/f{i:03}")), format!("file {i}"));
+    }
+    write(&src.join("changed.txt"), "before");
+    write(&src.join("gone.txt"), "12345");
+    write(&src.join("olddir/inner.txt"), "abc");
+    write(&src.join("kind"), "a file first");
+    let first = snapshot_id(&env.backup_json(&[&src]));
+    write(&src.join("changed.txt"), "after, and longer");
+    std::fs::remove_file(src.join("gone.txt")).unwrap();
+    std::fs::remove_dir_all(src.join("olddir")).unwrap();
+    std::fs::remove_file(src.join("kind")).unwrap();
+    std::fs::create_dir(src.join("kind")).unwrap();
+    write(&src.join("new/added.bin"), vec![7u8; 1000]);
+    let second = snapshot_id(&env.backup_json(&[&src]));
+    (first, second)
+}
+
+#[test]
+fn diff_lists_added_removed_and_changed_entries_with_sizes() {
+    let env = Env::init();
+    let (first, second) = two_snapshots(&env);
+    let out = env.run(["diff", "--json", &first[..8], &second]);
+    out.success();
+    let lines = out.json_lines();
+    let (summary, entries) = lines.split_last().expect("a summary line");
+    let mut got: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["change"].as_str().unwrap().to_string(),
+                e["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("added", "src/new/"),
+        ("added", "src/new/added.bin"),
+        ("modified", "src/changed.txt"),
+        ("removed", "src/gone.txt"),
+        ("removed", "src/olddir/"),
+        ("removed", "src/olddir/inner.txt"),
+        ("type", "src/kind"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "{}", out.stdout);
+    let changed = entries
+        .iter()
+        .find(|e| e["path"] == "src/changed.txt")
+        .unwrap();
+    assert_eq!(changed["size_before"], 6);
+    assert_eq!(changed["size_after"], 17);
+    assert_eq!(summary["files_added"], 1);
+    assert_eq!(summary["files_removed"], 2);
+    assert_eq!(summary["files_changed"], 2);
+    assert_eq!(summary["dirs_added"], 1);
+    assert_eq!(summary["dirs_removed"], 1);
+    assert_eq!(summary["bytes_added"], 1000 + 11);
+    assert_eq!(summary["bytes_removed"], 5 + 3);
+    // The unchanged directories (`keep/`, `many/`) have the same tree ids: never loaded.
+    assert_eq!(summary["trees_loaded"], 4, "{summary}");
+
+    // The human form, restic's marks.
+    let text = env.run(["diff", &first, "latest"]);
+    text.success();
+    assert!(
+        text.stdout.contains("+    src/new/added.bin"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("-    src/gone.txt"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("M    src/changed.txt"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("T    src/kind"), "{}", text.stdout);
+}
+
+#[test]
+fn diff_of_a_snapshot_with_itself_is_empty_and_loads_nothing() {
+    let env = Env::init();
+    let (_, second) = two_snapshots(&env);
+    let out = env.run(["diff", "--json", &second, "latest"]);
+    out.success();
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert_eq!(lines[0]["trees_loaded"], 0);
+    assert_eq!(lines[0]["files_changed"], 0);
+}
+
+#[test]
+fn diff_with_an_unknown_snapshot_fails_with_a_clear_error() {
+    let env = Env::init();
+    let (first, _) = two_snapshots(&env);
+    let out = env.run(["diff", &first, "deadbeef"]);
+    out.failure();
+    assert!(out.stderr.contains("deadbeef"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn dump_writes_a_file_byte_for_byte() {
+    let env = Env::init();
+    let src = env.path("src");
+    // Several chunks (1 MiB average).
+    let big = pseudo_random(11, 5 << 20);
+    write(&src.join("data/big.bin"), &big);
+    write(&src.join("data/small.txt"), "hello\n");
+    env.backup_json(&[&src]);
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "src/data/big.bin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == big, "dumped {} bytes", out.stdout.len());
+    let small = env.run(["dump", "latest", "/src/data/small.txt"]);
+    small.success();
+    assert_eq!(small.stdout, "hello\n");
+}
+
+#[test]
+fn dump_of_a_directory_is_a_tar_that_tar_extracts() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("dir/a.txt"), "alpha");
+    write(&src.join("dir/sub/b.bin"), pseudo_random(3, 300_000));
+    std::os::unix::fs::symlink("a.txt", src.join("dir/link")).unwrap();
+    env.backup_json(&[&src]);
+    let tar = env.path("dir.tar");
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "src/dir"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&tar, &out.stdout).unwrap();
+    let dest = env.path("extracted");
+    std::fs::create_dir(&dest).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -xf of the dump failed");
+    assert_trees_equal(&src.join("dir"), &dest.join("src/dir"));
+}
+
+#[test]
+fn dump_refuses_missing_paths_and_unknown_snapshots() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), "alpha");
+    env.backup_json(&[&src]);
+    let out = env.run(["dump", "latest", "src/nope.txt"]);
+    out.failure();
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("nope.txt"), "{}", out.stderr);
+    let out = env.run(["dump", "0000ffff", "src/a.txt"]);
+    out.failure();
+    assert!(out.stderr.contains("0000ffff"), "{}", out.stderr);
+}
+
+/// Three snapshots of a tree that changes a little each time: `find` answers by name and by
+/// path, across snapshots, and indexes only what each new snapshot changed.
+#[test]
+fn find_searches_every_snapshot_by_name_and_path() {
+    let env = Env::init();
+    let src = env.path("work");
+    for d in 0..20 {
+        for f in 0..10 {
+            write(&src.join(format!("d{d:02}/f{f}.txt")), format!("{d} {f}"));
+        }
+    }
+    write(&src.join("db/dump.sql"), "select 1;");
+    env.backup_json(&[&src]);
+    let first = env.run(["find", "--json", "nothing-like-this"]);
+    first.success();
+    assert_eq!(first.json(), serde_json::json!([]));
+    let text = env.run(["find", "nothing-like-this"]);
+    text.success();
+    assert!(text.stdout.is_empty(), "{}", text.stdout);
+    assert!(text.stderr.contains("no entry matches"), "{}", text.stderr);
+
+    write(&src.join("d03/notes.SQL"), "more");
+    env.backup_json(&[&src]);
+    std::fs::remove_file(src.join("db/dump.sql")).unwrap();
+    write(&src.join("d07/f1.txt"), "changed");
+    env.backup_json(&[&src]);
+
+    let out = env.run(["find", "--json", "*.sql"]);
+    out.success();
+    let v = out.json();
+    let per: Vec<(usize, Vec<String>)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let paths = s["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["path"].as_str().unwrap().to_string())
+                .collect();
+            (s["matches"].as_array().unwrap().len(), paths)
+        })
+        .collect();
+    // The dump is in the first two snapshots only; `.SQL` differs in case.
+    assert_eq!(
+        per,
+        vec![
+            (1, vec!["work/db/dump.sql".to_string()]),
+            (1, vec!["work/db/dump.sql".to_string()])
+        ],
+        "{v}"
+    );
+    let ci = env.run(["find", "--json", "-i", "*.sql"]).json();
+    assert_eq!(ci.as_array().unwrap().len(), 3, "{ci}");
+    assert_eq!(ci[2]["matches"][0]["path"], "work/d03/notes.SQL");
+
+    // A path pattern: `*` does not cross `/`, `**` does.
+    let one = env.run(["find", "--json", "work/d07/f1.txt"]).json();
+    assert_eq!(one.as_array().unwrap().len(), 3);
+    assert_eq!(one[0]["matches"][0]["size"], 3);
+    assert_eq!(one[2]["matches"][0]["size"], 7);
+    let none = env.run(["find", "--json", "work/*.txt"]).json();
+    assert_eq!(none, serde_json::json!([]));
+    let deep = env
+        .run(["find", "--json", "--snapshot", "latest", "work/**/f9.txt"])
+        .json();
+    assert_eq!(deep.as_array().unwrap().len(), 1);
+    assert_eq!(deep[0]["matches"].as_array().unwrap().len(), 20);
+
+    // Human output names the snapshot, then the paths.
+    let text = env.run(["find", "dump.sql"]);
+    text.success();
+    assert_eq!(
+        text.stdout
+            .matches("Found matching entries in snapshot")
+            .count(),
+        2
+    );
+    assert!(
+        text.stdout.contains("\nwork/db/dump.sql\n"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn find_indexes_each_snapshot_once_and_only_its_new_trees() {
+    let env = Env::init();
+    let src = env.path("work");
+    for d in 0..30 {
+        write(&src.join(format!("d{d:02}/file")), format!("{d}"));
+    }
+    env.backup_json(&[&src]);
+    env.backup_json(&[&src]);
+    write(&src.join("d05/new"), "x");
+    env.backup_json(&[&src]);
+    let out = env.run(["find", "--json", "file"]);
+    out.success();
+    assert_eq!(out.json().as_array().unwrap().len(), 3);
+    // A second search indexes nothing and gives the same answer.
+    let again = env.run(["find", "--json", "file"]);
+    assert_eq!(again.json(), out.json());
+    // Forgetting a snapshot removes it from the answers.
+    env.run(["forget", "--keep-last", "2"]).success();
+    let after = env.run(["find", "--json", "file"]).json();
+    assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
+}
