@@ -288,6 +288,7 @@ fn backup_opts(src: &Path) -> BackupOptions {
         parent: None,
         force: false,
         time: None,
+        ..Default::default()
     }
 }
 

@@ -93,7 +93,8 @@ pub enum Command {
     /// Create a repository.
     Init(InitArgs),
     /// Back up directories into a new snapshot.
-    Backup(BackupArgs),
+    // Boxed: its selection options make it by far the largest variant.
+    Backup(Box<BackupArgs>),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
     /// List the files of a snapshot.
@@ -206,7 +207,8 @@ impl KdfArgs {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Sources: `NAME=PATH` or `PATH` (named after its last component).
-    #[arg(required_unless_present = "docker")]
+    #[arg(required_unless_present_any = ["docker", "files_from", "files_from_verbatim",
+                                         "files_from_raw"])]
     pub sources: Vec<String>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
@@ -214,9 +216,48 @@ pub struct BackupArgs {
     /// Host name to record (default: this host).
     #[arg(long)]
     pub host: Option<String>,
-    /// Leave out paths matching this glob (repeatable). Without `/` it matches names.
-    #[arg(long = "exclude")]
+    /// Leave out paths matching this pattern (repeatable), as restic: without `/` it matches
+    /// a name at any depth, `dir/*.tmp` the end of a path, `/abs/dir` a whole absolute path
+    /// (or a path in the snapshot, `/NAME/dir`); `**` spans directories.
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Like --exclude, without regard to case (repeatable).
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
+    /// Read --exclude patterns from FILE, one a line; blank lines and lines starting with `#`
+    /// are skipped (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Read --iexclude patterns from FILE, as --exclude-file (repeatable).
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Leave out the content of directories holding a valid CACHEDIR.TAG (the tag is kept).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out the content of directories holding a file NAME (which is kept); with
+    /// `NAME:HEADER`, only when the file starts with HEADER (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Stay on the file system of each source: a directory where another is mounted is kept,
+    /// empty.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE, one a line; globs are expanded, blank lines and lines
+    /// starting with `#` skipped (repeatable). Each is a source named after its last
+    /// component.
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, one a line, taken byte for byte (repeatable).
+    #[arg(long = "files-from-verbatim", value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, separated by NUL bytes, as `find -print0` writes
+    /// them (repeatable).
+    #[arg(long = "files-from-raw", value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
+    /// Read as a backup would, store nothing: say what would be read (each file with -v) and
+    /// how much would be added. A repository that does not exist is not created.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     /// Parent snapshot for change detection (default: the latest of this host and sources).
     #[arg(long)]
     pub parent: Option<String>,

@@ -1,6 +1,7 @@
-//! `coffer backup` of directories (volumes: [`super::docker::backup`]): opening the
-//! repository (the default one is created on first use), the progress bar, and the summary
-//! and exit code.
+//! `coffer backup` of directories (volumes: [`super::docker::backup`]): the sources and
+//! exclude patterns read from the files the options name, opening the repository (the
+//! default one is created on first use, except by a dry run), the progress bar, and the
+//! summary and exit code.
 
 use std::sync::Arc;
 
@@ -10,29 +11,113 @@ use super::args::{BackupArgs, Global};
 use super::commands::{location, print_json, say};
 use super::output::{ProgressDisplay, bytes};
 use super::{exit, open_options, password};
-use crate::engine::backup::{BackupOptions, SourceSpec};
+use crate::engine::backup::{BackupOptions, BackupSummary, SourceSpec};
+use crate::engine::exclude::{ListFormat, read_file_list, read_pattern_file};
 use crate::engine::session::{InitOptions, OpenOptions, Session};
 use crate::engine::{self, Progress};
 
 /// `coffer backup`.
 pub(super) fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
     if a.docker.docker {
+        refuse_with_docker(a)?;
         return super::docker::backup(g, a);
     }
-    let sources = a
+    // Every file the options name is read, and every pattern compiled, before the
+    // repository is opened (or created): a typo costs no passphrase prompt and no snapshot.
+    let opts = backup_options(g, a)?;
+    engine::backup::check_options(&opts)?;
+    let mut open = open_options(g);
+    open.pack_uploads = a.connections.map(Into::into);
+    let o = open_for_backup_with(g, &open, !a.dry_run)?;
+    backup_with_options(g, &opts, &o)
+}
+
+/// The selection options of a directory backup are not read by `--docker`: refuse them
+/// rather than back up what was meant to be left out.
+fn refuse_with_docker(a: &BackupArgs) -> anyhow::Result<()> {
+    let given = [
+        ("--iexclude", !a.iexcludes.is_empty()),
+        ("--exclude-file", !a.exclude_files.is_empty()),
+        ("--iexclude-file", !a.iexclude_files.is_empty()),
+        ("--exclude-caches", a.exclude_caches),
+        ("--exclude-if-present", !a.exclude_if_present.is_empty()),
+        ("--one-file-system", a.one_file_system),
+        ("--files-from", !a.files_from.is_empty()),
+        ("--files-from-verbatim", !a.files_from_verbatim.is_empty()),
+        ("--files-from-raw", !a.files_from_raw.is_empty()),
+        ("--dry-run", a.dry_run),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((option, _)) => anyhow::bail!("{option} does not apply to --docker"),
+        None => Ok(()),
+    }
+}
+
+/// The engine's options from the command line and the files it names.
+fn backup_options(g: &Global, a: &BackupArgs) -> anyhow::Result<BackupOptions> {
+    let mut sources = a
         .sources
         .iter()
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut opts = open_options(g);
-    opts.pack_uploads = a.connections.map(Into::into);
-    let o = open_for_backup(g, &opts)?;
-    backup_with_sources(g, a, sources, &o)
+    let lists = [
+        (&a.files_from, ListFormat::Patterns),
+        (&a.files_from_verbatim, ListFormat::Verbatim),
+        (&a.files_from_raw, ListFormat::Raw),
+    ];
+    for (files, format) in lists {
+        for file in files {
+            let list = read_file_list(file, format)?;
+            for pattern in &list.unmatched {
+                if !g.quiet {
+                    eprintln!(
+                        "warning: {}: {pattern:?} matches no file, skipped",
+                        file.display()
+                    );
+                }
+            }
+            for path in list.paths {
+                sources.push(SourceSpec::for_path(path)?);
+            }
+        }
+    }
+    let mut excludes = a.excludes.clone();
+    for file in &a.exclude_files {
+        excludes.extend(read_pattern_file(file)?);
+    }
+    let mut iexcludes = a.iexcludes.clone();
+    for file in &a.iexclude_files {
+        iexcludes.extend(read_pattern_file(file)?);
+    }
+    Ok(BackupOptions {
+        sources,
+        tags: a.tags.clone(),
+        host: a.host.clone().unwrap_or_else(engine::session::hostname),
+        excludes,
+        iexcludes,
+        exclude_regexes: Vec::new(),
+        exclude_caches: a.exclude_caches,
+        exclude_if_present: a.exclude_if_present.clone(),
+        one_file_system: a.one_file_system,
+        parent: a.parent.clone(),
+        force: a.force,
+        time: a.time,
+        dry_run: a.dry_run,
+    })
 }
 
 /// Open the repository and catalog for a backup; the default repository is created on first
 /// use.
 pub(super) fn open_for_backup(g: &Global, opts: &OpenOptions) -> anyhow::Result<Session> {
+    open_for_backup_with(g, opts, true)
+}
+
+/// [`open_for_backup`], creating the default repository only when `create_default`.
+fn open_for_backup_with(
+    g: &Global,
+    opts: &OpenOptions,
+    create_default: bool,
+) -> anyhow::Result<Session> {
     let (loc, is_default) = location(g)?;
     let store = crate::engine::session::Store::at(&loc, &opts.io)?;
     let repo = match store.find() {
@@ -40,7 +125,7 @@ pub(super) fn open_for_backup(g: &Global, opts: &OpenOptions) -> anyhow::Result<
             let pw = password::passphrase(g, false)?;
             found.open(&pw, opts)?
         }
-        Err(e) if e.is_missing() && is_default => {
+        Err(e) if e.is_missing() && is_default && create_default => {
             let pw = password::passphrase(g, true)?;
             let repo = store.init(&pw, InitOptions::default(), opts)?;
             if !g.quiet {
@@ -56,38 +141,84 @@ pub(super) fn open_for_backup(g: &Global, opts: &OpenOptions) -> anyhow::Result<
     Ok(Session::with_repository(repo, opts)?)
 }
 
-fn backup_with_sources(
-    g: &Global,
-    a: &BackupArgs,
-    sources: Vec<SourceSpec>,
-    o: &Session,
-) -> anyhow::Result<u8> {
+fn backup_with_options(g: &Global, opts: &BackupOptions, o: &Session) -> anyhow::Result<u8> {
     let (repo, catalog) = (&o.repo, &o.catalog);
-    let opts = BackupOptions {
-        sources,
-        tags: a.tags.clone(),
-        host: a.host.clone().unwrap_or_else(engine::session::hostname),
-        excludes: a.excludes.clone(),
-        exclude_regexes: Vec::new(),
-        parent: a.parent.clone(),
-        force: a.force,
-        time: a.time,
-    };
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "backup");
     if !g.quiet && !g.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let roots = opts.sources.iter().map(|s| s.path.clone()).collect();
         engine::progress::scan_totals(roots, progress.clone());
     }
-    let s = engine::backup::backup(repo, catalog, &opts, &progress)
+    let s = engine::backup::backup(repo, catalog, opts, &progress)
         .with_context(|| format!("backup into {}", repo.store().describe()))?;
     drop(display);
+    if s.dry_run {
+        return report_dry_run(g, &s);
+    }
     report_backup(g, &s, o)
+}
+
+/// Print what a dry run would have done: with `-v` each file it would read, then what it
+/// would add. Exit codes as a backup's.
+fn report_dry_run(g: &Global, s: &BackupSummary) -> anyhow::Result<u8> {
+    if g.json {
+        print_json(&serde_json::to_value(s)?)?;
+    } else {
+        for w in &s.warnings {
+            eprintln!("warning: {}: {}", w.path, w.message);
+        }
+        if g.verbose > 0 && !g.quiet {
+            for r in &s.would_read {
+                let reason = serde_json::to_value(r.reason)?;
+                println!(
+                    "would read {:<7} {} ({})",
+                    reason.as_str().unwrap_or_default(),
+                    r.path,
+                    bytes(r.size)
+                );
+            }
+        }
+        say(
+            g,
+            format!(
+                "dry run, nothing stored{}",
+                s.parent
+                    .as_ref()
+                    .map(|p| format!(" (parent {})", &p[..8]))
+                    .unwrap_or_default()
+            ),
+        );
+        say(
+            g,
+            format!(
+                "  {} files ({} would be read, {} unchanged), {} dirs, {} of content",
+                s.files,
+                s.files_read,
+                s.files_unchanged,
+                s.dirs,
+                bytes(s.total_bytes)
+            ),
+        );
+        say(
+            g,
+            format!(
+                "  would read {} and add {} in {} new blobs (before compression)",
+                bytes(s.bytes_read),
+                bytes(s.bytes_added),
+                s.blobs_added
+            ),
+        );
+    }
+    Ok(if s.warnings.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }
 
 /// Print a backup's summary (or its JSON, with what it cost on the store) and pick the exit
 /// code: 3 when files could not be read.
-fn report_backup(g: &Global, s: &engine::backup::BackupSummary, o: &Session) -> anyhow::Result<u8> {
+fn report_backup(g: &Global, s: &BackupSummary, o: &Session) -> anyhow::Result<u8> {
     // What this run cost on a remote store (requests, bytes), from opening to the snapshot.
     let io = o.repo.store().io_stats();
     if g.json {

@@ -746,6 +746,7 @@ fn backup_directories(
         parent: None,
         force: false,
         time: None,
+        ..Default::default()
     };
     let s = match &stopping {
         Some((client, value)) => {

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use super::content::{ContentError, buffer_for, save_content};
+use super::exclude::{Boundary, Patterns, TagFile, absolute_components, boundary};
 use super::saver::{Saver, run_uploader};
 use super::{EngineError, Progress, Warning, Warnings, load_tree};
 use crate::catalog::Catalog;
@@ -47,20 +47,28 @@ pub struct SourceSpec {
 impl SourceSpec {
     /// Parse `NAME=PATH` or `PATH` (the name is then the path's last component).
     pub fn parse(s: &str) -> Result<Self, EngineError> {
-        let (name, path) = match s.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(p)),
-            _ => {
-                let p = PathBuf::from(s);
-                let abs = std::path::absolute(&p).unwrap_or_else(|_| p.clone());
-                let name = abs
-                    .components()
-                    .next_back()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .filter(|n| n != "/" && !n.is_empty())
-                    .unwrap_or_else(|| "root".to_string());
-                (name, p)
+        match s.split_once('=') {
+            Some((n, p)) if !n.is_empty() && !n.contains('/') => {
+                Self::named(n.to_string(), PathBuf::from(p))
             }
-        };
+            _ => Self::for_path(PathBuf::from(s)),
+        }
+    }
+
+    /// The source `path`, named after its last component (a path of `--files-from`, which
+    /// is never read as `NAME=PATH`).
+    pub fn for_path(path: PathBuf) -> Result<Self, EngineError> {
+        let abs = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        let name = abs
+            .components()
+            .next_back()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .filter(|n| n != "/" && !n.is_empty())
+            .unwrap_or_else(|| "root".to_string());
+        Self::named(name, path)
+    }
+
+    fn named(name: String, path: PathBuf) -> Result<Self, EngineError> {
         if !Node::name_is_safe(name.as_bytes()) {
             return Err(EngineError::Usage(format!("invalid source name {name:?}")));
         }
@@ -77,8 +85,26 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// Host name recorded (and used to find the parent).
     pub host: String,
-    /// Glob patterns of paths to leave out.
+    /// Patterns of paths to leave out (see [`super::exclude::Pattern`]), tested against each
+    /// entry's absolute path (the source as given, made absolute, joined with the entry's
+    /// path below it) and its path in the snapshot (`/NAME/...`). Without `/` a pattern
+    /// matches a name at any depth; with a leading `/` it matches a whole path. The sources
+    /// themselves are never left out.
     pub excludes: Vec<String>,
+    /// Patterns as `excludes`, matched without regard to case.
+    pub iexcludes: Vec<String>,
+    /// Leave out the content of every directory holding a valid `CACHEDIR.TAG` (the tag
+    /// itself is kept, as restic keeps it).
+    pub exclude_caches: bool,
+    /// Leave out the content of every directory holding a file of this name (`NAME`, or
+    /// `NAME:HEADER` when the file must start with `HEADER`); the file itself is kept.
+    pub exclude_if_present: Vec<String>,
+    /// Do not cross into other file systems below a source: a directory where one is mounted
+    /// is kept, empty, and other entries of another file system are left out.
+    pub one_file_system: bool,
+    /// Walk and read as a backup would, compare against the parent, but store nothing: no
+    /// pack, index file or snapshot. The summary lists the files that would be read.
+    pub dry_run: bool,
     /// Regular expressions (RE2 syntax, as the old `BACKUP_EXCLUDE_REGEXP`) matched against
     /// the full path of each entry (as read, e.g. `/backup/workspace/app.log`); a match leaves
     /// it out. A matching directory is still walked, as the old tool did (`\.cache$` leaves
@@ -128,6 +154,34 @@ pub struct BackupSummary {
     pub warnings: Vec<Warning>,
     /// Root tree of the backup (what a later pass can compare against).
     pub tree: String,
+    /// Nothing was stored (`dry_run`): the figures say what a backup would have added.
+    pub dry_run: bool,
+    /// With `dry_run`: the files that would be read, by path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_read: Vec<PlannedRead>,
+}
+
+/// A file a dry run would read.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedRead {
+    /// The file, as read (the source's path joined with the path below it).
+    pub path: String,
+    /// Its size when it was listed.
+    pub size: u64,
+    /// Why it would be read.
+    pub reason: ReadReason,
+}
+
+/// Why a file is read rather than taken from the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadReason {
+    /// The parent snapshot has no file of this path.
+    New,
+    /// Its metadata changed, or its content is not all in the repository.
+    Changed,
+    /// `force`: every file is read.
+    Forced,
 }
 
 /// How one run relates to an earlier pass over the same sources: the two-pass Docker backup
@@ -140,39 +194,49 @@ pub struct PassOptions {
     pub compare_tree: Option<BlobId>,
 }
 
-struct Excludes {
-    names: GlobSet,
-    paths: GlobSet,
+/// What a backup leaves out, compiled from its options (the decisions are
+/// [`super::exclude`]'s).
+struct Selection {
+    patterns: Patterns,
+    tags: Vec<TagFile>,
+    one_file_system: bool,
 }
 
-impl Excludes {
-    fn new(patterns: &[String]) -> Result<Self, EngineError> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for p in patterns {
-            let trimmed = p.trim_end_matches('/');
-            let glob = |s: &str| {
-                Glob::new(s).map_err(|e| EngineError::Usage(format!("bad --exclude {p:?}: {e}")))
-            };
-            if trimmed.contains('/') {
-                let t = trimmed.trim_start_matches('/');
-                paths.add(glob(t)?);
-                paths.add(glob(&format!("*/{t}"))?);
-            } else {
-                names.add(glob(trimmed)?);
-            }
+impl Selection {
+    fn new(opts: &BackupOptions) -> Result<Self, EngineError> {
+        let mut tags = Vec::new();
+        if opts.exclude_caches {
+            tags.push(TagFile::cachedir());
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| EngineError::Usage(e.to_string()));
-        Ok(Self {
-            names: build(names)?,
-            paths: build(paths)?,
+        for t in &opts.exclude_if_present {
+            tags.push(TagFile::parse(t)?);
+        }
+        Ok(Selection {
+            patterns: Patterns::new(&opts.excludes, &opts.iexcludes)?,
+            tags,
+            one_file_system: opts.one_file_system,
         })
     }
+}
 
-    fn excluded(&self, name: &[u8], rel: &Path) -> bool {
-        self.names
-            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
-            || self.paths.is_match(rel)
+/// One source as the walk below it needs it: what exclude patterns are matched against,
+/// and the device `one_file_system` stays on.
+struct SourceAt {
+    /// Its name in the snapshot.
+    name: Vec<u8>,
+    /// Its path, absolute and clean, as components.
+    abs: Vec<Vec<u8>>,
+    /// The device it is on (0 when it cannot be read: the walk warns).
+    dev: u64,
+}
+
+impl SourceAt {
+    fn new(s: &SourceSpec, cwd: &Path) -> Self {
+        SourceAt {
+            name: s.name.as_bytes().to_vec(),
+            abs: absolute_components(&s.path, cwd),
+            dev: std::fs::symlink_metadata(&s.path).map_or(0, |m| m.dev()),
+        }
     }
 }
 
@@ -203,7 +267,7 @@ struct Walker<'a> {
     catalog: &'a Catalog,
     saver: &'a Saver<'a>,
     chunker: Chunker,
-    excludes: Excludes,
+    select: Selection,
     exclude_regexes: Option<regex::bytes::RegexSet>,
     force: bool,
     counters: Counters,
@@ -212,6 +276,8 @@ struct Walker<'a> {
     /// Each source directory, opened once: everything below it is opened relative to it
     /// without following a symlink in any component.
     roots: HashMap<PathBuf, OwnedFd>,
+    /// With `dry_run`: the files read (`None`: not a dry run, nothing is listed).
+    would_read: Option<std::sync::Mutex<Vec<PlannedRead>>>,
 }
 
 /// How an entry found with `lstat` must still look when it is opened: anything else means it
@@ -270,9 +336,11 @@ impl Walker<'_> {
         Ok(fd)
     }
 
-    /// Back up one entry. `Ok(None)` means it was skipped with a warning.
+    /// Back up one entry of `src`. `Ok(None)` means it was skipped with a warning, or left
+    /// out by `one_file_system`.
     fn entry(
         &self,
+        src: &SourceAt,
         name: &OsString,
         path: &Path,
         rel: &Path,
@@ -292,6 +360,19 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
+        // Below the source only: the source itself is where the walk was asked to go.
+        if self.select.one_file_system && !rel.as_os_str().is_empty() {
+            match boundary(src.dev, node.device, node.kind == NodeKind::Dir) {
+                Boundary::Inside => {}
+                Boundary::Outside => return Ok(None),
+                Boundary::MountPoint => {
+                    let empty = super::encode_tree(&Tree { nodes: Vec::new() })?;
+                    node.subtree = Some(self.saver.save(BlobKind::Tree, &empty)?);
+                    self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(node));
+                }
+            }
+        }
         let matched = self
             .exclude_regexes
             .as_ref()
@@ -311,7 +392,7 @@ impl Walker<'_> {
                     ino: node.inode,
                     dir: true,
                 };
-                match self.dir(path, rel, expect, parent_tree, matched)? {
+                match self.dir(src, path, rel, expect, parent_tree, matched)? {
                     Some(id) => node.subtree = Some(id),
                     None => return Ok(None),
                 }
@@ -333,6 +414,7 @@ impl Walker<'_> {
                         true => {}
                         false => return Ok(None),
                     }
+                    self.plan_read(path, &node, parent_node);
                     self.counters.files_read.fetch_add(1, Ordering::Relaxed);
                     self.progress.file_done(0);
                 }
@@ -346,6 +428,55 @@ impl Walker<'_> {
             }
         }
         Ok(Some(node))
+    }
+
+    /// With `dry_run`, list the file at `path` as read.
+    fn plan_read(&self, path: &Path, node: &Node, parent_node: Option<&Node>) {
+        let Some(list) = &self.would_read else {
+            return;
+        };
+        let reason = if self.force {
+            ReadReason::Forced
+        } else if parent_node.is_some_and(|p| p.kind == NodeKind::File) {
+            ReadReason::Changed
+        } else {
+            ReadReason::New
+        };
+        let read = PlannedRead {
+            path: path.display().to_string(),
+            size: node.size,
+            reason,
+        };
+        list.lock().unwrap_or_else(|p| p.into_inner()).push(read);
+    }
+
+    /// Whether the entry at `rel` below `src` matches an exclude pattern, by its absolute
+    /// path or by its path in the snapshot.
+    fn excluded(&self, src: &SourceAt, rel: &Path) -> bool {
+        let patterns = &self.select.patterns;
+        if patterns.is_empty() {
+            return false;
+        }
+        let below: Vec<&[u8]> = rel.components().map(|c| c.as_os_str().as_bytes()).collect();
+        let abs: Vec<&[u8]> = src
+            .abs
+            .iter()
+            .map(Vec::as_slice)
+            .chain(below.iter().copied())
+            .collect();
+        let in_snapshot: Vec<&[u8]> = std::iter::once(&src.name[..]).chain(below).collect();
+        patterns.matches(&abs) || patterns.matches(&in_snapshot)
+    }
+
+    /// The tag files (`exclude_caches`, `exclude_if_present`) among `names`, the entries of
+    /// the directory `path`, that are valid: everything else in the directory is left out.
+    fn valid_tags(&self, path: &Path, names: &[OsString]) -> Vec<&std::ffi::OsStr> {
+        self.select
+            .tags
+            .iter()
+            .filter(|t| names.contains(&t.name) && tag_is_valid(&path.join(&t.name), t))
+            .map(|t| t.name.as_os_str())
+            .collect()
     }
 
     fn all_stored(&self, content: &[BlobId]) -> Result<bool, EngineError> {
@@ -393,6 +524,7 @@ impl Walker<'_> {
     /// unreadable, or `drop_if_empty` and nothing in it was kept).
     fn dir(
         &self,
+        src: &SourceAt,
         path: &Path,
         rel: &Path,
         expect: Expect,
@@ -402,6 +534,7 @@ impl Walker<'_> {
         let Some(names) = self.list_dir(path, rel, expect) else {
             return Ok(None);
         };
+        let tags = self.valid_tags(path, &names);
         let old = parent_tree.and_then(|id| match load_tree(self.repo, self.catalog, &id) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -422,11 +555,12 @@ impl Walker<'_> {
             // of the final size.
             .map(|name| {
                 let rel = rel.join(name);
-                if self.excludes.excluded(name.as_bytes(), &rel) {
+                // As restic: each valid tag leaves out all but itself (so two leave out all).
+                if !tags.iter().all(|t| *t == name.as_os_str()) || self.excluded(src, &rel) {
                     return Ok(None);
                 }
                 let parent = old_nodes.get(name.as_bytes()).copied();
-                self.entry(name, &path.join(name), &rel, parent)
+                self.entry(src, name, &path.join(name), &rel, parent)
             })
             .collect();
         // A directory of many thousand entries holds its old tree, the results and the new
@@ -520,6 +654,27 @@ impl Walker<'_> {
     }
 }
 
+/// Whether the file at `path` is a valid `tag`: it exists (it was listed) and, when the tag
+/// has a header, starts with it. Never through a symlink; unreadable means not a tag.
+fn tag_is_valid(path: &Path, tag: &TagFile) -> bool {
+    let want = tag.header_len();
+    if want == 0 {
+        return true;
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+        return false;
+    };
+    let mut start = Vec::with_capacity(want);
+    match std::io::Read::read_to_end(
+        &mut std::io::Read::take(File::from(fd), want as u64),
+        &mut start,
+    ) {
+        Ok(_) => tag.valid(&start),
+        Err(_) => false,
+    }
+}
+
 /// Find the parent snapshot: the newest of the same host with the same source names.
 fn find_parent(
     catalog: &Catalog,
@@ -565,24 +720,27 @@ pub fn backup_pass(
     let start = Instant::now();
     let time = opts.time.unwrap_or_else(chrono::Utc::now);
     check_sources(opts)?;
+    let select = Selection::new(opts)?;
     let _lock = repo.lock(LockKind::Shared, "backup")?;
     catalog.refresh(repo)?;
     let parent = find_parent(catalog, opts)?;
     let parent_root = load_compared_tree(repo, catalog, &pass, parent.as_ref())?;
 
     let (saver, rx) = Saver::new(repo, catalog);
+    let saver = if opts.dry_run { saver.dry_run() } else { saver };
     let walker = Walker {
         repo,
         catalog,
         saver: &saver,
         chunker: repo.chunker(),
-        excludes: Excludes::new(&opts.excludes)?,
+        select,
         exclude_regexes: exclude_regex_set(&opts.exclude_regexes)?,
         force: opts.force,
         counters: Counters::default(),
         warnings: Warnings::default(),
         progress,
         roots: open_roots(opts),
+        would_read: opts.dry_run.then(Default::default),
     };
     let stats = saver.stats.clone();
     let root = walk_and_upload(&walker, rx, &stats, opts, parent_root.as_ref())?;
@@ -593,7 +751,7 @@ pub fn backup_pass(
     let parent_id = parent.as_ref().map(|(id, _)| *id);
     let snapshot = snapshot_of(opts, time, parent_id, root, summary.clone());
     // Last write of the backup: everything it names is already stored and indexed.
-    let id = if pass.no_snapshot {
+    let id = if pass.no_snapshot || opts.dry_run {
         None
     } else {
         let id = repo.save_snapshot(&snapshot)?;
@@ -617,7 +775,25 @@ pub fn backup_pass(
         duration_secs: start.elapsed().as_secs_f64(),
         warnings,
         tree: root.to_hex(),
+        dry_run: opts.dry_run,
+        would_read: planned_reads(walker.would_read),
     })
+}
+
+/// The files a dry run read, by path.
+fn planned_reads(list: Option<std::sync::Mutex<Vec<PlannedRead>>>) -> Vec<PlannedRead> {
+    let mut list = list
+        .map(|l| l.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default();
+    list.sort_by(|a, b| a.path.cmp(&b.path));
+    list
+}
+
+/// Refuse options a backup cannot run with (no sources, two sources of one name, a source
+/// that cannot be found, a bad pattern or tag name) before anything is opened.
+pub fn check_options(opts: &BackupOptions) -> Result<(), EngineError> {
+    check_sources(opts)?;
+    Selection::new(opts).map(drop)
 }
 
 /// Refuse, before anything is locked, a backup of no sources, of two sources with one name,
@@ -713,6 +889,7 @@ fn walk_sources(
     opts: &BackupOptions,
     parent_root: Option<&Tree>,
 ) -> Result<BlobId, EngineError> {
+    let cwd = std::env::current_dir().unwrap_or_default();
     let results: Vec<Result<Option<Node>, EngineError>> = opts
         .sources
         .par_iter()
@@ -720,7 +897,7 @@ fn walk_sources(
             let name = OsString::from(&s.name);
             let old =
                 parent_root.and_then(|t| t.nodes.iter().find(|n| n.name[..] == *s.name.as_bytes()));
-            walker.entry(&name, &s.path, Path::new(""), old)
+            walker.entry(&SourceAt::new(s, &cwd), &name, &s.path, Path::new(""), old)
         })
         .collect();
     let mut nodes = Vec::new();

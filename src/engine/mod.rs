@@ -20,6 +20,7 @@ mod content;
 pub mod diff;
 pub mod dump;
 pub mod duration;
+pub mod exclude;
 pub mod find;
 pub mod forget;
 pub mod progress;

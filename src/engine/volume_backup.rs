@@ -220,6 +220,7 @@ fn one_volume(run: &Run<'_>, vol: &DockerVolume, vb: &mut VolumeBackup) -> Resul
         parent: None,
         force: opts.force,
         time: None,
+        ..Default::default()
     };
     let stopping = Stopping {
         containers: &to_stop,
