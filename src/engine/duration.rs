@@ -296,7 +296,12 @@ mod tests {
         for bad in ["", "6", "h", "5x", "30s", "-3d", "99999999999y", "20000y"] {
             assert!(Span::parse(bad).is_err(), "{bad}");
         }
-        assert!(Span::parse("30").unwrap_err().to_string().contains("no unit"));
+        assert!(
+            Span::parse("30")
+                .unwrap_err()
+                .to_string()
+                .contains("no unit")
+        );
     }
 
     #[test]
