@@ -12,6 +12,57 @@ pub const ID_BYTES: usize = 32;
 #[error("not a valid id: {0:?} (expected 64 hex characters)")]
 pub struct ParseIdError(pub String);
 
+/// A typed id written as 64 hex characters where people and JSON read it (summaries); the
+/// derived serde form is raw bytes, for the repository's binary encodings.
+pub trait HexId: fmt::Display + Sized {
+    /// Parse the full hex form.
+    fn parse_hex(s: &str) -> Result<Self, ParseIdError>;
+}
+
+/// `#[serde(with = "crate::id::as_hex")]`: a typed id as a hex string.
+pub mod as_hex {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Write the id as hex.
+    pub fn serialize<S: Serializer, T: super::HexId>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    /// Read a hex id.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: super::HexId>(d: D) -> Result<T, D::Error> {
+        let s = String::deserialize(d)?;
+        T::parse_hex(&s).map_err(D::Error::custom)
+    }
+}
+
+/// `#[serde(with = "crate::id::as_hex_opt")]`: an optional typed id as a hex string or null.
+pub mod as_hex_opt {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Write the id as hex, or null.
+    pub fn serialize<S: Serializer, T: super::HexId>(
+        id: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.collect_str(id),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Read a hex id or null.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: super::HexId>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => T::parse_hex(&s).map(Some).map_err(D::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -40,6 +91,12 @@ macro_rules! typed_id {
             /// Unkeyed BLAKE3 of `bytes`: the name of a stored object.
             pub fn of_bytes(bytes: &[u8]) -> Self {
                 Self(*blake3::hash(bytes).as_bytes())
+            }
+        }
+
+        impl HexId for $name {
+            fn parse_hex(s: &str) -> Result<Self, ParseIdError> {
+                Self::from_hex(s)
             }
         }
 

@@ -390,7 +390,7 @@ fn dry_run_reads_and_compares_but_stores_nothing() {
     out.success();
     let v = out.json();
     assert_eq!(v["dry_run"], true, "{v}");
-    assert_eq!(v["snapshot_id"], "", "{v}");
+    assert!(v["snapshot_id"].is_null(), "{v}");
     assert_eq!(v["files_read"], 3, "{v}");
     assert!(v["bytes_added"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["packs_written"], 0, "{v}");

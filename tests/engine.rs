@@ -169,7 +169,7 @@ proptest! {
         prop_assert!(s.warnings.is_empty());
         let target = env.root.join("out");
         let r = restore(&repo, &catalog, &RestoreOptions {
-            snapshot: s.snapshot_id.clone(), target: target.clone(), ..Default::default()
+            snapshot: s.snapshot_id.unwrap().to_hex(), target: target.clone(), ..Default::default()
         }, &Progress::default()).unwrap();
         prop_assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_same_tree(&src, &target.join("data"));
@@ -212,7 +212,7 @@ fn crash_matrix_every_write_of_a_backup() {
         &repo,
         &catalog,
         &RestoreOptions {
-            snapshot: first.snapshot_id.clone(),
+            snapshot: first.snapshot_id.unwrap().to_hex(),
             target: expected.clone(),
             ..Default::default()
         },
@@ -291,7 +291,7 @@ fn crash_matrix_every_write_of_a_backup() {
             &reopened,
             &cat2,
             &RestoreOptions {
-                snapshot: first.snapshot_id.clone(),
+                snapshot: first.snapshot_id.unwrap().to_hex(),
                 target: out.clone(),
                 ..Default::default()
             },
@@ -320,7 +320,7 @@ fn crash_matrix_every_write_of_a_backup() {
         &repo,
         &env.catalog("cache-final"),
         &RestoreOptions {
-            snapshot: last.snapshot_id,
+            snapshot: last.snapshot_id.unwrap().to_hex(),
             target: out.clone(),
             ..Default::default()
         },
@@ -405,7 +405,7 @@ fn restore_across_batches_of_files() {
         &repo,
         &catalog,
         &RestoreOptions {
-            snapshot: s.snapshot_id.clone(),
+            snapshot: s.snapshot_id.unwrap().to_hex(),
             target: target.clone(),
             ..Default::default()
         },

@@ -309,14 +309,14 @@ fn prune_crash_at_every_write_keeps_kept_snapshots() {
     for n in 0..5u64 {
         night(&src, n);
         let s = backup(&repo, &cat, &backup_opts(&src), &Progress::default()).unwrap();
-        ids.push(s.snapshot_id);
+        ids.push(s.snapshot_id.expect("a snapshot"));
     }
     let expected = env.path("expected");
     restore(
         &repo,
         &cat,
         &RestoreOptions {
-            snapshot: ids[4].clone(),
+            snapshot: ids[4].to_hex(),
             target: expected.clone(),
             ..Default::default()
         },
@@ -325,8 +325,7 @@ fn prune_crash_at_every_write_keeps_kept_snapshots() {
     .unwrap();
     // Forget all but the newest, by deleting the snapshot objects.
     for id in &ids[..4] {
-        repo.delete_snapshot(&coffer::id::SnapshotId::from_hex(id).unwrap())
-            .unwrap();
+        repo.delete_snapshot(id).unwrap();
     }
     let prune_opts = PruneOptions {
         max_unused_percent: 0.0,
@@ -388,7 +387,7 @@ fn prune_crash_at_every_write_keeps_kept_snapshots() {
             &r,
             &catalog(&format!("r-{k}")),
             &RestoreOptions {
-                snapshot: ids[4].clone(),
+                snapshot: ids[4].to_hex(),
                 target: out.clone(),
                 ..Default::default()
             },

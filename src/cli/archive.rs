@@ -153,7 +153,7 @@ fn print_export(
     writeln!(
         out,
         "exported snapshot {} ({}) to {}",
-        &s.snapshot_id[..8.min(s.snapshot_id.len())],
+        s.snapshot_id.short(),
         time_ns(s.snapshot_time_ns),
         s.output.as_deref().unwrap_or(target)
     )?;
@@ -232,7 +232,7 @@ pub fn import(g: &Global, a: &ImportArgs) -> anyhow::Result<u8> {
         if !g.quiet {
             println!(
                 "snapshot {} saved from {} (time {}, from the {})",
-                &s.snapshot_id[..8.min(s.snapshot_id.len())],
+                s.snapshot_id.short(),
                 a.archive.display(),
                 s.time,
                 match s.time_source {

@@ -184,7 +184,7 @@ fn report_dry_run(g: &Global, s: &BackupSummary) -> anyhow::Result<u8> {
                 "dry run, nothing stored{}",
                 s.parent
                     .as_ref()
-                    .map(|p| format!(" (parent {})", &p[..8]))
+                    .map(|p| format!(" (parent {})", p.short()))
                     .unwrap_or_default()
             ),
         );
@@ -235,10 +235,10 @@ fn report_backup(g: &Global, s: &BackupSummary, o: &Session) -> anyhow::Result<u
             g,
             format!(
                 "snapshot {} saved{}",
-                &s.snapshot_id[..8],
+                s.snapshot_id.map(|i| i.short()).unwrap_or_default(),
                 s.parent
                     .as_ref()
-                    .map(|p| format!(" (parent {})", &p[..8]))
+                    .map(|p| format!(" (parent {})", p.short()))
                     .unwrap_or_default()
             ),
         );

@@ -66,7 +66,7 @@ pub(crate) fn report_restore(
             format!(
                 "{verb} snapshot {} to {target}: {} files ({} written, {} unchanged), {} dirs, \
                  {} other, {} written{}{} in {:.1}s ({} reads, {} fetched)",
-                s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+                s.snapshot_id.short(),
                 s.files,
                 s.files_written,
                 s.files_unchanged,

@@ -781,7 +781,7 @@ fn backup_directories(
         0,
         format!(
             "snapshot {}: {} files, {} read, {} added",
-            s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+            s.snapshot_id.map(|i| i.short()).unwrap_or_default(),
             s.files,
             bytes(s.bytes_read),
             bytes(s.bytes_added)
@@ -791,9 +791,10 @@ fn backup_directories(
     if let Some(w) = s.warnings.first() {
         tally.first_warning = Some(format!("{}: {}", w.path, w.message));
     }
-    tally.done.snapshots.push(s.snapshot_id.clone());
+    let id = s.snapshot_id.map(|i| i.to_hex()).unwrap_or_default();
+    tally.done.snapshots.push(id.clone());
     tally.done.bytes_added += s.bytes_added;
-    Ok(s.snapshot_id)
+    Ok(id)
 }
 
 /// Back up the Docker volumes of `[backup.docker]`, a snapshot each; any volume that fails
@@ -839,7 +840,10 @@ fn backup_docker_volumes(
     .with_context(|| format!("Docker backup into {}", o.repo.store().describe()))?;
     for v in &s.volumes {
         if let Some(snap) = &v.snapshot {
-            tally.done.snapshots.push(snap.snapshot_id.clone());
+            tally
+                .done
+                .snapshots
+                .extend(snap.snapshot_id.map(|i| i.to_hex()));
             tally.done.bytes_added += snap.bytes_added;
             tally.warnings += snap.warnings.len();
             if let Some(w) = snap.warnings.first() {

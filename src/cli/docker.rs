@@ -204,7 +204,7 @@ fn report_volume(g: &Global, v: &crate::engine::volume_backup::VolumeBackup) {
         Some(b) => println!(
             "volume {}: snapshot {} ({} files, {}; read {}) tags {}",
             v.volume,
-            b.snapshot_id.get(..8).unwrap_or(&b.snapshot_id),
+            b.snapshot_id.map(|i| i.short()).unwrap_or_default(),
             b.files,
             bytes(b.total_bytes),
             bytes(b.bytes_read),

@@ -122,10 +122,12 @@ pub struct BackupOptions {
 /// What a backup did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BackupSummary {
-    /// The new snapshot.
-    pub snapshot_id: String,
+    /// The new snapshot (none for a dry run or a first pass).
+    #[serde(with = "crate::id::as_hex_opt")]
+    pub snapshot_id: Option<SnapshotId>,
     /// The parent used for change detection.
-    pub parent: Option<String>,
+    #[serde(with = "crate::id::as_hex_opt")]
+    pub parent: Option<SnapshotId>,
     /// Files in the snapshot.
     pub files: u64,
     /// Directories in the snapshot.
@@ -153,7 +155,8 @@ pub struct BackupSummary {
     /// Files that could not be read or changed while read.
     pub warnings: Vec<Warning>,
     /// Root tree of the backup (what a later pass can compare against).
-    pub tree: String,
+    #[serde(with = "crate::id::as_hex")]
+    pub tree: BlobId,
     /// Nothing was stored (`dry_run`): the figures say what a backup would have added.
     pub dry_run: bool,
     /// With `dry_run`: the files that would be read, by path.
@@ -759,8 +762,8 @@ pub fn backup_pass(
         Some(id)
     };
     Ok(BackupSummary {
-        snapshot_id: id.map(|i| i.to_hex()).unwrap_or_default(),
-        parent: parent.map(|(id, _)| id.to_hex()),
+        snapshot_id: id,
+        parent: parent.map(|(id, _)| id),
         files: summary.files,
         dirs: summary.dirs,
         files_read: summary.files_read,
@@ -774,7 +777,7 @@ pub fn backup_pass(
         index_files_written: stats.index_files_written.load(Ordering::Relaxed),
         duration_secs: start.elapsed().as_secs_f64(),
         warnings,
-        tree: root.to_hex(),
+        tree: root,
         dry_run: opts.dry_run,
         would_read: planned_reads(walker.would_read),
     })

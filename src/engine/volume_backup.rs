@@ -31,7 +31,6 @@ use crate::docker::label::{ContainerInfo, Phase};
 use crate::docker::order::{Order, start_order};
 use crate::docker::volume::{DockerVolume, VolumeSelection};
 use crate::docker::{ContainerEngine, DockerError};
-use crate::id::BlobId;
 use crate::repo::{LockKind, Repository};
 
 /// What to back up and how.
@@ -505,7 +504,7 @@ fn read_stopping(
         };
         match backup_pass(repo, catalog, bopts, first_opts, progress) {
             Ok(first) => {
-                compare_tree = BlobId::from_hex(&first.tree).ok();
+                compare_tree = Some(first.tree);
                 out.first_pass = Some(FirstPass {
                     files_read: first.files_read,
                     bytes_read: first.bytes_read,

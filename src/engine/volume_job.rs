@@ -108,13 +108,13 @@ pub fn run_volume_job(
             return Err(EngineError::Usage(format!(
                 "the safety snapshot {} could not read {} entries (first: {}: {}); nothing \
                  was restored (add --no-safety-snapshot to restore anyway)",
-                s.snapshot_id.get(..8).unwrap_or(&s.snapshot_id),
+                s.snapshot_id.map(|i| i.short()).unwrap_or_default(),
                 s.warnings.len(),
                 s.warnings[0].path,
                 s.warnings[0].message
             )));
         }
-        out.safety_snapshot = Some(s.snapshot_id);
+        out.safety_snapshot = s.snapshot_id.map(|i| i.to_hex());
     }
     out.restore = restore(
         repo,

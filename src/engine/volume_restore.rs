@@ -437,7 +437,9 @@ mod tests {
         };
         let snapshot = backup(&repo, &catalog, &bopts, &Progress::default())
             .unwrap()
-            .snapshot_id;
+            .snapshot_id
+            .expect("a snapshot")
+            .to_hex();
         let volume = dir.path().join("volumes/data");
         std::fs::create_dir_all(&volume).unwrap();
         std::fs::write(volume.join("old.txt"), b"before the restore").unwrap();

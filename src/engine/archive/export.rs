@@ -35,7 +35,7 @@ use crate::engine::blob_reader::BlobReader;
 use crate::engine::walk::{components, resolve};
 use crate::engine::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
 use crate::format::tree::{Node, NodeKind};
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repo::{LockKind, Repository};
 
 /// Directory the old archives put the volumes in.
@@ -71,7 +71,8 @@ impl Default for ExportOptions {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ExportSummary {
     /// The snapshot exported.
-    pub snapshot_id: String,
+    #[serde(with = "crate::id::as_hex")]
+    pub snapshot_id: SnapshotId,
     /// Its time (RFC 3339).
     pub snapshot_time: String,
     /// Its time, nanoseconds since the epoch.
@@ -428,7 +429,7 @@ pub fn export_tar(
     }
     let time_ns = snap.snapshot.time_ns;
     let summary = ExportSummary {
-        snapshot_id: snap.id.to_hex(),
+        snapshot_id: snap.id,
         snapshot_time: DateTime::from_timestamp_nanos(time_ns).to_rfc3339(),
         snapshot_time_ns: time_ns,
         ..Default::default()

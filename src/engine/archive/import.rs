@@ -36,7 +36,7 @@ use crate::catalog::Catalog;
 use crate::engine::saver::{Saver, SaverStats, run_uploader};
 use crate::engine::{EngineError, Progress, Warning, username};
 use crate::format::snapshot::{Snapshot, SnapshotSummary, SourceInfo};
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repo::{LockKind, PackBuilder, Repository};
 
 /// Tag every imported snapshot gets.
@@ -89,7 +89,8 @@ impl ImportOptions {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImportSummary {
     /// The new snapshot.
-    pub snapshot_id: String,
+    #[serde(with = "crate::id::as_hex")]
+    pub snapshot_id: SnapshotId,
     /// Its time (RFC 3339).
     pub time: String,
     /// Where the time came from: `name`, `given` or `file mtime`.
@@ -295,7 +296,7 @@ pub fn import(
     catalog.add_snapshot(&id, &snapshot)?;
 
     // What the import did.
-    s.snapshot_id = id.to_hex();
+    s.snapshot_id = id;
     s.time = archive.time.to_rfc3339();
     s.time_source = archive.time_source;
     s.sources = sources;

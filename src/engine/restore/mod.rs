@@ -30,7 +30,7 @@ use super::walk::{components, resolve};
 use super::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
 use crate::catalog::Catalog;
 use crate::format::tree::{Node, NodeKind};
-use crate::id::BlobId;
+use crate::id::{BlobId, SnapshotId};
 use crate::repo::{LockKind, Repository};
 use crate::source::write;
 
@@ -92,7 +92,8 @@ pub struct Change {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RestoreSummary {
     /// The snapshot restored.
-    pub snapshot_id: String,
+    #[serde(with = "crate::id::as_hex")]
+    pub snapshot_id: SnapshotId,
     /// Whether nothing was changed (`dry_run`): the counts say what would have been.
     pub dry_run: bool,
     /// Regular files in what was restored.
@@ -756,7 +757,7 @@ pub fn restore(
             .total_files
             .store(snap.snapshot.summary.files, Ordering::Relaxed);
     }
-    let mut r = Restorer::new(repo, catalog, opts, filter, progress, snap.id.to_hex());
+    let mut r = Restorer::new(repo, catalog, opts, filter, progress, snap.id);
     let paths = if opts.paths.is_empty() {
         vec![String::new()]
     } else {
@@ -808,7 +809,7 @@ impl<'a> Restorer<'a> {
         opts: &'a RestoreOptions,
         filter: PathFilter,
         progress: &'a Progress,
-        snapshot_id: String,
+        snapshot_id: SnapshotId,
     ) -> Self {
         Restorer {
             repo,
