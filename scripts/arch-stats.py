@@ -9,7 +9,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # (a lower layer importing a higher one), or between peers named as forbidden below.
 RANK = {"runtime": 0, "error": 0, "storage": 0, "format": 1, "crypto": 1, "chunker": 1, "compress": 1, "id": 0,
         "repo": 2, "catalog": 3, "source": 3, "docker": 4, "engine": 5, "daemon": 6, "cli": 7}
-FORBIDDEN = {("catalog", "repo"), ("crypto", "format"), ("format", "crypto"),
+# format -> crypto (the key file names crypto's KDF parameters and seal overhead) is one way
+# and allowed: the complaint was the cycle, and crypto -> format stays forbidden.
+FORBIDDEN = {("catalog", "repo"), ("crypto", "format"),
              ("cli", "repo"), ("cli", "catalog"), ("cli", "storage"), ("cli", "crypto"),
              ("cli", "format"), ("engine", "storage"), ("docker", "engine"),
              ("docker", "repo"), ("docker", "catalog")}
