@@ -402,35 +402,49 @@ impl Walker<'_> {
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
             }
             NodeKind::File => {
-                if let Some(old) = parent_node
-                    && !self.force
-                    && meta::unchanged(old, &node)
-                    && self.all_stored(&old.content)?
-                {
-                    node.content = old.content.clone();
-                    self.counters
-                        .files_unchanged
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.progress.file_done(node.size);
-                } else {
-                    match self.file(path, rel, &mut node)? {
-                        true => {}
-                        false => return Ok(None),
-                    }
-                    self.plan_read(path, &node, parent_node);
-                    self.counters.files_read.fetch_add(1, Ordering::Relaxed);
-                    self.progress.file_done(0);
+                if !self.file_entry(path, rel, &mut node, parent_node)? {
+                    return Ok(None);
                 }
-                self.counters.files.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .total_bytes
-                    .fetch_add(node.size, Ordering::Relaxed);
             }
             _ => {
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(Some(node))
+    }
+
+    /// Fill a file's content into `node`: its parent's chunk list when its metadata did not
+    /// change (and every chunk is stored), else read. `Ok(false)`: unreadable (warned).
+    fn file_entry(
+        &self,
+        path: &Path,
+        rel: &Path,
+        node: &mut Node,
+        parent_node: Option<&Node>,
+    ) -> Result<bool, EngineError> {
+        if let Some(old) = parent_node
+            && !self.force
+            && meta::unchanged(old, node)
+            && self.all_stored(&old.content)?
+        {
+            node.content = old.content.clone();
+            self.counters
+                .files_unchanged
+                .fetch_add(1, Ordering::Relaxed);
+            self.progress.file_done(node.size);
+        } else {
+            if !self.file(path, rel, node)? {
+                return Ok(false);
+            }
+            self.plan_read(path, node, parent_node);
+            self.counters.files_read.fetch_add(1, Ordering::Relaxed);
+            self.progress.file_done(0);
+        }
+        self.counters.files.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .total_bytes
+            .fetch_add(node.size, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// With `dry_run`, list the file at `path` as read.
