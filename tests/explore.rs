@@ -307,3 +307,59 @@ fn find_indexes_each_snapshot_once_and_only_its_new_trees() {
     let after = env.run(["find", "--json", "file"]).json();
     assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
 }
+
+/// Snapshots named the way restic users type them: positional ids for `ls`, `restore` and
+/// `snapshots`, and an ambiguous prefix that lists its candidates.
+#[test]
+fn snapshots_are_named_positionally_and_ambiguity_lists_candidates() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("dir/a.txt"), "alpha");
+    let mut ids = Vec::new();
+    for day in 1..=17 {
+        let time = format!("2026-01-{day:02}T03:00:00Z");
+        let out = env.run(["backup", "--json", "--time", &time, src.to_str().unwrap()]);
+        out.success();
+        ids.push(snapshot_id(&out.json()));
+    }
+    let ls = env.run(["ls", "latest"]);
+    ls.success();
+    assert!(ls.stdout.contains("src/dir/a.txt"), "{}", ls.stdout);
+    let ls_path = env.run(["ls", &ids[0][..12], "src/dir"]);
+    ls_path.success();
+    assert_eq!(ls_path.stdout.trim(), "src/dir\nsrc/dir/a.txt");
+    let ls_flag = env.run(["ls", "-s", "latest", "src/dir"]);
+    ls_flag.success();
+    assert_eq!(ls_flag.stdout.trim(), "src/dir\nsrc/dir/a.txt");
+    env.run(["ls"]).failure().stderr_has("ls needs a snapshot");
+
+    let target = env.path("restored");
+    env.run(["restore", "latest", "--target", target.to_str().unwrap()])
+        .success();
+    assert_eq!(
+        std::fs::read(target.join("src/dir/a.txt")).unwrap(),
+        b"alpha"
+    );
+    env.run(["restore", "latest", "-s", "latest", "--target", "x"])
+        .failure();
+
+    let one = env.run(["snapshots", "--json", &ids[3][..10]]);
+    one.success();
+    let listed = one.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], ids[3].as_str());
+
+    // 17 ids over 16 hex digits: two share their first character.
+    let shared = ids
+        .iter()
+        .map(|id| &id[..1])
+        .find(|c| ids.iter().filter(|id| id.starts_with(*c)).count() > 1)
+        .unwrap()
+        .to_string();
+    let out = env.run(["ls", &shared]);
+    out.failure();
+    out.stderr_has("ambiguous");
+    for id in ids.iter().filter(|id| id.starts_with(&shared)) {
+        out.stderr_has(&id[..16]);
+    }
+}

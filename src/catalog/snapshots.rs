@@ -261,9 +261,27 @@ impl Catalog {
             0 => Err(CatalogError::Snapshot(format!(
                 "no snapshot {spec:?} (list them with `coffer snapshots`)"
             ))),
-            n => Err(CatalogError::Snapshot(format!(
-                "snapshot id {spec:?} is ambiguous ({n} match): give more characters"
-            ))),
+            n => {
+                // Name the candidates, newest last, as `snapshots` lists them.
+                let named: Vec<String> = matches
+                    .iter()
+                    .take(10)
+                    .map(|s| {
+                        let time = chrono::DateTime::from_timestamp_nanos(s.snapshot.time_ns);
+                        format!(
+                            "{} ({} UTC, {})",
+                            &s.id.to_hex()[..16],
+                            time.format("%Y-%m-%d %H:%M:%S"),
+                            s.snapshot.host
+                        )
+                    })
+                    .collect();
+                let more = if n > named.len() { ", ..." } else { "" };
+                Err(CatalogError::Snapshot(format!(
+                    "snapshot id {spec:?} is ambiguous ({n} match: {}{more}): give more characters",
+                    named.join(", ")
+                )))
+            }
         }
     }
 }

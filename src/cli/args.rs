@@ -279,6 +279,9 @@ pub struct BackupArgs {
 /// `snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
+    /// Only these snapshots (ids or unique prefixes).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
     /// Only snapshots with this tag.
     #[arg(long)]
     pub tag: Vec<String>,
@@ -290,11 +293,12 @@ pub struct SnapshotsArgs {
 /// `ls`.
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id, unique prefix, or `latest`.
-    #[arg(long, short = 's')]
-    pub snapshot: String,
-    /// Path inside the snapshot.
-    pub path: Option<String>,
+    /// Snapshot id, unique prefix, or `latest` (or the first argument, as in `ls latest`).
+    #[arg(long = "snapshot", short = 's')]
+    pub snapshot_flag: Option<String>,
+    /// `[SNAPSHOT] [PATH]`: the snapshot (unless `--snapshot` is given), then a path inside it.
+    #[arg(value_name = "SNAPSHOT_OR_PATH", num_args = 0..=2)]
+    pub args: Vec<String>,
     /// Show mode, size and time.
     #[arg(long, short = 'l')]
     pub long: bool,
@@ -304,8 +308,16 @@ pub struct LsArgs {
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Snapshot id, unique prefix, or `latest`.
-    #[arg(long, short = 's')]
-    pub snapshot: String,
+    #[arg(
+        long = "snapshot",
+        short = 's',
+        conflicts_with = "snapshot_arg",
+        required_unless_present = "snapshot_arg"
+    )]
+    pub snapshot_flag: Option<String>,
+    /// The snapshot, as restic takes it (`restore latest --target DIR`).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot_arg: Option<String>,
     /// Directory to restore into.
     #[arg(long, short = 't', required_unless_present_any = ["to_volume", "all_volumes"])]
     pub target: Option<PathBuf>,
@@ -401,4 +413,32 @@ pub struct UnlockArgs {
     /// Remove every lock, not only stale ones.
     #[arg(long)]
     pub remove_all: bool,
+}
+
+impl RestoreArgs {
+    /// The snapshot asked for, by flag or argument (clap requires one).
+    pub fn snapshot(&self) -> &str {
+        self.snapshot_flag
+            .as_deref()
+            .or(self.snapshot_arg.as_deref())
+            .unwrap_or("latest")
+    }
+}
+
+impl LsArgs {
+    /// The snapshot and the path inside it, from `--snapshot` and the arguments.
+    pub fn snapshot_and_path(&self) -> anyhow::Result<(&str, &str)> {
+        let mut args = self.args.iter().map(String::as_str);
+        let snapshot = match self.snapshot_flag.as_deref() {
+            Some(s) => s,
+            None => args.next().ok_or_else(|| {
+                anyhow::anyhow!("ls needs a snapshot: `coffer ls latest` or `coffer ls -s ID`")
+            })?,
+        };
+        let path = args.next().unwrap_or("");
+        if args.next().is_some() {
+            anyhow::bail!("ls takes one path inside the snapshot");
+        }
+        Ok((snapshot, path))
+    }
 }

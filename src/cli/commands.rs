@@ -181,7 +181,14 @@ fn init(g: &Global, a: &InitArgs) -> anyhow::Result<u8> {
 /// `coffer snapshots`.
 fn snapshots(g: &Global, a: &SnapshotsArgs) -> anyhow::Result<u8> {
     let o = open(g)?;
-    let list = o.snapshots(a.host.as_deref(), &a.tag)?;
+    let mut list = o.snapshots(a.host.as_deref(), &a.tag)?;
+    if !a.ids.is_empty() {
+        let mut wanted = std::collections::HashSet::new();
+        for id in &a.ids {
+            wanted.insert(o.resolve_snapshot(id)?.id);
+        }
+        list.retain(|e| wanted.contains(&e.id));
+    }
     // On stderr in both modes: `--json` prints an array, which has no room for it
     // (`check --json` has the list, as `vanished_snapshots`).
     super::check::report_vanished(&o.catalog.vanished_snapshots()?);
@@ -214,8 +221,9 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> anyhow::Result<u8> {
 /// `coffer ls`.
 fn ls(g: &Global, a: &LsArgs) -> anyhow::Result<u8> {
     let o = open(g)?;
-    let snap = o.resolve_snapshot(&a.snapshot)?;
-    let path = a.path.clone().unwrap_or_default();
+    let (snapshot, path) = a.snapshot_and_path()?;
+    let snap = o.resolve_snapshot(snapshot)?;
+    let path = path.to_string();
     let mut out = std::io::stdout().lock();
     let mut err = None;
     engine::walk::ls(&o.repo, &o.catalog, snap.snapshot.tree, &path, &mut |e| {
@@ -259,7 +267,7 @@ fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "restore");
     let opts = RestoreOptions {
-        snapshot: a.snapshot.clone(),
+        snapshot: a.snapshot().to_string(),
         target: target.clone(),
         paths: a.paths.clone(),
         overwrite: a.overwrite,
