@@ -363,3 +363,61 @@ fn snapshots_are_named_positionally_and_ambiguity_lists_candidates() {
         out.stderr_has(&id[..16]);
     }
 }
+
+#[test]
+fn tag_adds_removes_and_sets_tags_keeping_the_snapshot() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), "alpha");
+    let out = env.run([
+        "backup",
+        "--json",
+        "--tag",
+        "nightly",
+        src.to_str().unwrap(),
+    ]);
+    out.success();
+    let first = snapshot_id(&out.json());
+    write(&src.join("b.txt"), "beta");
+    env.backup_json(&[&src]);
+    let tags_of = |env: &Env| -> Vec<Vec<String>> {
+        env.snapshots()
+            .iter()
+            .map(|s| {
+                s["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let added = env.run(["tag", "--json", "--add", "keep", &first[..8]]);
+    added.success();
+    let v = added.json();
+    assert_eq!(v["changed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["changed"][0]["old_id"], first.as_str());
+    assert_eq!(tags_of(&env), vec![vec!["nightly", "keep"], vec![]]);
+    // Unchanged content: the retagged snapshot restores as before.
+    let target = env.path("out");
+    let new_id = v["changed"][0]["new_id"].as_str().unwrap().to_string();
+    env.run(["restore", &new_id, "--target", target.to_str().unwrap()])
+        .success();
+    assert_eq!(std::fs::read(target.join("src/a.txt")).unwrap(), b"alpha");
+    assert!(!target.join("src/b.txt").exists());
+    // --remove on every snapshot, --set on one.
+    env.run(["tag", "--remove", "nightly"]).success();
+    assert_eq!(tags_of(&env), vec![vec!["keep"], vec![]]);
+    env.run(["tag", "--set", "x", "--set", "y", "latest"])
+        .success();
+    assert_eq!(tags_of(&env), vec![vec!["keep"], vec!["x", "y"]]);
+    // The old id is gone and not reported as vanished.
+    let check = env.run(["check"]);
+    check.success();
+    // Bad input changes nothing.
+    env.run(["tag", "--add", "z", "ffffffff"]).failure();
+    env.run(["tag", "latest"]).failure().stderr_has("--add");
+    env.run(["tag", "--set", "a", "--add", "b"]).failure();
+    assert_eq!(tags_of(&env), vec![vec!["keep"], vec!["x", "y"]]);
+}

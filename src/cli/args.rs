@@ -107,6 +107,8 @@ pub enum Command {
     Dump(super::explore::DumpArgs),
     /// Find files and directories by name or path in all snapshots (from the catalog's index).
     Find(super::explore::FindArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(super::explore::TagArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

@@ -139,6 +139,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Diff(a) => super::explore::diff(g, a),
         Command::Dump(a) => super::explore::dump(g, a),
         Command::Find(a) => super::explore::find(g, a),
+        Command::Tag(a) => super::explore::tag(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),

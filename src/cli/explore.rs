@@ -11,6 +11,24 @@ use super::output::bytes;
 use crate::engine::diff::{DiffEntry, diff as run_diff};
 use crate::engine::dump::dump as run_dump;
 use crate::engine::find::{FindOptions, find as run_find};
+use crate::engine::tag::{TagOptions, tag as run_tag};
+
+/// `tag`.
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// Add this tag (repeatable).
+    #[arg(long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; `--set ''` removes every tag).
+    #[arg(long = "set", value_name = "TAG", num_args = 0..=1, default_missing_value = "")]
+    pub set: Option<Vec<String>>,
+    /// The snapshots (ids, unique prefixes, `latest`); all when none is given.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+}
 
 /// `find`.
 #[derive(Args, Debug)]
@@ -153,6 +171,44 @@ pub(super) fn find(g: &Global, a: &FindArgs) -> anyhow::Result<u8> {
     }
     if s.snapshots.is_empty() && !g.json && !g.quiet {
         eprintln!("no entry matches {}", a.patterns.join(" or "));
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer tag --add|--remove|--set TAG [SNAPSHOT...]`.
+pub(super) fn tag(g: &Global, a: &TagArgs) -> anyhow::Result<u8> {
+    let o = open(g)?;
+    let set: Vec<String> = a
+        .set
+        .iter()
+        .flatten()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
+    let opts = TagOptions {
+        snapshots: a.snapshots.clone(),
+        add: a.add.clone(),
+        remove: a.remove.clone(),
+        set,
+        set_given: a.set.is_some(),
+    };
+    let s = run_tag(&o.repo, &o.catalog, &opts)?;
+    if g.json {
+        print_json(&s)?;
+    } else if !g.quiet {
+        for c in &s.changed {
+            println!(
+                "snapshot {} is now {} (tags: {})",
+                c.old_id.short(),
+                c.new_id.short(),
+                c.tags.join(",")
+            );
+        }
+        println!(
+            "{} snapshot(s) changed, {} already so",
+            s.changed.len(),
+            s.unchanged
+        );
     }
     Ok(exit::OK)
 }

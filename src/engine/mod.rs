@@ -31,6 +31,7 @@ pub mod retention;
 mod saver;
 pub mod session;
 pub mod sync;
+pub mod tag;
 pub mod volume_backup;
 pub mod volume_job;
 pub mod volume_restore;
