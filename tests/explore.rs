@@ -421,3 +421,47 @@ fn tag_adds_removes_and_sets_tags_keeping_the_snapshot() {
     env.run(["tag", "--set", "a", "--add", "b"]).failure();
     assert_eq!(tags_of(&env), vec![vec!["keep"], vec!["x", "y"]]);
 }
+
+#[test]
+fn cache_cleanup_removes_only_caches_unused_for_long() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), "alpha");
+    env.backup_json(&[&src]);
+    // A repository deleted long ago left its catalog behind.
+    let old = env.cache.join("ab".repeat(32));
+    write(&old.join("catalog.sqlite"), vec![0u8; 4096]);
+    let long_ago = filetime::FileTime::from_unix_time(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 40 * 86_400,
+        0,
+    );
+    filetime::set_file_mtime(old.join("catalog.sqlite"), long_ago).unwrap();
+    filetime::set_file_mtime(&old, long_ago).unwrap();
+    // Not a repository's cache: never touched.
+    write(&env.cache.join("notes/keep.txt"), "mine");
+
+    let listed = env.run(["cache", "--json"]);
+    listed.success();
+    let v = listed.json();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v[0]["repository_id"], "ab".repeat(32));
+    assert!(v[0]["unused_secs"].as_u64().unwrap() > 39 * 86_400);
+
+    let dry = env.run(["cache", "--json", "--cleanup", "--dry-run"]);
+    dry.success();
+    assert_eq!(dry.json()[0]["removed"], true);
+    assert!(old.exists(), "a dry run removes nothing");
+
+    env.run(["cache", "--cleanup"]).success();
+    assert!(!old.exists());
+    assert!(env.cache.join("notes/keep.txt").exists());
+    let after = env.run(["cache", "--json"]).json();
+    assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after[0]["removed"], false);
+    // The repository in use still opens with its cache.
+    env.run(["ls", "latest"]).success();
+}

@@ -109,6 +109,8 @@ pub enum Command {
     Find(super::explore::FindArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(super::explore::TagArgs),
+    /// List the per-repository caches; `--cleanup` removes those unused for 30 days.
+    Cache(super::explore::CacheArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

@@ -140,6 +140,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Dump(a) => super::explore::dump(g, a),
         Command::Find(a) => super::explore::find(g, a),
         Command::Tag(a) => super::explore::tag(g, a),
+        Command::Cache(a) => super::explore::cache(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),

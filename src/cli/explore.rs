@@ -13,6 +13,22 @@ use crate::engine::dump::dump as run_dump;
 use crate::engine::find::{FindOptions, find as run_find};
 use crate::engine::tag::{TagOptions, tag as run_tag};
 
+/// `cache`.
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Remove the caches of repositories not used for `--max-unused` (their catalogs are
+    /// rebuilt if those repositories are opened again).
+    #[arg(long)]
+    pub cleanup: bool,
+    /// How long a repository's cache may go unused before `--cleanup` removes it.
+    #[arg(long, default_value = "30d", value_name = "DURATION",
+          value_parser = crate::engine::duration::parse_fixed_secs)]
+    pub max_unused: u64,
+    /// With `--cleanup`: list what would be removed, remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
 /// `tag`.
 #[derive(Args, Debug)]
 pub struct TagArgs {
@@ -208,6 +224,48 @@ pub(super) fn tag(g: &Global, a: &TagArgs) -> anyhow::Result<u8> {
             "{} snapshot(s) changed, {} already so",
             s.changed.len(),
             s.unchanged
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer cache [--cleanup]`: the per-repository caches, least recently used first.
+pub(super) fn cache(g: &Global, a: &CacheArgs) -> anyhow::Result<u8> {
+    let dir = g.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
+    let max = a
+        .cleanup
+        .then(|| std::time::Duration::from_secs(a.max_unused));
+    let caches = crate::engine::cache::repository_caches(&dir, max, a.dry_run)?;
+    if g.json {
+        print_json(&caches)?;
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    for c in &caches {
+        let days = c.unused_secs / 86_400;
+        let mark = match (c.removed, a.dry_run) {
+            (true, true) => "  (would be removed)",
+            (true, false) => "  (removed)",
+            _ => "",
+        };
+        writeln!(
+            out,
+            "{}  {:>10}  unused {days} days{mark}",
+            &c.repository_id[..16],
+            bytes(c.bytes)
+        )?;
+    }
+    let removed = caches.iter().filter(|c| c.removed).count();
+    if !g.quiet {
+        eprintln!(
+            "{} repository cache(s) in {}; {removed} {}",
+            caches.len(),
+            dir.display(),
+            if a.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
         );
     }
     Ok(exit::OK)

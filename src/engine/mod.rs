@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod backup;
 mod blob_reader;
+pub mod cache;
 pub mod check;
 mod check_index;
 mod content;
