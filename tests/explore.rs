@@ -465,3 +465,66 @@ fn cache_cleanup_removes_only_caches_unused_for_long() {
     // The repository in use still opens with its cache.
     env.run(["ls", "latest"]).success();
 }
+
+#[test]
+fn snapshots_group_by_and_latest() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), "alpha");
+    for (host, day) in [("web", 1), ("db", 2), ("web", 3), ("web", 4), ("db", 5)] {
+        let time = format!("2026-02-{day:02}T03:00:00Z");
+        env.run([
+            "backup",
+            "--host",
+            host,
+            "--time",
+            &time,
+            src.to_str().unwrap(),
+        ])
+        .success();
+    }
+    let latest = env.run(["snapshots", "--json", "--latest", "1"]).json();
+    let hosts: Vec<(&str, &str)> = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["host"].as_str().unwrap(), s["time"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![
+            ("db", "2026-02-05T03:00:00+00:00"),
+            ("web", "2026-02-04T03:00:00+00:00")
+        ]
+    );
+    let grouped = env
+        .run(["snapshots", "--json", "--group-by", "host"])
+        .json();
+    let groups: Vec<(&str, usize)> = grouped
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group_key"].as_str().unwrap(),
+                g["snapshots"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(groups, vec![("host=db", 2), ("host=web", 3)]);
+    let text = env.run(["snapshots", "--group-by", "host", "--latest", "2"]);
+    text.success();
+    assert!(
+        text.stdout.contains("snapshots of host=web:"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.trim_end().ends_with("4 snapshots"),
+        "{}",
+        text.stdout
+    );
+    env.run(["snapshots", "--group-by", "colour"])
+        .failure()
+        .stderr_has("colour");
+}

@@ -286,6 +286,14 @@ pub struct SnapshotsArgs {
     /// Only these snapshots (ids or unique prefixes).
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
+    /// Show the snapshots in groups: `host`, `sources` (or `paths`), `tags`, comma-separated.
+    #[arg(long, value_name = "FIELDS",
+          value_parser = crate::engine::retention::GroupBy::parse)]
+    pub group_by: Option<crate::engine::retention::GroupBy>,
+    /// Only the newest N snapshots of each host and set of sources (of each group with
+    /// `--group-by`).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
     /// Only snapshots with this tag.
     #[arg(long)]
     pub tag: Vec<String>,

@@ -194,15 +194,51 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> anyhow::Result<u8> {
     // On stderr in both modes: `--json` prints an array, which has no room for it
     // (`check --json` has the list, as `vanished_snapshots`).
     super::check::report_vanished(&o.catalog.vanished_snapshots()?);
+    let by = a.group_by.unwrap_or(if a.latest.is_some() {
+        crate::engine::retention::GroupBy::DEFAULT
+    } else {
+        crate::engine::retention::GroupBy::default()
+    });
+    let groups = crate::engine::retention::group_snapshots(list, by, a.latest);
     if g.json {
-        let v: Vec<_> = list.iter().map(snapshot_json).collect();
+        if a.group_by.is_some() {
+            let v: Vec<_> = groups
+                .iter()
+                .map(|(k, l)| {
+                    serde_json::json!({
+                        "group_key": k,
+                        "snapshots": l.iter().map(snapshot_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            return print_json(&v).map(|()| exit::OK);
+        }
+        let v: Vec<_> = groups
+            .iter()
+            .flat_map(|(_, l)| l)
+            .map(snapshot_json)
+            .collect();
         return print_json(&v).map(|()| exit::OK);
     }
+    let mut total = 0;
+    for (key, list) in &groups {
+        if a.group_by.is_some() {
+            println!("snapshots of {}:", if key.is_empty() { "all" } else { key });
+        }
+        print_snapshot_table(list);
+        total += list.len();
+    }
+    println!("{total} snapshots");
+    Ok(exit::OK)
+}
+
+/// The table of `snapshots`.
+fn print_snapshot_table(list: &[SnapshotEntry]) {
     println!(
         "{:<8}  {:<19}  {:<12}  {:<14}  {:<20}  {:>10}  {:>10}",
         "ID", "Time", "Host", "Tags", "Sources", "Size", "Added"
     );
-    for e in &list {
+    for e in list {
         let s = &e.snapshot;
         let sources: Vec<&str> = s.sources.iter().map(|x| x.name.as_str()).collect();
         println!(
@@ -216,8 +252,6 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> anyhow::Result<u8> {
             bytes(s.summary.stored_bytes_added)
         );
     }
-    println!("{} snapshots", list.len());
-    Ok(exit::OK)
 }
 
 /// `coffer ls`.

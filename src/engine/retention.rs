@@ -158,6 +158,38 @@ pub struct Decision {
     pub within_since: Option<DateTime<Utc>>,
 }
 
+/// `snapshots --group-by` and `--latest N`: the snapshots (oldest first) in groups by `by`
+/// (groups in key order; no field: one group), each cut to its newest `latest`.
+pub fn group_snapshots(
+    entries: Vec<crate::catalog::SnapshotEntry>,
+    by: GroupBy,
+    latest: Option<usize>,
+) -> Vec<(String, Vec<crate::catalog::SnapshotEntry>)> {
+    let mut groups: BTreeMap<String, Vec<crate::catalog::SnapshotEntry>> = BTreeMap::new();
+    for e in entries {
+        let s = &e.snapshot;
+        let candidate = Candidate {
+            id: String::new(),
+            time: DateTime::from_timestamp_nanos(s.time_ns),
+            host: s.host.clone(),
+            tags: s.tags.clone(),
+            sources: s.sources.iter().map(|x| x.name.clone()).collect(),
+        };
+        groups.entry(group_key(&candidate, by)).or_default().push(e);
+    }
+    groups
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|e| e.snapshot.time_ns);
+            if let Some(n) = latest {
+                let cut = v.len().saturating_sub(n);
+                v.drain(..cut);
+            }
+            (k, v)
+        })
+        .collect()
+}
+
 fn group_key(c: &Candidate, by: GroupBy) -> String {
     let mut parts = Vec::new();
     // A restore's safety copies are never in the group of the backups: one taken after the
