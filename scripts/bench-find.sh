@@ -3,14 +3,15 @@
 # small files (a copy of /usr/share/doc, or FIND_SOURCE), backed up SNAPSHOTS times by both
 # tools with `--time` one day apart, about 0.5 % of the files changed before each night. Then,
 # each timed (median of FIND_RUNS, wall seconds):
-#   find, name pattern, across every snapshot          coffer find '*.html'  / restic find '*.html'
+#   find, name pattern, across every snapshot          coffer find '*.md'  / restic find '*.md'
 #   find, same again (coffer's path index is warm)
 #   diff of the first and the last snapshot            coffer diff A B       / restic diff A B
 # coffer's first `find` includes building its path index for every snapshot; the second is the
 # everyday cost. Prints a markdown table; raw times in $FIND_DIR/times.tsv.
 #
 # Variables: SNAPSHOTS (default 30; the figure is 365), FIND_SOURCE (default
-# /usr/share/doc), FIND_DIR (default /var/tmp/coffer-bench-find: on disk), FIND_RUNS (3),
+# /usr/share/doc), FIND_PATTERN (default '*.md'), FIND_DIR (default
+# /var/tmp/coffer-bench-find: on disk), FIND_RUNS (3),
 # COFFER_BIN (default target/release/coffer, built unless BENCH_SKIP_BUILD=1), RESTIC.
 set -euo pipefail
 
@@ -21,6 +22,7 @@ W=${FIND_DIR:-/var/tmp/coffer-bench-find}
 FIND_RUNS=${FIND_RUNS:-3}
 COFFER=${COFFER_BIN:-$ROOT/target/release/coffer}
 RESTIC=${RESTIC:-restic}
+PATTERN=${FIND_PATTERN:-*.md}
 
 log() { printf '[bench-find %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -85,10 +87,10 @@ timed() { # LABEL TOOL CMD...: append wall seconds to times.tsv
 }
 
 : >"$W/times.tsv"
-timed "find, first (coffer builds its path index)" coffer "$COFFER" "${CREPO[@]}" find --json '*.html'
+timed "find, first (coffer builds its path index)" coffer "$COFFER" "${CREPO[@]}" find --json "$PATTERN"
 for ((r = 0; r < FIND_RUNS; r++)); do
-  timed "find '*.html' across all snapshots" coffer "$COFFER" "${CREPO[@]}" find --json '*.html'
-  timed "find '*.html' across all snapshots" restic "$RESTIC" "${RREPO[@]}" find --json '*.html'
+  timed "find '$PATTERN' across all snapshots" coffer "$COFFER" "${CREPO[@]}" find --json "$PATTERN"
+  timed "find '$PATTERN' across all snapshots" restic "$RESTIC" "${RREPO[@]}" find --json "$PATTERN"
   timed "diff first latest" coffer "$COFFER" "${CREPO[@]}" diff "$first_c" latest
   timed "diff first latest" restic "$RESTIC" "${RREPO[@]}" diff "$first_r" latest
 done
