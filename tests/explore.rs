@@ -528,3 +528,32 @@ fn snapshots_group_by_and_latest() {
         .failure()
         .stderr_has("colour");
 }
+
+#[test]
+fn ls_long_reads_like_ls_long() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("dir/a.txt"), vec![b'x'; 2048]);
+    std::os::unix::fs::symlink("dir/a.txt", src.join("link")).unwrap();
+    env.backup_json(&[&src]);
+    let out = env.run(["ls", "-l", "latest", "src"]);
+    out.success();
+    let line = |p: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.ends_with(p) || l.contains(&format!("{p} -> ")))
+            .unwrap_or_else(|| panic!("no {p} in {}", out.stdout))
+            .to_string()
+    };
+    assert!(line("src/dir").starts_with("drwx"), "{}", out.stdout);
+    let file = line("src/dir/a.txt");
+    assert!(file.starts_with("-rw"), "{file}");
+    assert!(file.contains("2.00 KiB"), "{file}");
+    assert!(file.contains(" UTC "), "{file}");
+    assert!(line("src/link").starts_with('l'));
+    assert!(
+        line("src/link").ends_with("src/link -> dir/a.txt"),
+        "{}",
+        out.stdout
+    );
+}

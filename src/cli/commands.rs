@@ -268,12 +268,21 @@ fn ls(g: &Global, a: &LsArgs) -> anyhow::Result<u8> {
                 .map_err(std::io::Error::other)
                 .and_then(|_| writeln!(out))
         } else if a.long {
+            let target = e
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "{:>6o} {:>12} {}  {}",
-                e.mode,
-                e.size,
-                &e.mtime[..19.min(e.mtime.len())],
+                "{} {:>10}  {} UTC  {}{target}",
+                super::output::mode_string(e.kind, e.mode),
+                if e.kind == "file" {
+                    bytes(e.size)
+                } else {
+                    String::new()
+                },
+                e.mtime.get(..19).unwrap_or(&e.mtime).replace('T', " "),
                 e.path
             )
         } else {

@@ -233,3 +233,48 @@ pub fn time_ns(t: i64) -> String {
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
 }
+
+/// `ls -l`'s first column: the kind's letter, then `rwx` triplets with set-id and sticky bits
+/// (`drwxr-xr-x`, `-rwsr-xr-x`, `lrwxrwxrwx`).
+pub fn mode_string(kind: &str, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "fifo" => 'p',
+        "chardev" => 'c',
+        "blockdev" => 'b',
+        "socket" => 's',
+        _ => '-',
+    });
+    let special = [(0o4000, 's', 'S'), (0o2000, 's', 'S'), (0o1000, 't', 'T')];
+    for (i, (bit, set_x, set_no_x)) in special.iter().enumerate() {
+        let shift = 6 - 3 * i as u32;
+        let bits = (mode >> shift) & 0o7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (mode & bit != 0, bits & 1 != 0) {
+            (true, true) => *set_x,
+            (true, false) => *set_no_x,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::mode_string;
+
+    #[test]
+    fn modes_read_as_ls_writes_them() {
+        assert_eq!(mode_string("dir", 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string("file", 0o644), "-rw-r--r--");
+        assert_eq!(mode_string("file", 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string("file", 0o2640), "-rw-r-S---");
+        assert_eq!(mode_string("dir", 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string("symlink", 0o777), "lrwxrwxrwx");
+        assert_eq!(mode_string("fifo", 0o600), "prw-------");
+    }
+}
