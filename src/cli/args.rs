@@ -8,7 +8,8 @@ use crate::engine::session::{FORMAT_VERSION, KdfParams, OLDEST_FORMAT_VERSION};
 
 /// coffer: deduplicating, encrypted snapshots of directories and Docker volumes.
 #[derive(Parser, Debug)]
-#[command(name = "coffer", version, about, long_about = None)]
+#[command(name = "coffer", version, about, long_about = None,
+          after_help = "Times are shown and read in UTC (RFC 3339 in --json output).")]
 pub struct Cli {
     /// Options of every command.
     #[command(flatten)]

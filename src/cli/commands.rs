@@ -236,7 +236,7 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> anyhow::Result<u8> {
 fn print_snapshot_table(list: &[SnapshotEntry]) {
     println!(
         "{:<8}  {:<19}  {:<12}  {:<14}  {:<20}  {:>10}  {:>10}",
-        "ID", "Time", "Host", "Tags", "Sources", "Size", "Added"
+        "ID", "Time (UTC)", "Host", "Tags", "Sources", "Size", "Added"
     );
     for e in list {
         let s = &e.snapshot;

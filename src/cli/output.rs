@@ -226,10 +226,9 @@ impl Drop for ProgressDisplay {
     }
 }
 
-/// Local time of a snapshot, for tables.
+/// A snapshot's time for tables, in UTC like every time coffer shows (`--help` says so).
 pub fn time_ns(t: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(t)
-        .with_timezone(&chrono::Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
 }
