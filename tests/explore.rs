@@ -557,3 +557,41 @@ fn ls_long_reads_like_ls_long() {
         out.stdout
     );
 }
+
+#[test]
+fn completion_scripts_and_man_pages_are_generated() {
+    let env = Env::new();
+    let bash = env.run(["completion", "bash"]);
+    bash.success();
+    assert!(bash.stdout.contains("_coffer()"), "{}", bash.stdout);
+    assert!(bash.stdout.contains("find"), "commands are completed");
+    let script = env.path("coffer.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n rejects the completion script");
+    for shell in ["zsh", "fish"] {
+        let out = env.run(["completion", shell]);
+        out.success();
+        assert!(out.stdout.contains("coffer"), "{shell}");
+    }
+    env.run(["completion", "tcsh"]).failure();
+
+    let page = env.run(["man"]);
+    page.success();
+    assert!(page.stdout.contains(".TH coffer 1"), "{}", page.stdout);
+    let dir = env.path("man1");
+    env.run(["man", "--dir", dir.to_str().unwrap()]).success();
+    for name in [
+        "coffer.1",
+        "coffer-backup.1",
+        "coffer-find.1",
+        "coffer-restore.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(text.contains(".TH"), "{name}");
+    }
+}

@@ -112,6 +112,10 @@ pub enum Command {
     Tag(super::explore::TagArgs),
     /// List the per-repository caches; `--cleanup` removes those unused for 30 days.
     Cache(super::explore::CacheArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(super::docs::CompletionArgs),
+    /// Print the man page, or write every command's into a directory.
+    Man(super::docs::ManArgs),
     /// Write a snapshot, or paths in it, as a tar.gz archive (`backup/<source>/...`).
     Export(super::archive::ExportArgs),
     /// Store a tar.gz archive of the old layout (`backup/<source>/...`) as a snapshot.

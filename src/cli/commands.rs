@@ -141,6 +141,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Find(a) => super::explore::find(g, a),
         Command::Tag(a) => super::explore::tag(g, a),
         Command::Cache(a) => super::explore::cache(g, a),
+        Command::Completion(a) => super::docs::completion(g, a),
+        Command::Man(a) => super::docs::man(g, a),
         Command::Check(a) => super::check::check(g, a),
         Command::Stats => stats(g),
         Command::Key(k) => key(g, k),

@@ -8,6 +8,7 @@ mod check;
 mod commands;
 mod daemon;
 mod docker;
+mod docs;
 mod explore;
 mod lifecycle;
 pub mod output;
