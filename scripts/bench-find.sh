@@ -75,6 +75,8 @@ done
 
 first_c=$("$COFFER" "${CREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 first_r=$("$RESTIC" "${RREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[0]["id"])')
+# restic 0.14's diff takes ids only, not `latest`.
+last_r=$("$RESTIC" "${RREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[-1]["id"])')
 
 timed() { # LABEL TOOL CMD...: append wall seconds to times.tsv
   local label=$1 tool=$2
@@ -92,7 +94,7 @@ for ((r = 0; r < FIND_RUNS; r++)); do
   timed "find '$PATTERN' across all snapshots" coffer "$COFFER" "${CREPO[@]}" find --json "$PATTERN"
   timed "find '$PATTERN' across all snapshots" restic "$RESTIC" "${RREPO[@]}" find --json "$PATTERN"
   timed "diff first latest" coffer "$COFFER" "${CREPO[@]}" diff "$first_c" latest
-  timed "diff first latest" restic "$RESTIC" "${RREPO[@]}" diff "$first_r" latest
+  timed "diff first latest" restic "$RESTIC" "${RREPO[@]}" diff "$first_r" "$last_r"
 done
 
 python3 - "$W/times.tsv" "$files" "$SNAPSHOTS" <<'EOF'
