@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
 use super::{EngineError, display_bytes, load_tree};
 use crate::catalog::Catalog;
@@ -13,26 +12,9 @@ use crate::repo::Repository;
 
 /// A node standing for a snapshot's root directory.
 pub fn root_node(tree: BlobId) -> Node {
-    Node {
-        name: ByteBuf::new(),
-        kind: NodeKind::Dir,
-        mode: 0o40755,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        mtime_nsec: 0,
-        ctime: 0,
-        ctime_nsec: 0,
-        size: 0,
-        inode: 0,
-        device: 0,
-        links: 1,
-        rdev: 0,
-        link_target: None,
-        content: vec![],
-        subtree: Some(tree),
-        xattrs: vec![],
-    }
+    Node::new(Vec::new(), NodeKind::Dir)
+        .with_mode(0o40755)
+        .with_subtree(tree)
 }
 
 /// Split a user's path inside a snapshot (`workspace/src/`) into components.
