@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use paths::PathHit;
 pub use refresh::{RefreshError, RefreshSource};
-pub use snapshots::{SnapshotEntry, SnapshotUpdate, VanishedSnapshot};
+pub use snapshots::{SnapshotEntry, SnapshotFilter, SnapshotUpdate, VanishedSnapshot};
 
 use crate::id::{BlobId, PackId};
 

@@ -36,6 +36,61 @@ pub struct SnapshotEntry {
     pub snapshot: Snapshot,
 }
 
+/// Which snapshots `latest` may name, as restic's `--host`, `--tag` and `--path` narrow it.
+/// Empty lists do not narrow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotFilter {
+    /// Only snapshots of one of these hosts.
+    pub hosts: Vec<String>,
+    /// Only snapshots that carry every one of these tags.
+    pub tags: Vec<String>,
+    /// Only snapshots that have every one of these sources (by name, or by the path it was
+    /// read from).
+    pub sources: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether it narrows at all.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.sources.is_empty()
+    }
+
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let trim = |p: &str| -> String {
+            let t = p.trim_end_matches('/');
+            if t.is_empty() {
+                p.to_string()
+            } else {
+                t.to_string()
+            }
+        };
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.sources.iter().all(|want| {
+                let want = trim(want);
+                s.sources
+                    .iter()
+                    .any(|src| src.name == want || trim(&src.path) == want)
+            })
+    }
+
+    /// The filter in words, for an error that nothing passed.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.hosts.is_empty() {
+            parts.push(format!("host {}", self.hosts.join(" or ")));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags {}", self.tags.join(",")));
+        }
+        if !self.sources.is_empty() {
+            parts.push(format!("sources {}", self.sources.join(", ")));
+        }
+        parts.join(", ")
+    }
+}
+
 /// A snapshot this catalog saw that left the repository without a `forget` through it.
 #[derive(Clone, Debug, Serialize)]
 pub struct VanishedSnapshot {
@@ -237,19 +292,43 @@ impl Catalog {
 
     /// Resolve a user's snapshot reference: `latest`, a full id or a unique prefix.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, CatalogError> {
+        self.resolve_snapshot_in(spec, &SnapshotFilter::default())
+    }
+
+    /// [`Self::resolve_snapshot`], with `latest` meaning the newest snapshot that passes
+    /// `filter` (an id names its snapshot whatever the filter says, as in restic).
+    pub fn resolve_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<SnapshotEntry, CatalogError> {
         let all = self.snapshots()?;
         if spec == "latest" {
+            let any = !all.is_empty();
+            let passing: Vec<SnapshotEntry> = all
+                .into_iter()
+                .filter(|s| filter.matches(&s.snapshot))
+                .collect();
             // The safety copies a restore takes (tag `pre-restore`) are not what "the latest
             // backup" means: right after a restore, `latest` is still the backup restored.
             // They are picked by id, or when nothing else exists.
-            let newest_backup = all
+            let newest_backup = passing
                 .iter()
                 .rev()
                 .find(|s| !s.snapshot.tags.iter().any(|t| t == "pre-restore"))
                 .cloned();
             return newest_backup
-                .or_else(|| all.into_iter().next_back())
-                .ok_or_else(|| CatalogError::Snapshot("the repository has no snapshots".into()));
+                .or_else(|| passing.into_iter().next_back())
+                .ok_or_else(|| {
+                    CatalogError::Snapshot(if !any {
+                        "the repository has no snapshots".into()
+                    } else {
+                        format!(
+                            "no snapshot of {} (list them with `coffer snapshots`)",
+                            filter.describe()
+                        )
+                    })
+                });
         }
         let spec_l = spec.to_ascii_lowercase();
         let mut matches: Vec<SnapshotEntry> = all
@@ -348,5 +427,67 @@ mod tests {
         let u = c.update_snapshots(&[], |_| None).unwrap();
         assert_eq!((u.removed, u.vanished), (1, 0));
         assert_eq!(c.vanished_snapshots().unwrap().len(), 1, "only `d`");
+    }
+
+    #[test]
+    fn latest_is_the_newest_snapshot_that_passes_the_filter() {
+        use crate::format::snapshot::SourceInfo;
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        let make = |t: i64, host: &str, tags: &[&str], source: &str| {
+            let mut s = snap(t);
+            s.host = host.into();
+            s.tags = tags.iter().map(|t| t.to_string()).collect();
+            s.sources = vec![SourceInfo {
+                name: source.into(),
+                path: format!("/srv/{source}"),
+            }];
+            s
+        };
+        let snaps = [
+            make(1, "web", &["nightly"], "db"),
+            make(2, "web", &["nightly", "weekly"], "src"),
+            make(3, "ci", &["nightly"], "src"),
+            make(4, "ci", &["pre-restore"], "src"),
+        ];
+        let ids: Vec<SnapshotId> = (1..=4u8).map(|i| SnapshotId([i; 32])).collect();
+        c.update_snapshots(&ids, |id| Some(snaps[usize::from(id.0[0]) - 1].clone()))
+            .unwrap();
+        let latest = |f: SnapshotFilter| c.resolve_snapshot_in("latest", &f).map(|e| e.id.0[0]);
+        let host = |h: &str| SnapshotFilter {
+            hosts: vec![h.into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            latest(SnapshotFilter::default()).unwrap(),
+            3,
+            "not the pre-restore copy"
+        );
+        assert_eq!(latest(host("web")).unwrap(), 2);
+        let db = SnapshotFilter {
+            sources: vec!["db".into()],
+            ..Default::default()
+        };
+        assert_eq!(latest(db).unwrap(), 1);
+        let by_path = SnapshotFilter {
+            hosts: vec!["web".into()],
+            sources: vec!["/srv/src/".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            latest(by_path).unwrap(),
+            2,
+            "a source by the path it was read from"
+        );
+        let weekly_ci = SnapshotFilter {
+            hosts: vec!["ci".into()],
+            tags: vec!["weekly".into()],
+            ..Default::default()
+        };
+        let err = latest(weekly_ci).unwrap_err().to_string();
+        assert!(err.contains("host ci, tags weekly"), "{err}");
+        // An id names its snapshot whatever the filter says.
+        let id = c.resolve_snapshot_in("0101", &host("ci")).unwrap();
+        assert_eq!(id.id.0[0], 1);
     }
 }

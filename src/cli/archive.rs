@@ -27,6 +27,8 @@ pub struct ExportArgs {
     /// full path in the archive.
     #[arg(long = "path")]
     pub paths: Vec<String>,
+    #[command(flatten)]
+    pub latest: super::args::LatestFilterArgs,
     /// Write the archive to this file (`-` for stdout). It is written under a temporary name
     /// and renamed when complete.
     #[arg(
@@ -95,7 +97,7 @@ pub fn export(g: &Global, a: &ExportArgs) -> anyhow::Result<u8> {
     }
     let o = open(g)?;
     let opts = export::ExportOptions {
-        snapshot: a.snapshot.clone(),
+        snapshot: o.pin_latest(&a.snapshot, &a.latest.filter())?,
         paths: a.paths.clone(),
         prefix: a.prefix.clone(),
         level: a.level,

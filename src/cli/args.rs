@@ -110,6 +110,9 @@ pub enum Command {
     Find(super::explore::FindArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(super::explore::TagArgs),
+    /// Write snapshots again without the entries matching --exclude (`--forget` deletes the
+    /// originals).
+    Rewrite(super::rewrite::RewriteArgs),
     /// List the per-repository caches; `--cleanup` removes those unused for 30 days.
     Cache(super::explore::CacheArgs),
     /// Print a shell completion script (bash, zsh, fish).
@@ -122,8 +125,9 @@ pub enum Command {
     Import(super::archive::ImportArgs),
     /// Verify the repository.
     Check(CheckArgs),
-    /// Repository statistics.
-    Stats,
+    /// Repository statistics; with --mode or snapshots, the size of snapshots as restic
+    /// counts it.
+    Stats(StatsArgs),
     /// Manage the passphrases (keys) of the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -307,6 +311,47 @@ pub struct SnapshotsArgs {
     pub host: Option<String>,
 }
 
+/// Which snapshot `latest` means, as restic narrows it; an id is taken as it is.
+#[derive(Args, Debug, Default, Clone)]
+pub struct LatestFilterArgs {
+    /// With `latest`: the newest snapshot of this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// With `latest`: the newest snapshot with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// With `latest`: the newest snapshot that has this source, by name or by the path it was
+    /// read from (repeatable: all of them); restic's `--path`.
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub sources: Vec<String>,
+}
+
+impl LatestFilterArgs {
+    /// As the engine takes it.
+    pub fn filter(&self) -> crate::engine::session::SnapshotFilter {
+        crate::engine::session::SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            sources: self.sources.clone(),
+        }
+    }
+}
+
+/// `stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// The snapshots to count (ids, unique prefixes, `latest`); all when none is given.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// How to count: `restore-size` (what a restore writes), `files-by-contents` (distinct
+    /// files), `raw-data` (the distinct blobs, before and after compression). Without it and
+    /// without snapshots: what the repository holds.
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::engine::stats::StatsMode>,
+    #[command(flatten)]
+    pub latest: LatestFilterArgs,
+}
+
 /// `ls`.
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -319,6 +364,8 @@ pub struct LsArgs {
     /// Show mode, size and time.
     #[arg(long, short = 'l')]
     pub long: bool,
+    #[command(flatten)]
+    pub latest: LatestFilterArgs,
 }
 
 /// `restore`.
@@ -367,6 +414,8 @@ pub struct RestoreArgs {
     /// where ownership is restored (as root).
     #[arg(long)]
     pub privileged: bool,
+    #[command(flatten)]
+    pub latest: LatestFilterArgs,
     /// Restore into a Docker volume instead (`--to-volume`).
     #[command(flatten)]
     pub docker: super::docker::DockerRestoreArgs,

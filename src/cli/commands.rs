@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::args::{
     Cli, Command, Global, InitArgs, KeyCommand, LsArgs, RepairCommand, RestoreArgs, SnapshotsArgs,
-    UnlockArgs,
+    StatsArgs, UnlockArgs,
 };
 use super::output::{ProgressDisplay, bytes, time_ns};
 use super::{ask, default_repo_path, exit, open_options, password};
@@ -140,11 +140,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Dump(a) => super::explore::dump(g, a),
         Command::Find(a) => super::explore::find(g, a),
         Command::Tag(a) => super::explore::tag(g, a),
+        Command::Rewrite(a) => super::rewrite::rewrite(g, a),
         Command::Cache(a) => super::explore::cache(g, a),
         Command::Completion(a) => super::docs::completion(g, a),
         Command::Man(a) => super::docs::man(g, a),
         Command::Check(a) => super::check::check(g, a),
-        Command::Stats => stats(g),
+        Command::Stats(a) => stats(g, a),
         Command::Key(k) => key(g, k),
         Command::Repair(RepairCommand::Catalog) => repair_catalog(g),
         Command::Repair(RepairCommand::Index) => repair_index(g),
@@ -260,7 +261,7 @@ fn print_snapshot_table(list: &[SnapshotEntry]) {
 fn ls(g: &Global, a: &LsArgs) -> anyhow::Result<u8> {
     let o = open(g)?;
     let (snapshot, path) = a.snapshot_and_path()?;
-    let snap = o.resolve_snapshot(snapshot)?;
+    let snap = o.resolve_snapshot_in(snapshot, &a.latest.filter())?;
     let path = path.to_string();
     let mut out = std::io::stdout().lock();
     let mut err = None;
@@ -314,7 +315,7 @@ fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "restore");
     let opts = RestoreOptions {
-        snapshot: a.snapshot().to_string(),
+        snapshot: o.pin_latest(a.snapshot(), &a.latest.filter())?,
         target: target.clone(),
         paths: a.paths.clone(),
         overwrite: a.overwrite,
@@ -331,8 +332,12 @@ fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
     report_restore(g, &s, &target.display().to_string())
 }
 
-/// `coffer stats`.
-fn stats(g: &Global) -> anyhow::Result<u8> {
+/// `coffer stats`: what the repository holds, or with `--mode` or snapshots, their size.
+fn stats(g: &Global, a: &StatsArgs) -> anyhow::Result<u8> {
+    let filter = a.latest.filter();
+    if a.mode.is_some() || !a.snapshots.is_empty() || !filter.is_empty() {
+        return snapshot_stats(g, a, filter);
+    }
     let st = open(g)?.stats()?;
     let stored = st.stored_bytes;
     let v = serde_json::json!({
@@ -355,6 +360,48 @@ fn stats(g: &Global) -> anyhow::Result<u8> {
         );
         println!("unique content: {}", bytes(st.raw_bytes));
         println!("stored size:    {}", bytes(stored));
+    }
+    Ok(exit::OK)
+}
+
+/// `coffer stats --mode MODE [SNAPSHOT...]`, in restic's words.
+fn snapshot_stats(
+    g: &Global,
+    a: &StatsArgs,
+    filter: engine::session::SnapshotFilter,
+) -> anyhow::Result<u8> {
+    use engine::stats::{StatsOptions, stats as run_stats};
+    let o = open(g)?;
+    let opts = StatsOptions {
+        mode: a.mode.unwrap_or_default(),
+        snapshots: a.snapshots.clone(),
+        filter,
+    };
+    let s = run_stats(&o.repo, &o.catalog, &opts)?;
+    if g.json {
+        print_json(&s)?;
+        return Ok(exit::OK);
+    }
+    println!(
+        "Stats in {} mode:",
+        serde_json::to_value(s.mode)?.as_str().unwrap_or("?")
+    );
+    println!("    Snapshots processed:  {}", s.snapshots_count);
+    if let Some(n) = s.total_file_count {
+        println!("       Total File Count:  {n}");
+    }
+    if let Some(n) = s.total_blob_count {
+        println!("       Total Blob Count:  {n}");
+    }
+    match s.total_stored_size {
+        Some(stored) => {
+            println!("Total Uncompressed Size:  {}", bytes(s.total_size));
+            println!("             Total Size:  {}", bytes(stored));
+        }
+        None => println!("             Total Size:  {}", bytes(s.total_size)),
+    }
+    if let Some(r) = s.compression_ratio {
+        println!("      Compression Ratio:  {r:.2}x");
     }
     Ok(exit::OK)
 }

@@ -292,7 +292,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> anyhow::Result<u8> {
     }
     let client = connect(d.docker_host.as_deref(), &g.io)?;
     let o = open(g)?;
-    let snap = o.resolve_snapshot(a.snapshot())?;
+    let snap = o.resolve_snapshot_in(a.snapshot(), &a.latest.filter())?;
     let plan = plan(a, &snap)?;
     let access = helper_access(g, &o, d.helper_image.clone())?;
     let host = crate::docker::backup::own_container_name(&client)

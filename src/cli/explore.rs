@@ -79,6 +79,8 @@ pub struct DiffArgs {
     /// Also list entries whose metadata alone changed (`U`).
     #[arg(long)]
     pub metadata: bool,
+    #[command(flatten)]
+    pub latest: super::args::LatestFilterArgs,
 }
 
 /// `dump`.
@@ -89,6 +91,8 @@ pub struct DumpArgs {
     /// A file (written as it is) or a directory (written as a tar stream) in the snapshot,
     /// e.g. `workspace/notes.txt`; `/` for the whole snapshot.
     pub path: String,
+    #[command(flatten)]
+    pub latest: super::args::LatestFilterArgs,
 }
 
 /// `coffer diff SNAPSHOT1 SNAPSHOT2`: one line per changed entry (`+` added, `-` removed,
@@ -110,7 +114,12 @@ pub(super) fn diff(g: &Global, a: &DiffArgs) -> anyhow::Result<u8> {
             failed.get_or_insert(x);
         }
     };
-    let s = run_diff(&o.repo, &o.catalog, &a.from, &a.to, a.metadata, &mut print)?;
+    let filter = a.latest.filter();
+    let (from, to) = (
+        o.pin_latest(&a.from, &filter)?,
+        o.pin_latest(&a.to, &filter)?,
+    );
+    let s = run_diff(&o.repo, &o.catalog, &from, &to, a.metadata, &mut print)?;
     if let Some(e) = failed {
         return Err(e.into());
     }
@@ -140,10 +149,11 @@ pub(super) fn diff(g: &Global, a: &DiffArgs) -> anyhow::Result<u8> {
 /// `coffer dump SNAPSHOT PATH`: a file's content, or a directory as tar, on stdout.
 pub(super) fn dump(g: &Global, a: &DumpArgs) -> anyhow::Result<u8> {
     let o = open(g)?;
+    let snapshot = o.pin_latest(&a.snapshot, &a.latest.filter())?;
     let s = run_dump(
         &o.repo,
         &o.catalog,
-        &a.snapshot,
+        &snapshot,
         &a.path,
         Box::new(std::io::stdout()),
     )?;

@@ -13,6 +13,7 @@ mod explore;
 mod lifecycle;
 pub mod output;
 mod password;
+mod rewrite;
 mod sync;
 pub(crate) mod trigger;
 

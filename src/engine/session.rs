@@ -29,7 +29,7 @@ pub use location::{Found, Location, Store};
 pub use private_file::{PrivateFileError, private_dir_all, write_private};
 
 // What callers pass in or get back and name: the layers below are not theirs to import.
-pub use crate::catalog::{SnapshotEntry, VanishedSnapshot};
+pub use crate::catalog::{SnapshotEntry, SnapshotFilter, VanishedSnapshot};
 pub use crate::crypto::KdfParams;
 pub use crate::format::config::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use crate::repo::{InitOptions, hostname, release_all_locks};

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{Session, SessionError};
-use crate::catalog::SnapshotEntry;
+use crate::catalog::{SnapshotEntry, SnapshotFilter};
 use crate::engine::check::RepairIndexSummary;
 use crate::id::KeyId;
 use crate::repo::LockKind;
@@ -49,6 +49,25 @@ impl Session {
     pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, SessionError> {
         self.catalog.refresh(&self.repo)?;
         Ok(self.catalog.resolve_snapshot(spec)?)
+    }
+
+    /// [`Self::resolve_snapshot`], `latest` narrowed by `filter`.
+    pub fn resolve_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<SnapshotEntry, SessionError> {
+        self.catalog.refresh(&self.repo)?;
+        Ok(self.catalog.resolve_snapshot_in(spec, filter)?)
+    }
+
+    /// `spec` as the commands that resolve it themselves should see it: `latest` narrowed by a
+    /// non-empty `filter` becomes the id it names; anything else is returned as it is.
+    pub fn pin_latest(&self, spec: &str, filter: &SnapshotFilter) -> Result<String, SessionError> {
+        if spec != "latest" || filter.is_empty() {
+            return Ok(spec.to_string());
+        }
+        Ok(self.resolve_snapshot_in(spec, filter)?.id.to_hex())
     }
 
     /// What the repository holds (the catalog refreshed first).
