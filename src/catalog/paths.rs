@@ -76,6 +76,40 @@ impl Catalog {
             .collect())
     }
 
+    /// Drop from the path index the snapshots the catalog no longer lists, and the trees no
+    /// remaining snapshot reaches, in one transaction; returns how many trees went. Without
+    /// it the index would keep every tree of every snapshot ever forgotten.
+    pub fn drop_stale_paths(&self) -> Result<u64, CatalogError> {
+        self.sql(|c| {
+            let tx = c.transaction()?;
+            let stale = tx.execute(
+                "DELETE FROM path_snapshots WHERE snapshot NOT IN (SELECT id FROM snapshots)",
+                [],
+            )?;
+            if stale == 0 {
+                return Ok(0);
+            }
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS live_trees(no INTEGER PRIMARY KEY);
+                 DELETE FROM live_trees;
+                 WITH RECURSIVE live(no) AS (
+                     SELECT tree FROM path_snapshots
+                     UNION
+                     SELECT e.subtree FROM path_entries e JOIN live ON e.tree = live.no
+                     WHERE e.subtree IS NOT NULL)
+                 INSERT INTO live_trees SELECT no FROM live;
+                 DELETE FROM path_entries WHERE tree NOT IN (SELECT no FROM live_trees);",
+            )?;
+            let dropped = tx.execute(
+                "DELETE FROM path_trees WHERE no NOT IN (SELECT no FROM live_trees)",
+                [],
+            )?;
+            tx.execute("DELETE FROM live_trees", [])?;
+            tx.commit()?;
+            Ok(dropped as u64)
+        })
+    }
+
     /// Whether the tree `id` is in the path index (with everything below it).
     pub fn tree_has_paths(&self, id: &BlobId) -> Result<bool, CatalogError> {
         self.lookup(|c| {
@@ -189,5 +223,81 @@ impl Catalog {
             }
         }
         Ok(roots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::Snapshot;
+    use crate::format::tree::Node;
+
+    fn snapshot(root: BlobId) -> Snapshot {
+        Snapshot {
+            time_ns: 1,
+            host: "h".into(),
+            username: "u".into(),
+            tags: vec![],
+            parent: None,
+            tree: root,
+            sources: vec![],
+            summary: Default::default(),
+            program_version: "t".into(),
+        }
+    }
+
+    fn dir(name: &str, sub: BlobId) -> Node {
+        Node::new(name.as_bytes().to_vec(), NodeKind::Dir).with_subtree(sub)
+    }
+
+    fn file(name: &str) -> Node {
+        Node::new(name.as_bytes().to_vec(), NodeKind::File)
+    }
+
+    #[test]
+    fn forgotten_snapshots_leave_only_the_trees_others_still_reach() {
+        let dir_ = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir_.path().join("catalog.sqlite")).unwrap();
+        let id = |b: u8| BlobId([b; 32]);
+        // Snapshot 1: root 1 -> shared 3 and own 4; snapshot 2: root 2 -> shared 3.
+        let shared = (
+            id(3),
+            Tree {
+                nodes: vec![file("kept.txt")],
+            },
+        );
+        let own = (
+            id(4),
+            Tree {
+                nodes: vec![file("gone.txt")],
+            },
+        );
+        let root1 = (
+            id(1),
+            Tree {
+                nodes: vec![dir("a", id(3)), dir("b", id(4))],
+            },
+        );
+        let root2 = (
+            id(2),
+            Tree {
+                nodes: vec![dir("a", id(3))],
+            },
+        );
+        let (s1, s2) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+        c.update_snapshots(&[s1, s2], |s| Some(snapshot(id(s.0[0]))))
+            .unwrap();
+        c.add_snapshot_paths(&s1, &id(1), &[root1, shared, own])
+            .unwrap();
+        c.add_snapshot_paths(&s2, &id(2), &[root2]).unwrap();
+        assert_eq!(c.drop_stale_paths().unwrap(), 0, "nothing forgotten yet");
+        assert_eq!(c.find_names("gone.txt", false).unwrap().len(), 1);
+
+        c.remove_snapshot(&s1).unwrap();
+        assert_eq!(c.drop_stale_paths().unwrap(), 2, "root 1 and tree 4");
+        assert!(c.find_names("gone.txt", false).unwrap().is_empty());
+        assert_eq!(c.find_names("kept.txt", false).unwrap().len(), 1);
+        assert!(c.tree_has_paths(&id(3)).unwrap() && !c.tree_has_paths(&id(4)).unwrap());
+        assert_eq!(c.snapshots_without_paths().unwrap(), vec![]);
     }
 }

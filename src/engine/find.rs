@@ -72,6 +72,8 @@ pub struct FindSummary {
     pub snapshots_indexed: u64,
     /// Trees read to add them.
     pub trees_indexed: u64,
+    /// Trees dropped from the index because no snapshot left reaches them.
+    pub trees_dropped: u64,
 }
 
 /// A compiled pattern: the glob on names that the index answers, and for a path pattern the
@@ -219,6 +221,7 @@ fn update_index(
     catalog: &Catalog,
     summary: &mut FindSummary,
 ) -> Result<(), EngineError> {
+    summary.trees_dropped = catalog.drop_stale_paths()?;
     for (snapshot, root) in catalog.snapshots_without_paths()? {
         if repo.is_remote() && !catalog.tree_has_paths(&root)? {
             prefetch_trees(repo, catalog, &root)?;
