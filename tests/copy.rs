@@ -346,3 +346,73 @@ fn copy_between_repositories_sharing_the_master_key_keeps_the_ids() {
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn copy_killed_anywhere_leaves_a_sound_destination_that_the_next_run_completes() {
+    let pair = Pair::new();
+    let data = pair.env.path("data");
+    make_data(&data);
+    for i in 0..3u64 {
+        write(
+            &data.join(format!("round-{i}.bin")),
+            pseudo_random(10 + i, 3 << 20),
+        );
+        pair.env.backup_json(&[&data]);
+    }
+    let from = pair.env.repo.to_str().unwrap();
+    let pw = pair.src_password_file.to_str().unwrap();
+    let dst = pair.dst.to_str().unwrap();
+    let args = [
+        "copy",
+        "--repo",
+        dst,
+        "--from-repo",
+        from,
+        "--from-password-file",
+        pw,
+    ];
+    let (mut state, mut killed) = (0x9e37_79b9_7f4a_7c15u64, 0);
+    for k in 0..6 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut child = std::process::Command::new(common::coffer_bin())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &pair.env.home)
+            .env("COFFER_PASSWORD", DST_PASSWORD)
+            .env("COFFER_CACHE_DIR", &pair.env.cache)
+            .current_dir(pair.env.dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn coffer");
+        std::thread::sleep(std::time::Duration::from_millis(100 + state % 1500));
+        let _ = child.kill();
+        let st = child.wait().expect("wait for coffer");
+        killed += usize::from(st.code().is_none());
+        // Whatever was cut off: the destination checks clean.
+        let out = pair.on_dst(&["check"]);
+        assert_eq!(
+            out.code, 0,
+            "check after kill {k}:\n{}{}",
+            out.stdout, out.stderr
+        );
+    }
+    eprintln!("{killed} of 6 copies killed mid-way");
+    assert!(killed > 0, "no copy was killed mid-way");
+    let v = pair.copy_json(&[]);
+    assert_eq!(
+        v["snapshots_copied"].as_u64().unwrap() + v["snapshots_skipped"].as_u64().unwrap(),
+        3,
+        "{v}"
+    );
+    assert_eq!(pair.dst_snapshots().len(), 3, "no snapshot copied twice");
+    pair.on_dst(&["check", "--read-data"]).success();
+    let newest = v["snapshots"][2]["target_id"].as_str().unwrap();
+    let out = pair.env.path("r-newest");
+    pair.on_dst(&["restore", newest, "--target", out.to_str().unwrap()])
+        .success();
+    assert_trees_equal(&data, &out.join("data"));
+}
