@@ -88,7 +88,7 @@ pub struct CopySummary {
     pub target: String,
     /// The selected snapshots, oldest first.
     pub snapshots: Vec<CopiedSnapshot>,
-    /// Snapshots written to the destination.
+    /// Snapshots written to the destination (by a dry run: that would be).
     pub snapshots_copied: u64,
     /// Selected snapshots the destination already had.
     pub snapshots_skipped: u64,
@@ -96,7 +96,7 @@ pub struct CopySummary {
     pub blobs_read: u64,
     /// Plaintext bytes of those blobs.
     pub bytes_read: u64,
-    /// Blobs (data and trees) added to the destination.
+    /// Blobs (data and trees) added to the destination (by a dry run: that would be).
     pub blobs_added: u64,
     /// Plaintext bytes of those blobs.
     pub bytes_added: u64,
