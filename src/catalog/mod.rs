@@ -7,6 +7,7 @@
 //! thing only it knows: which snapshots this host saw that have since vanished
 //! (`snapshots.rs`).
 
+mod blob_map;
 mod blobs;
 mod paths;
 mod refresh;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use blob_map::BlobMap;
 pub use paths::PathHit;
 pub use refresh::{RefreshError, RefreshSource};
 pub use snapshots::{SnapshotEntry, SnapshotFilter, SnapshotUpdate, VanishedSnapshot};
@@ -194,6 +196,36 @@ impl Conn {
     }
 }
 
+/// Create the file at `path` (and its directory) owner-only if it is missing: a catalog holds
+/// every file name in plain text, and SQLite gives its -wal and -shm files the same mode. Never
+/// through a symlink.
+fn create_owner_only(path: &Path) -> Result<(), CatalogError> {
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| CatalogError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map(drop)
+        .map_err(|source| CatalogError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 impl Catalog {
     /// The catalog file of a repository under a cache directory.
     pub fn path_for(cache_dir: &Path, repo_id: &str) -> PathBuf {
@@ -203,35 +235,7 @@ impl Catalog {
     /// Open (creating or migrating) the catalog at `path`. A catalog that SQLite cannot open
     /// is deleted and recreated: it is only a cache.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        if let Some(dir) = path.parent() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| CatalogError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-        }
-        // Owner-only from the start (the catalog holds every file name in plain text); SQLite
-        // gives its -wal and -shm files the same mode. Never through a symlink.
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path);
-            if let Err(source) = created {
-                return Err(CatalogError::Io {
-                    path: path.display().to_string(),
-                    source,
-                });
-            }
-        }
+        create_owner_only(path)?;
         match Self::open_inner(path) {
             Ok(c) => Ok(c),
             Err(e) => {

@@ -145,6 +145,16 @@ pub enum Command {
     Health(super::lifecycle::HealthArgs),
     /// Copy snapshots and the data they need to another repository with the same master key.
     Sync(super::sync::SyncArgs),
+    /// Copy snapshots from another repository (--from-repo), with its own master key, into
+    /// this one.
+    ///
+    /// Each blob is read from the source, decrypted, and stored again under this repository's
+    /// keys (deduplicated against what it holds); trees are written again with the new ids,
+    /// and each snapshot keeps its time, host, user, tags and sources. Chunks are kept as they
+    /// are: nothing is chunked again, even if the chunker parameters differ. A snapshot
+    /// already copied (same time and host, same content) is skipped, so a second run copies
+    /// nothing; the cache directory remembers the copied blobs, so it reads no data either.
+    Copy(super::copy::CopyArgs),
     /// Run the job (backup, forget + prune, check, sync) on a schedule, with notifications and
     /// metrics (see docs/daemon.md).
     Daemon(super::daemon::DaemonArgs),

@@ -127,6 +127,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => super::lifecycle::prune(g, a),
         Command::Health(a) => super::lifecycle::health(g, a),
         Command::Sync(a) => super::sync::run(g, a),
+        Command::Copy(a) => super::copy::run(g, a),
         Command::Daemon(a) => super::daemon::daemon(g, a),
         Command::RunJob(a) => super::daemon::run_once(g, a),
         Command::Trigger(a) => super::trigger::trigger(g, a),

@@ -6,6 +6,7 @@ mod args;
 mod backup;
 mod check;
 mod commands;
+mod copy;
 mod daemon;
 mod docker;
 mod docs;

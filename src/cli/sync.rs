@@ -34,7 +34,7 @@ pub struct SyncArgs {
     pub connections: u16,
 }
 
-fn read_password_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(super) fn read_password_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let bytes = Zeroizing::new(
         std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?,
     );

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod check;
 mod check_index;
 mod content;
+pub mod copy;
 pub mod diff;
 pub mod dump;
 pub mod duration;

@@ -185,6 +185,22 @@ impl<'a> Saver<'a> {
         Ok(id)
     }
 
+    /// True when the repository has the blob `id` (indexed) or this run stored it: what
+    /// [`Saver::save`] would not store again.
+    pub fn has(&self, id: &BlobId) -> Result<bool, EngineError> {
+        // `pending` first: a blob leaves it only once the catalog knows it.
+        if self
+            .stats
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Ok(true);
+        }
+        Ok(self.catalog.has_blob(id)?)
+    }
+
     fn send(&self, pack: PackBuilder) -> Result<(), EngineError> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {

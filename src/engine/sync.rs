@@ -104,7 +104,7 @@ pub fn init_from(
 
 /// Refuse repositories with different master keys: their blob ids and ciphertexts mean
 /// nothing to each other.
-fn same_master(source: &Repository, target: &Repository) -> bool {
+pub(super) fn same_master(source: &Repository, target: &Repository) -> bool {
     let (a, b) = (
         source.master_key().as_bytes(),
         target.master_key().as_bytes(),
