@@ -14,6 +14,10 @@ fi
 if ! command -v gpg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y gnupg >/dev/null || echo "warning: could not install gnupg" >&2
 fi
+# The mount tests mount through fusermount3 (they need /dev/fuse too).
+if ! command -v fusermount3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y fuse3 >/dev/null || echo "warning: could not install fuse3" >&2
+fi
 cargo test --all-targets
 if [ "${CI:-}" = "true" ] || [ "${COFFER_FUZZ_SMOKE:-}" = "1" ]; then
   scripts/fuzz-smoke.sh

@@ -106,6 +106,8 @@ pub enum Command {
     Diff(super::explore::DiffArgs),
     /// Write a file of a snapshot to stdout (a directory as a tar stream).
     Dump(super::explore::DumpArgs),
+    /// Serve the snapshots as a read-only file system (FUSE) until SIGINT or SIGTERM.
+    Mount(super::mount::MountArgs),
     /// Find files and directories by name or path in all snapshots (from the catalog's index).
     Find(super::explore::FindArgs),
     /// Add, remove or set the tags of snapshots.

@@ -139,6 +139,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Restore(a) => restore(g, a),
         Command::Diff(a) => super::explore::diff(g, a),
         Command::Dump(a) => super::explore::dump(g, a),
+        Command::Mount(a) => super::mount::mount(g, a),
         Command::Find(a) => super::explore::find(g, a),
         Command::Tag(a) => super::explore::tag(g, a),
         Command::Rewrite(a) => super::rewrite::rewrite(g, a),

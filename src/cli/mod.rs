@@ -12,6 +12,7 @@ mod docker;
 mod docs;
 mod explore;
 mod lifecycle;
+mod mount;
 pub mod output;
 mod password;
 mod rewrite;
@@ -77,7 +78,10 @@ pub fn main() -> ExitCode {
     } else {
         output::init_logging(&cli.global);
     }
-    handle_signals(cli.global.io.clone());
+    // `mount` handles its own: the first signal unmounts.
+    if !matches!(cli.command, args::Command::Mount(_)) {
+        handle_signals(cli.global.io.clone());
+    }
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) if output::is_closed_pipe(&e) => ExitCode::from(output::CLOSED_PIPE),

@@ -20,7 +20,11 @@ use crate::repo::{RepoError, Repository};
 const BLOBS_IN_FLIGHT: usize = 8;
 
 /// Load and verify one data blob.
-fn load_data(repo: &Repository, catalog: &Catalog, id: &BlobId) -> Result<Vec<u8>, EngineError> {
+pub(super) fn load_data(
+    repo: &Repository,
+    catalog: &Catalog,
+    id: &BlobId,
+) -> Result<Vec<u8>, EngineError> {
     let loc = catalog.blob_location(id)?.ok_or_else(|| {
         RepoError::corrupt(
             format!("blob {id}"),

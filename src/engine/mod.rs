@@ -25,6 +25,7 @@ pub mod duration;
 pub mod exclude;
 pub mod find;
 pub mod forget;
+pub mod mount;
 pub mod progress;
 pub mod prune;
 mod refresh;
