@@ -9,9 +9,11 @@ use std::path::Path;
 
 use crate::format::tree::{Node, NodeKind};
 
-/// True when this process runs as root (ownership is then restored).
+/// True when this process runs as root (ownership is then restored). Asked once: a restore
+/// asks for every file, and the answer does not change.
 pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
 }
 
 /// Create a directory, or accept an existing real directory. A symlink in its place is refused.

@@ -294,7 +294,7 @@ impl<'a> Fetcher<'a> {
 
     fn temp_name(&self, dest: &Path) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{TEMP_MARK}{}-{n}", std::process::id());
+        let name = format!("{TEMP_MARK}{}-{n}", own_pid());
         match dest.parent() {
             Some(p) => p.join(name),
             None => PathBuf::from(name),
@@ -752,6 +752,12 @@ pub(super) fn same_content(
         }
     }
     Ok(true)
+}
+
+/// This process's id, asked of the kernel once (a temporary name per restored file needs it).
+pub(super) fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 #[cfg(test)]

@@ -630,7 +630,7 @@ impl Restorer<'_> {
         make: impl FnOnce(&Path) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let temp = match path.parent() {
-            Some(p) => p.join(format!("{TEMP_MARK}{}-l", std::process::id())),
+            Some(p) => p.join(format!("{TEMP_MARK}{}-l", fetch::own_pid())),
             None => return Err(std::io::Error::other("no parent directory")),
         };
         let _ = std::fs::remove_file(&temp);
