@@ -31,6 +31,7 @@ pub mod restore;
 pub mod retention;
 mod saver;
 pub mod session;
+pub mod stream;
 pub mod sync;
 pub mod tag;
 pub mod volume_backup;
