@@ -233,8 +233,29 @@ impl KdfArgs {
 pub struct BackupArgs {
     /// Sources: `NAME=PATH` or `PATH` (named after its last component).
     #[arg(required_unless_present_any = ["docker", "files_from", "files_from_verbatim",
-                                         "files_from_raw"])]
+                                         "files_from_raw", "stdin", "stdin_from_command"])]
     pub sources: Vec<String>,
+    /// Back up standard input as one file, named by --stdin-filename, in a new snapshot
+    /// (`pg_dump db | coffer backup --stdin --stdin-filename db.sql`); no sources.
+    #[arg(long, group = "stream", conflicts_with = "docker")]
+    pub stdin: bool,
+    /// Run the command given after `--` and back up its standard output as one file, named
+    /// by --stdin-filename (`--stdin-from-command -- pg_dumpall -U postgres`). The snapshot is
+    /// written only when the command exits with status 0.
+    #[arg(
+        long,
+        group = "stream",
+        requires = "command",
+        conflicts_with = "docker"
+    )]
+    pub stdin_from_command: bool,
+    /// Name of the file that holds the stream in the snapshot (no `/` or `..`).
+    #[arg(long, value_name = "NAME", requires = "stream",
+          default_value = crate::engine::stream::DEFAULT_NAME)]
+    pub stdin_filename: String,
+    /// The command of --stdin-from-command, after `--`.
+    #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
+    pub command: Vec<String>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,

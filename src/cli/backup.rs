@@ -14,10 +14,14 @@ use super::{exit, open_options, password};
 use crate::engine::backup::{BackupOptions, BackupSummary, SourceSpec};
 use crate::engine::exclude::{ListFormat, read_file_list, read_pattern_file};
 use crate::engine::session::{InitOptions, OpenOptions, Session};
+use crate::engine::stream::{StreamOrigin, StreamSource};
 use crate::engine::{self, Progress};
 
 /// `coffer backup`.
 pub(super) fn backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
+    if a.stdin || a.stdin_from_command {
+        return stream_backup(g, a);
+    }
     if a.docker.docker {
         refuse_with_docker(a)?;
         return super::docker::backup(g, a);
@@ -49,6 +53,82 @@ fn refuse_with_docker(a: &BackupArgs) -> anyhow::Result<()> {
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((option, _)) => anyhow::bail!("{option} does not apply to --docker"),
+        None => Ok(()),
+    }
+}
+
+/// `coffer backup --stdin` and `--stdin-from-command -- CMD...`: the stream as one file of a
+/// new snapshot. The command starts once the repository is open and locked.
+fn stream_backup(g: &Global, a: &BackupArgs) -> anyhow::Result<u8> {
+    refuse_with_stream(a)?;
+    let origin = if a.stdin_from_command {
+        StreamOrigin::Command(a.command.clone())
+    } else {
+        StreamOrigin::Stdin
+    };
+    let source = StreamSource::new(&a.stdin_filename, origin)?;
+    let opts = BackupOptions {
+        tags: a.tags.clone(),
+        host: a.host.clone().unwrap_or_else(engine::session::hostname),
+        parent: a.parent.clone(),
+        time: a.time,
+        dry_run: a.dry_run,
+        ..BackupOptions::default()
+    };
+    let mut open = open_options(g);
+    open.pack_uploads = a.connections.map(Into::into);
+    let o = open_for_backup_with(g, &open, !a.dry_run)?;
+    let (repo, catalog) = (&o.repo, &o.catalog);
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(g, progress.clone(), "backup");
+    let s = engine::stream::backup_stream(
+        repo,
+        catalog,
+        &opts,
+        &source,
+        || source.origin.open(),
+        &progress,
+    )
+    .with_context(|| format!("backup into {}", repo.store().describe()))?;
+    drop(display);
+    if s.dry_run {
+        return report_dry_run(g, &s);
+    }
+    report_backup(g, &s, &o)
+}
+
+/// What a stream backup cannot be combined with: sources (the command of
+/// `--stdin-from-command` comes after `--`) and the options that select files.
+fn refuse_with_stream(a: &BackupArgs) -> anyhow::Result<()> {
+    let mode = if a.stdin {
+        "--stdin"
+    } else {
+        "--stdin-from-command"
+    };
+    if !a.sources.is_empty() {
+        anyhow::bail!(
+            "{mode} backs up a stream alone: give no source directories{}",
+            if a.stdin_from_command {
+                " (the command goes after `--`)"
+            } else {
+                ""
+            }
+        );
+    }
+    let given = [
+        ("--exclude", !a.excludes.is_empty()),
+        ("--iexclude", !a.iexcludes.is_empty()),
+        ("--exclude-file", !a.exclude_files.is_empty()),
+        ("--iexclude-file", !a.iexclude_files.is_empty()),
+        ("--exclude-caches", a.exclude_caches),
+        ("--exclude-if-present", !a.exclude_if_present.is_empty()),
+        ("--one-file-system", a.one_file_system),
+        ("--files-from", !a.files_from.is_empty()),
+        ("--files-from-verbatim", !a.files_from_verbatim.is_empty()),
+        ("--files-from-raw", !a.files_from_raw.is_empty()),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((option, _)) => anyhow::bail!("{option} does not apply to {mode}"),
         None => Ok(()),
     }
 }

@@ -692,25 +692,41 @@ fn tag_is_valid(path: &Path, tag: &TagFile) -> bool {
     }
 }
 
-/// Find the parent snapshot: the newest of the same host with the same source names.
+/// Find the parent snapshot: the newest of the same host with the same source names, never
+/// that of a stream (`--stdin`), whose root holds a file where a source's directory would be.
 fn find_parent(
     catalog: &Catalog,
     opts: &BackupOptions,
+) -> Result<Option<(SnapshotId, Snapshot)>, EngineError> {
+    let names: Vec<&str> = opts.sources.iter().map(|s| s.name.as_str()).collect();
+    find_parent_of(catalog, opts, &names, false)
+}
+
+/// The snapshot `opts.parent` names, else the newest of `opts.host` whose sources are named
+/// `names` (in any order) and are streams when `stream`, paths when not.
+pub(super) fn find_parent_of(
+    catalog: &Catalog,
+    opts: &BackupOptions,
+    names: &[&str],
+    stream: bool,
 ) -> Result<Option<(SnapshotId, Snapshot)>, EngineError> {
     if let Some(spec) = &opts.parent {
         let e = catalog.resolve_snapshot(spec)?;
         return Ok(Some((e.id, e.snapshot)));
     }
-    let mut names: Vec<&str> = opts.sources.iter().map(|s| s.name.as_str()).collect();
+    let mut names = names.to_vec();
     names.sort();
     Ok(catalog
         .snapshots()?
         .into_iter()
         .rev()
         .find(|e| {
-            let mut n: Vec<&str> = e.snapshot.sources.iter().map(|s| s.name.as_str()).collect();
+            let sources = &e.snapshot.sources;
+            let mut n: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
             n.sort();
-            e.snapshot.host == opts.host && n == names
+            e.snapshot.host == opts.host
+                && n == names
+                && sources.iter().all(|s| s.is_stream() == stream)
         })
         .map(|e| (e.id, e.snapshot)))
 }
@@ -878,7 +894,23 @@ fn walk_and_upload(
     opts: &BackupOptions,
     parent_root: Option<&Tree>,
 ) -> Result<BlobId, EngineError> {
-    let (repo, catalog) = (walker.repo, walker.catalog);
+    with_uploader(walker.repo, walker.catalog, walker.saver, rx, stats, || {
+        walk_sources(walker, opts, parent_root)
+    })
+}
+
+/// Run `work`, which fills `saver` and ends with [`Saver::finish`], while the uploader
+/// thread stores the packs it fills; returns its result once every pack and index file is
+/// stored. A failed `work` abandons the saver, so the uploader stops too; the uploader's own
+/// error explains a failed send better than the send.
+pub(super) fn with_uploader<T>(
+    repo: &Repository,
+    catalog: &Catalog,
+    saver: &Saver<'_>,
+    rx: std::sync::mpsc::Receiver<crate::repo::PackBuilder>,
+    stats: &super::saver::SaverStats,
+    work: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
     std::thread::scope(|scope| {
         let uploader = std::thread::Builder::new()
             .name("coffer-upload".into())
@@ -887,15 +919,15 @@ fn walk_and_upload(
                 path: "uploader thread".into(),
                 source: e,
             })?;
-        let walked = walk_sources(walker, opts, parent_root);
-        if walked.is_err() {
-            walker.saver.abandon();
+        let worked = work();
+        if worked.is_err() {
+            saver.abandon();
         }
         let uploaded = uploader
             .join()
             .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
         uploaded?;
-        walked
+        worked
     })
 }
 

@@ -35,6 +35,7 @@ pub mod rewrite;
 mod saver;
 pub mod session;
 pub mod stats;
+pub mod stream;
 pub mod sync;
 pub mod tag;
 pub mod volume_backup;

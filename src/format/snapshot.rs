@@ -3,7 +3,8 @@
 //! ```text
 //! | version: u8 = 1 | postcard(Snapshot) |
 //! ```
-//! The root tree holds one directory per source, named after the source.
+//! The root tree holds one entry per source, named after the source: a directory (or the
+//! file a source path named), or, for a stream (`backup --stdin`), the file holding it.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +23,25 @@ pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 pub struct SourceInfo {
     /// Name of its top-level directory in the snapshot.
     pub name: String,
-    /// Absolute path it was read from (lossy UTF-8, informational).
+    /// Absolute path it was read from (lossy UTF-8, informational); for a stream,
+    /// [`SourceInfo::STDIN_PATH`] or [`SourceInfo::COMMAND_PREFIX`] and the program.
     pub path: String,
+}
+
+impl SourceInfo {
+    /// The `path` of a source read from standard input (`backup --stdin`). Never an absolute
+    /// path, as a directory's is, nor an imported archive's `ARCHIVE:PREFIX/NAME`.
+    pub const STDIN_PATH: &str = "<stdin>";
+    /// The start of the `path` of a source read from a command's output
+    /// (`backup --stdin-from-command`), followed by the program (not its arguments, which may
+    /// hold a password).
+    pub const COMMAND_PREFIX: &str = "<command> ";
+
+    /// Whether the source is a stream (standard input or a command's output), stored as one
+    /// file at the root, rather than a path that was walked.
+    pub fn is_stream(&self) -> bool {
+        self.path == Self::STDIN_PATH || self.path.starts_with(Self::COMMAND_PREFIX)
+    }
 }
 
 /// Statistics of the backup that wrote a snapshot.
