@@ -10,9 +10,10 @@
 # everyday cost. Prints a markdown table; raw times in $FIND_DIR/times.tsv.
 #
 # Variables: SNAPSHOTS (default 30; the issue's figure is 365), FIND_SOURCE (default
-# /usr/share/doc), FIND_PATTERN (default '*.md'), FIND_DIR (default
+# /usr/share/doc; several directories separated by `:`), FIND_PATTERN (default '*.md'), FIND_DIR (default
 # /var/tmp/coffer-bench-find: on disk), FIND_RUNS (3),
-# COFFER_BIN (default target/release/coffer, built unless BENCH_SKIP_BUILD=1), RESTIC.
+# COFFER_BIN (default target/release/coffer, built unless BENCH_SKIP_BUILD=1), RESTIC (`none`:
+# coffer alone, for scales where restic's backups would take hours).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,20 +31,24 @@ die() {
   exit 1
 }
 [[ $SNAPSHOTS =~ ^[1-9][0-9]*$ ]] || die "SNAPSHOTS must be a positive integer"
-[[ -d $FIND_SOURCE ]] || die "no source directory $FIND_SOURCE"
+IFS=: read -ra SOURCE_DIRS <<<"$FIND_SOURCE"
+for d in "${SOURCE_DIRS[@]}"; do [[ -d $d ]] || die "no source directory $d"; done
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   log "building coffer (release)"
   (cd "$ROOT" && cargo build --release --quiet)
 fi
 [[ -x $COFFER ]] || die "no coffer binary at $COFFER"
-if ! command -v "$RESTIC" >/dev/null; then
+if [[ $RESTIC == none ]]; then
+  WITH_RESTIC=0
+elif ! command -v "$RESTIC" >/dev/null; then
   log "installing restic from the Debian packages"
   apt-get install -y restic >/dev/null ||
     { apt-get update >/dev/null && apt-get install -y restic >/dev/null; } ||
     die "could not install restic"
 fi
-RESTIC=$(command -v "$RESTIC")
+WITH_RESTIC=${WITH_RESTIC:-1}
+[[ $WITH_RESTIC == 0 ]] || RESTIC=$(command -v "$RESTIC")
 
 rm -rf "$W"
 mkdir -p "$W"
@@ -51,13 +56,13 @@ export COFFER_PASSWORD=bench RESTIC_PASSWORD=bench
 CREPO=(--repo "$W/coffer" --cache-dir "$W/coffer-cache")
 RREPO=(-r "$W/restic" --cache-dir "$W/restic-cache")
 DATA=$W/data/doc
-mkdir -p "$W/data"
-cp -a "$FIND_SOURCE" "$DATA"
+mkdir -p "$DATA"
+for d in "${SOURCE_DIRS[@]}"; do cp -a "$d" "$DATA/$(basename "$d")"; done
 files=$(find "$DATA" -type f | wc -l)
 log "corpus: $files files from $FIND_SOURCE; $SNAPSHOTS snapshots"
 
 "$COFFER" "${CREPO[@]}" init >/dev/null
-"$RESTIC" "${RREPO[@]}" init >/dev/null
+[[ $WITH_RESTIC == 0 ]] || "$RESTIC" "${RREPO[@]}" init >/dev/null
 mapfile -t all < <(find "$DATA" -type f | sort)
 change=$((files / 200 + 1))
 for ((n = 0; n < SNAPSHOTS; n++)); do
@@ -68,15 +73,19 @@ for ((n = 0; n < SNAPSHOTS; n++)); do
   done
   t=$(date -u -d "2025-01-01 03:00 UTC + $n days" +%Y-%m-%dT%H:%M:%SZ)
   "$COFFER" "${CREPO[@]}" backup --quiet --time "$t" "$DATA" >/dev/null
-  "$RESTIC" "${RREPO[@]}" backup --quiet --time "$(date -u -d "$t" '+%Y-%m-%d %H:%M:%S')" \
-    "$DATA" >/dev/null
+  if [[ $WITH_RESTIC == 1 ]]; then
+    "$RESTIC" "${RREPO[@]}" backup --quiet --time "$(date -u -d "$t" '+%Y-%m-%d %H:%M:%S')" \
+      "$DATA" >/dev/null
+  fi
   ((n % 10 == 9)) && log "$((n + 1)) snapshots"
 done
 
 first_c=$("$COFFER" "${CREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+if [[ $WITH_RESTIC == 1 ]]; then
 first_r=$("$RESTIC" "${RREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[0]["id"])')
 # restic 0.14's diff takes ids only, not `latest`.
 last_r=$("$RESTIC" "${RREPO[@]}" snapshots --json | python3 -c 'import json,sys; print(sorted(json.load(sys.stdin), key=lambda s: s["time"])[-1]["id"])')
+fi
 
 timed() { # LABEL TOOL CMD...: append wall seconds to times.tsv
   local label=$1 tool=$2
@@ -92,9 +101,11 @@ timed() { # LABEL TOOL CMD...: append wall seconds to times.tsv
 timed "find, first (coffer builds its path index)" coffer "$COFFER" "${CREPO[@]}" find --json "$PATTERN"
 for ((r = 0; r < FIND_RUNS; r++)); do
   timed "find '$PATTERN' across all snapshots" coffer "$COFFER" "${CREPO[@]}" find --json "$PATTERN"
-  timed "find '$PATTERN' across all snapshots" restic "$RESTIC" "${RREPO[@]}" find --json "$PATTERN"
+  [[ $WITH_RESTIC == 0 ]] ||
+    timed "find '$PATTERN' across all snapshots" restic "$RESTIC" "${RREPO[@]}" find --json "$PATTERN"
   timed "diff first latest" coffer "$COFFER" "${CREPO[@]}" diff "$first_c" latest
-  timed "diff first latest" restic "$RESTIC" "${RREPO[@]}" diff "$first_r" "$last_r"
+  [[ $WITH_RESTIC == 0 ]] ||
+    timed "diff first latest" restic "$RESTIC" "${RREPO[@]}" diff "$first_r" "$last_r"
 done
 
 python3 - "$W/times.tsv" "$files" "$SNAPSHOTS" <<'EOF'

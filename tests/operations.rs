@@ -271,3 +271,44 @@ fn stats_modes_count_files_content_and_blobs() {
     assert_no_panic(&out);
     out.stderr_has("no snapshot");
 }
+
+#[test]
+fn install_script_puts_the_binary_completions_and_man_pages_in_place() {
+    let env = Env::new();
+    let prefix = env.path("prefix");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("PREFIX", &prefix)
+        .env("COFFER_BIN", common::coffer_bin())
+        .output()
+        .expect("run install.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = prefix.join("bin/coffer");
+    let version = std::process::Command::new(&installed)
+        .arg("--version")
+        .output()
+        .expect("run the installed binary");
+    assert!(version.status.success());
+    let bash = std::fs::read_to_string(prefix.join("share/bash-completion/completions/coffer"))
+        .expect("bash completion");
+    assert!(
+        bash.contains("rewrite") && bash.contains("--keep-within"),
+        "bash completion"
+    );
+    let zsh = std::fs::read_to_string(prefix.join("share/zsh/site-functions/_coffer")).unwrap();
+    assert!(zsh.starts_with("#compdef coffer"));
+    assert!(
+        prefix
+            .join("share/fish/vendor_completions.d/coffer.fish")
+            .is_file()
+    );
+    let man = std::fs::read_to_string(prefix.join("share/man/man1/coffer-rewrite.1"))
+        .expect("man page of a subcommand");
+    assert!(man.contains(".TH") && man.contains("exclude"));
+    assert!(prefix.join("share/man/man1/coffer.1").is_file());
+}
