@@ -2,12 +2,20 @@
 //! through [`RefreshSource`], which the layer above implements for it: the catalog knows what
 //! a refresh needs (listings, index files, snapshots), never how a repository stores them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Catalog, CatalogError, RefreshStats};
 use crate::format::index::PackIndex;
 use crate::format::snapshot::Snapshot;
 use crate::id::{IndexId, PackId, SnapshotId};
+
+/// Index files and snapshots read at once: a host with an empty cache reads every one of them
+/// before its first command, and from object storage each is a round trip.
+pub const PARALLEL_LOADS: usize = 16;
+/// Objects loaded before they are written to the catalog (bounds the memory a refresh holds).
+const LOAD_BATCH: usize = 256;
 
 /// What a refresh reads from the repository.
 pub trait RefreshSource {
@@ -39,7 +47,7 @@ pub enum RefreshError<E: std::error::Error + 'static> {
 impl Catalog {
     /// Bring the catalog up to date with the repository: read new index files and snapshots,
     /// and note what disappeared.
-    pub fn refresh<S: RefreshSource>(
+    pub fn refresh<S: RefreshSource + Sync>(
         &self,
         repo: &S,
     ) -> Result<RefreshStats, RefreshError<S::Error>> {
@@ -68,13 +76,20 @@ impl Catalog {
             return self.refresh(repo);
         }
         let mut conflicts = Vec::new();
-        for id in listed.iter().filter(|id| !known.contains(id)) {
-            match repo.load_index(id) {
-                Ok(packs) => {
-                    conflicts.extend(self.insert_index(id, &packs)?);
-                    stats.index_files_read += 1;
+        let new: Vec<IndexId> = listed
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        for batch in new.chunks(LOAD_BATCH) {
+            for (id, loaded) in load_all(batch, |id| repo.load_index(id)) {
+                match loaded {
+                    Ok(packs) => {
+                        conflicts.extend(self.insert_index(&id, &packs)?);
+                        stats.index_files_read += 1;
+                    }
+                    Err(e) => tracing::warn!("skipping index file {id}: {e}"),
                 }
-                Err(e) => tracing::warn!("skipping index file {id}: {e}"),
             }
         }
         if !conflicts.is_empty() {
@@ -103,16 +118,83 @@ impl Catalog {
         }
 
         let listed = repo.list_snapshots().map_err(RefreshError::Source)?;
-        let u = self.update_snapshots(&listed, |id| match repo.load_snapshot(id) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("skipping snapshot {id}: {e}");
-                None
+        // The new ones are read ahead, in parallel; update_snapshots takes them from here.
+        let known: HashSet<SnapshotId> = self.snapshot_ids()?.into_iter().collect();
+        let new: Vec<SnapshotId> = listed
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        let mut read: HashMap<SnapshotId, Result<Snapshot, S::Error>> =
+            load_all(&new, |id| repo.load_snapshot(id))
+                .into_iter()
+                .collect();
+        let u = self.update_snapshots(&listed, |id| {
+            match read.remove(id).unwrap_or_else(|| repo.load_snapshot(id)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("skipping snapshot {id}: {e}");
+                    None
+                }
             }
         })?;
         stats.snapshots_read = u.read;
         stats.snapshots_removed = u.removed;
         stats.snapshots_vanished = u.vanished;
         Ok(stats)
+    }
+}
+
+/// `load` of every id, [`PARALLEL_LOADS`] at a time, in the order of `ids`.
+fn load_all<I: Copy + Send + Sync, T: Send, E: Send>(
+    ids: &[I],
+    load: impl Fn(&I) -> Result<T, E> + Sync,
+) -> Vec<(I, Result<T, E>)> {
+    if ids.len() < 2 {
+        return ids.iter().map(|id| (*id, load(id))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<Result<T, E>>>> = Mutex::new((0..ids.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_LOADS.min(ids.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    let r = load(id);
+                    out.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    let out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    ids.iter()
+        .zip(out)
+        .filter_map(|(id, r)| r.map(|r| (*id, r)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_all_keeps_the_order_and_every_result() {
+        let ids: Vec<u32> = (0..1000).collect();
+        let seen = AtomicUsize::new(0);
+        let out = load_all(&ids, |&i| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            if i % 7 == 0 { Err(i) } else { Ok(i * 2) }
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 1000, "each loaded once");
+        assert_eq!(out.len(), 1000);
+        for (k, (id, r)) in out.iter().enumerate() {
+            assert_eq!(*id, k as u32);
+            match r {
+                Ok(v) => assert_eq!(*v, id * 2),
+                Err(e) => assert_eq!((*e, id % 7), (*id, 0)),
+            }
+        }
+        assert!(load_all(&[] as &[u32], |&i| Ok::<_, ()>(i)).is_empty());
     }
 }

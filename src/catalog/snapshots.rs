@@ -186,7 +186,7 @@ impl Catalog {
         })
     }
 
-    fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, CatalogError> {
+    pub(super) fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, CatalogError> {
         self.sql(|c| {
             let mut st = c.prepare("SELECT id FROM snapshots")?;
             let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
