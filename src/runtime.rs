@@ -8,6 +8,10 @@
 //! and started lazily, on the first [`IoRuntime::handle`]: a command on a local repository
 //! that needs no async I/O starts no thread.
 //!
+//! It also carries the process's bandwidth limits ([`RateLimits`], `--limit-upload` and
+//! `--limit-download`): every store opened with it (local or S3) passes its bytes through the
+//! same two token buckets, so a limit holds for the whole process.
+//!
 //! Rules: never `block_on` inside async code or a rayon task. Dropping the last reference
 //! shuts the runtime down in the background (it neither waits nor panics, even inside async
 //! code), so what is still in flight then is abandoned: keep the owner alive until the work
@@ -15,6 +19,8 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+
+use crate::storage::RateLimits;
 
 /// Worker threads of the runtime: network I/O waits, it does not compute.
 pub const WORKER_THREADS: usize = 2;
@@ -30,6 +36,7 @@ pub struct IoRuntime {
 #[derive(Default)]
 struct Shared {
     runtime: OnceLock<tokio::runtime::Runtime>,
+    limits: RateLimits,
 }
 
 impl Drop for Shared {
@@ -45,6 +52,7 @@ impl std::fmt::Debug for IoRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IoRuntime")
             .field("started", &self.is_started())
+            .field("limits", &self.shared.limits)
             .finish()
     }
 }
@@ -53,6 +61,21 @@ impl IoRuntime {
     /// A runtime to be started on first use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A runtime to be started on first use, whose stores pass the bandwidth `limits`.
+    pub fn with_rate_limits(limits: RateLimits) -> Self {
+        IoRuntime {
+            shared: Arc::new(Shared {
+                runtime: OnceLock::new(),
+                limits,
+            }),
+        }
+    }
+
+    /// The bandwidth limits of the stores opened with this runtime (shared by its clones).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.shared.limits
     }
 
     /// Whether it has been started.

@@ -528,3 +528,61 @@ fn restore_and_export_from_s3_read_by_pack_region() {
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listed.lines().filter(|l| l.ends_with(".txt")).count(), 600);
 }
+
+/// `--limit-upload` and `--limit-download` hold on S3 as on a local disk: a backup and a
+/// restore of 2 MiB at 512 KiB/s take at least 3 s each (only the lower bound is asserted),
+/// and the restore is whole.
+#[test]
+fn bandwidth_limits_hold_on_s3() {
+    let s = server();
+    let env = Env::new();
+    let url = s.url("limits");
+    let src = env.path("src");
+    write(&src.join("big.bin"), pseudo_random(31, 2 * MIB - 4096));
+    write(&src.join("small.txt"), "small\n");
+    run(&env, s, ["init", "--repo", &url]).success();
+    let started = Instant::now();
+    run(
+        &env,
+        s,
+        [
+            "--limit-upload",
+            "512",
+            "backup",
+            "--repo",
+            &url,
+            src.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "a backup of 2 MiB to S3 at 512 KiB/s took {took:?}"
+    );
+    let target = env.path("restored");
+    let started = Instant::now();
+    run(
+        &env,
+        s,
+        [
+            "--limit-download",
+            "512",
+            "--cache-dir",
+            env.path("cold-cache").to_str().unwrap(),
+            "restore",
+            "--repo",
+            &url,
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "a restore of 2 MiB from S3 at 512 KiB/s took {took:?}"
+    );
+    assert_trees_equal(&src, &target.join("src"));
+}

@@ -54,8 +54,19 @@ pub struct Global {
     #[arg(long, env = "COFFER_RETRY_LOCK", global = true, default_value = "30min",
           value_parser = parse_retry_lock)]
     pub retry_lock: u64,
-    /// Not a flag: the process's I/O runtime (S3, Docker, notifications, metrics), made with
-    /// the arguments, started on first use, and handed down with them to every command.
+    /// Limit what this process writes to repositories to this many KiB/s, all connections
+    /// and threads together (0 or empty: no limit).
+    #[arg(long, env = "COFFER_LIMIT_UPLOAD", global = true, value_name = "KiB/s",
+          value_parser = parse_kib_per_sec)]
+    pub limit_upload: Option<u64>,
+    /// Limit what this process reads from repositories to this many KiB/s, all connections
+    /// and threads together (0 or empty: no limit).
+    #[arg(long, env = "COFFER_LIMIT_DOWNLOAD", global = true, value_name = "KiB/s",
+          value_parser = parse_kib_per_sec)]
+    pub limit_download: Option<u64>,
+    /// Not a flag: the process's I/O runtime (S3, Docker, notifications, metrics) and the
+    /// bandwidth limits of its stores, made with the arguments ([`Global::with_io`]), started
+    /// on first use, and handed down with them to every command.
     #[arg(skip)]
     pub io: crate::runtime::IoRuntime,
 }
@@ -64,6 +75,17 @@ impl Global {
     /// `--retry-lock` in seconds.
     pub fn retry_lock_secs(&self) -> u64 {
         self.retry_lock
+    }
+
+    /// These options with their I/O runtime made for `--limit-upload` and
+    /// `--limit-download`: one pair of token buckets for every store the process opens.
+    pub fn with_io(mut self) -> Self {
+        let limits = crate::storage::RateLimits::kib_per_sec(
+            self.limit_upload.unwrap_or(0),
+            self.limit_download.unwrap_or(0),
+        );
+        self.io = crate::runtime::IoRuntime::with_rate_limits(limits);
+        self
     }
 }
 
@@ -78,6 +100,17 @@ fn parse_key_id(s: &str) -> anyhow::Result<String> {
         anyhow::bail!("a key id is up to 64 hex digits (a unique prefix will do)");
     }
     Ok(s.to_ascii_lowercase())
+}
+
+/// A bandwidth limit in KiB/s: a whole number, 0 or empty (an environment variable set to
+/// nothing) for none.
+fn parse_kib_per_sec(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    s.parse::<u64>()
+        .map_err(|e| anyhow::anyhow!("{e}: give whole KiB/s, e.g. 512 (0: no limit)"))
 }
 
 fn parse_retry_lock(s: &str) -> anyhow::Result<u64> {

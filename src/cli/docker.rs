@@ -250,8 +250,9 @@ fn report_volume(g: &Global, v: &crate::engine::volume_backup::VolumeBackup) {
 }
 
 /// Environment a helper container may need: how to reach the repository and the catalog,
-/// never the passphrase (it goes to the helper's stdin).
-fn helper_env() -> Vec<String> {
+/// and this run's bandwidth limits (`--limit-upload`, `--limit-download`), never the
+/// passphrase (it goes to the helper's stdin).
+fn helper_env(g: &Global) -> Vec<String> {
     const KEEP: [&str; 6] = [
         "AWS_",
         "COFFER_S3_",
@@ -260,10 +261,20 @@ fn helper_env() -> Vec<String> {
         "HOME",
         "TZ",
     ];
-    std::env::vars()
+    let mut env: Vec<String> = std::env::vars()
         .filter(|(k, _)| KEEP.iter().any(|p| k.starts_with(p)))
         .map(|(k, v)| format!("{k}={v}"))
-        .collect()
+        .collect();
+    let limits = [
+        ("COFFER_LIMIT_UPLOAD", g.limit_upload),
+        ("COFFER_LIMIT_DOWNLOAD", g.limit_download),
+    ];
+    for (k, v) in limits {
+        if let Some(v) = v {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    env
 }
 
 /// The default name of the snapshot directory restored into `volume`: the snapshot's only
@@ -434,7 +445,7 @@ fn helper_access(
         key_id: Some(o.repo.key_id().to_hex()),
         image,
         binds,
-        env: helper_env(),
+        env: helper_env(g),
     };
     Ok(access)
 }

@@ -66,7 +66,8 @@ pub fn main() -> ExitCode {
     } else if called_as.as_deref().is_some_and(|n| n == "restore") {
         argv.insert(1, "restore".into());
     }
-    let cli = Cli::parse_from(argv);
+    let mut cli = Cli::parse_from(argv);
+    cli.global = cli.global.with_io();
     if matches!(
         cli.command,
         args::Command::Daemon(_) | args::Command::RunJob(_) | args::Command::Trigger(_)

@@ -36,17 +36,19 @@ impl RepoLocation {
         Ok(RepoLocation::Local(PathBuf::from(s)))
     }
 
-    /// Open the store. For S3 this reads the credentials and makes one request on `io`
+    /// Open the store, limited by `io`'s bandwidth limits (shared with every other store
+    /// opened with `io`). For S3 this reads the credentials and makes one request on `io`
     /// (starting it), so that a wrong key, a missing bucket or an unreachable endpoint is
     /// reported here; a local directory leaves `io` alone.
     pub fn store(&self, io: &IoRuntime) -> Result<Arc<dyn ObjectStore>, StorageError> {
-        match self {
-            RepoLocation::Local(p) => Ok(Arc::new(LocalStore::new(p.clone()))),
+        let store: Arc<dyn ObjectStore> = match self {
+            RepoLocation::Local(p) => Arc::new(LocalStore::new(p.clone())),
             RepoLocation::S3(loc) => {
                 let creds = loc.credentials(&s3::process_env)?;
-                Ok(Arc::new(S3Store::open(loc, &creds, io)?))
+                Arc::new(S3Store::open(loc, &creds, io)?)
             }
-        }
+        };
+        Ok(io.rate_limits().wrap(store))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Object storage: a small trait over named, immutable objects, and its implementations
-//! (local disk, opendal services, a fault-injecting wrapper for tests), and the location a
-//! store is opened at.
+//! (local disk, opendal services, a fault-injecting wrapper for tests, a bandwidth limit),
+//! and the location a store is opened at.
 //!
 //! Storage knows nothing of encryption or formats. Every `write` is all-or-nothing: a reader
 //! never sees half an object under its final name.
@@ -10,12 +10,14 @@ mod local;
 mod location;
 mod opendal_store;
 pub mod s3;
+pub mod throttle;
 
 pub use fault::FaultStore;
 pub use local::{LocalStore, TempFileWriter};
 pub use location::RepoLocation;
 pub use opendal_store::OpendalStore;
 pub use s3::{S3Location, S3Store};
+pub use throttle::{RateLimits, ThrottledStore};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
