@@ -13,7 +13,8 @@
 #                     default /var/tmp/coffer-bench-$BENCH_SIZE (on disk; wiped at the start of
 #                     a run). The report names its file system. On tmpfs (/dev/shm/...) the
 #                     disk is out of the measurement; that needs about 8 x the corpus in memory.
-#   BENCH_MIX_SMALL_MB  mix: cap of the real small files copied (0: all, about 660 MB); 0
+#   BENCH_MIX_SMALL_MB  mix: cap of the real small files copied (0: all, about 600 MiB);
+#                     default 0
 #   BENCH_MIX_MEDIA_MB  mix: random media files of 8-64 MiB, in MiB; default 256
 #   BENCH_PG_SCALE    mix: pgbench -i -s (20: about 300 MB); default 20
 #   BENCH_PG_SECONDS  mix: pgbench -T before the next night; default 10
