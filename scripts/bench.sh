@@ -6,7 +6,7 @@
 #   BENCH_SIZE=mix scripts/bench.sh                    # real files, PostgreSQL, media (issue 18)
 #
 # Environment:
-#   BENCH_SIZE        small (about 200 MiB) | full (about 1.5 GiB) | mix (about 1.2 GiB: a copy
+#   BENCH_SIZE        small (about 200 MiB) | full (about 1.5 GiB) | mix (about 1.4 GiB: a copy
 #                     of /usr/share/doc and ~/.cargo/registry/src, a pgbench cluster, media);
 #                     default small
 #   BENCH_DIR         work directory: corpus, repositories, restores, logs, results.md;
