@@ -3,13 +3,23 @@
 #
 #   scripts/bench.sh                                   # small corpus (about 200 MiB)
 #   BENCH_SIZE=full BENCH_DIR=/srv/bench scripts/bench.sh
+#   BENCH_SIZE=mix scripts/bench.sh                    # real files, PostgreSQL, media (issue 18)
 #
 # Environment:
-#   BENCH_SIZE        small (about 200 MiB) | full (about 1.5 GiB); default small
+#   BENCH_SIZE        small (about 200 MiB) | full (about 1.5 GiB) | mix (about 1.4 GiB: a copy
+#                     of /usr/share/doc and ~/.cargo/registry/src, a pgbench cluster, media);
+#                     default small
 #   BENCH_DIR         work directory: corpus, repositories, restores, logs, results.md;
-#                     default /tmp/coffer-bench-$BENCH_SIZE (wiped at the start of a run).
-#                     On tmpfs (/dev/shm/...) the disk is out of the measurement; that needs
-#                     about 8 x the corpus in free memory.
+#                     default /var/tmp/coffer-bench-$BENCH_SIZE (on disk; wiped at the start of
+#                     a run). The report names its file system. On tmpfs (/dev/shm/...) the
+#                     disk is out of the measurement; that needs about 8 x the corpus in memory.
+#   BENCH_MIX_SMALL_MB  mix: cap of the real small files copied (0: all, about 600 MiB);
+#                     default 0
+#   BENCH_MIX_MEDIA_MB  mix: random media files of 8-64 MiB, in MiB; default 256
+#   BENCH_PG_SCALE    mix: pgbench -i -s (20: about 300 MB); default 20
+#   BENCH_PG_SECONDS  mix: pgbench -T before the next night; default 10
+#   BENCH_PG_BIN      mix: PostgreSQL server binaries; default the newest /usr/lib/postgresql/*/bin.
+#                     Without initdb, pg_ctl and pgbench the db source is synthetic 8 KiB pages.
 #   BENCH_RUNS        runs per step, the median is reported; default 3 (at least 3 for the
 #                     numbers to mean anything)
 #   BENCH_SEED        seed of the generated data and of the next-night changes; default 1
@@ -21,11 +31,16 @@
 # step are what the repository grew by (du -sb before and after). coffer and restic runs are
 # interleaved so that other load on the machine hits both alike. Both encrypt; each uses its
 # default compression (coffer: zstd level 3, restic: --compression auto).
+#
+# Floors, measured in the same run: the initial backup against `tar -cf - | zstd -3 -T2`
+# (reading and compressing on both cores), the restores against a single-threaded `tar -x` of an
+# uncompressed tar of the same tree (written once, outside the measurement) onto the same disk.
+# Every restore run, of every tool, starts after `sync` into a fresh directory.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_SIZE=${BENCH_SIZE:-small}
-BENCH_DIR=${BENCH_DIR:-/tmp/coffer-bench-$BENCH_SIZE}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/coffer-bench-$BENCH_SIZE}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SEED=${BENCH_SEED:-1}
 COFFER=${COFFER_BIN:-$ROOT/target/release/coffer}
@@ -34,7 +49,18 @@ W=$BENCH_DIR
 C=$W/corpus
 RAW=$W/raw.tsv
 META=$W/meta.tsv
-SOURCES=(src large db media)
+BENCH_MIX_SMALL_MB=${BENCH_MIX_SMALL_MB:-0}
+BENCH_MIX_MEDIA_MB=${BENCH_MIX_MEDIA_MB:-256}
+BENCH_PG_SCALE=${BENCH_PG_SCALE:-20}
+BENCH_PG_SECONDS=${BENCH_PG_SECONDS:-10}
+BENCH_PG_PORT=${BENCH_PG_PORT:-54329}
+if [[ $BENCH_SIZE == mix ]]; then
+  SOURCES=(workspace db media)
+  PART=workspace # the source of the "restore of one source" step
+else
+  SOURCES=(src large db media)
+  PART=src
+fi
 PASS=bench-passphrase
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -43,8 +69,12 @@ die() {
   exit 1
 }
 
-case $BENCH_SIZE in small | full) ;; *) die "BENCH_SIZE must be small or full" ;; esac
+case $BENCH_SIZE in small | full | mix) ;; *) die "BENCH_SIZE must be small, full or mix" ;; esac
 [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+for v in BENCH_MIX_SMALL_MB BENCH_MIX_MEDIA_MB BENCH_PG_SCALE BENCH_PG_SECONDS BENCH_PG_PORT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer"
+done
+command -v zstd >/dev/null || die "zstd is needed (the backup floor; apt-get install -y zstd)"
 command -v python3 >/dev/null || die "python3 is needed (corpus generator and report)"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is needed (apt-get install -y time)"
 
@@ -115,17 +145,20 @@ warm() { # read the corpus so that every step finds it in the page cache
 # ---------------------------------------------------------------------------------------------
 # Corpus: real small files, real binaries, a database of 8 KiB pages, random media.
 
+# gen_corpus [PARTS]: PARTS (comma-separated, default all: src,large,db,media) of the generated
+# corpus; mix uses only db, as the fallback when PostgreSQL is missing (about pgbench's size).
 gen_corpus() {
-  python3 - "$C" "$BENCH_SIZE" "$BENCH_SEED" <<'PY'
+  python3 - "$C" "$BENCH_SIZE" "$BENCH_SEED" "${1:-src,large,db,media}" "$BENCH_PG_SCALE" <<'PY'
 import os, random, re, shutil, struct, sys
 
-out, size, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, size, seed, parts = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
 MiB = 1 << 20
 P = {
     "small": dict(src_files=12_000, src_bytes=96 * MiB, large=[32 * MiB, 16 * MiB],
                   db_bytes=32 * MiB, db_seg=16 * MiB, media=[8 * MiB] * 4),
     "full": dict(src_files=60_000, src_bytes=640 * MiB, large=[128 * MiB] * 4,
                  db_bytes=384 * MiB, db_seg=64 * MiB, media=[32 * MiB] * 8),
+    "mix": dict(db_bytes=max(1, int(sys.argv[5])) * 16 * MiB, db_seg=16 * MiB),
 }[size]
 home = os.path.expanduser("~")
 
@@ -154,6 +187,8 @@ roots = [("cargo", f"{home}/.cargo/registry/src"), ("include", "/usr/include"),
          ("man", "/usr/share/man"), ("doc", "/usr/share/doc"),
          ("rustup", f"{home}/.rustup/toolchains")]
 gens = [(name, root, walk(root, 1, 64 * 1024)) for name, root in roots if os.path.isdir(root)]
+if "src" not in parts:
+    gens = []
 files = nbytes = 0
 while gens and files < P["src_files"] and nbytes < P["src_bytes"]:
     for g in list(gens):
@@ -171,10 +206,12 @@ while gens and files < P["src_files"] and nbytes < P["src_bytes"]:
             continue
         files += 1
         nbytes += n
-print(f"src: {files} files, {nbytes / MiB:.1f} MiB", file=sys.stderr)
+if "src" in parts:
+    print(f"src: {files} files, {nbytes / MiB:.1f} MiB", file=sys.stderr)
 
 # Large binaries: real libraries and executables concatenated, each source file used once.
-os.makedirs(os.path.join(out, "large"), exist_ok=True)
+if "large" in parts:
+    os.makedirs(os.path.join(out, "large"), exist_ok=True)
 def binaries():
     while True:
         for root in ("/usr/lib", "/usr/libexec", "/usr/bin", f"{home}/.rustup/toolchains"):
@@ -182,7 +219,7 @@ def binaries():
                 yield from walk(root, 64 * 1024)
         print("large: ran out of distinct binaries, reusing them", file=sys.stderr)
 bins = binaries()
-for i, want in enumerate(P["large"]):
+for i, want in enumerate(P["large"] if "large" in parts else []):
     with open(os.path.join(out, "large", f"image-{i}.bin"), "wb") as f:
         left = want
         while left:
@@ -199,7 +236,7 @@ for i, want in enumerate(P["large"]):
 rng = random.Random(seed)
 # A vocabulary from the documentation copied above (deterministic: walk order).
 vocab = set()
-for d, dirs, fs in os.walk(os.path.join(out, "src")):
+for d, dirs, fs in os.walk(os.path.join(out, "src" if "src" in parts else "workspace")):
     dirs.sort()
     for f in sorted(fs):
         with open(os.path.join(d, f), "rb") as fh:
@@ -231,14 +268,15 @@ def page(lsn):
 
 os.makedirs(os.path.join(out, "db"), exist_ok=True)
 pages_per_seg = P["db_seg"] // 8192
-for s in range(P["db_bytes"] // P["db_seg"]):
+for s in range(P["db_bytes"] // P["db_seg"] if "db" in parts else 0):
     with open(os.path.join(out, "db", f"segment.{s:03}"), "wb") as f:
         f.write(b"".join(page(1) for _ in range(pages_per_seg)))
 
 # Media: incompressible.
-os.makedirs(os.path.join(out, "media"), exist_ok=True)
+if "media" in parts:
+    os.makedirs(os.path.join(out, "media"), exist_ok=True)
 mrng = random.Random(seed + 1)
-for i, n in enumerate(P["media"]):
+for i, n in enumerate(P["media"] if "media" in parts else []):
     with open(os.path.join(out, "media", f"clip-{i}.mp4"), "wb") as f:
         for _ in range(n // MiB):
             f.write(mrng.randbytes(MiB))
@@ -246,7 +284,7 @@ PY
 }
 
 # The next night: 3 % of the database pages rewritten at random and 1 % appended, 0.5 % of the
-# small files edited, one new media file.
+# small files edited, one new media file. mix (synthetic db only): the database pages alone.
 next_night() {
   python3 - "$C" "$BENCH_SIZE" "$BENCH_SEED" <<'PY'
 import os, random, struct, sys
@@ -272,6 +310,10 @@ for s, idx in by_seg.items():
 with open(os.path.join(db, segs[-1]), "ab") as f:
     for _ in range(len(pages) // 100):
         f.write(page())
+if size == "mix":
+    print(f"next night: {len(changed)} of {len(pages)} pages rewritten, {len(pages) // 100} "
+          "appended", file=sys.stderr)
+    sys.exit(0)
 small = []
 for d, dirs, files in os.walk(os.path.join(out, "src")):
     dirs.sort()
@@ -289,6 +331,87 @@ PY
 }
 
 # ---------------------------------------------------------------------------------------------
+# The mix corpus (issue 18): real small files, a PostgreSQL cluster filled by pgbench, media.
+
+fs_kind() { # the file system of $1, and whether the disk is in the measurement
+  local t
+  t=$(df --output=fstype "$1" 2>/dev/null | tail -n 1) || t=
+  [[ -n $t ]] || t=$(stat -f -c %T "$1")
+  case $t in
+    tmpfs | ramfs) echo "$t (memory: the disk is out of the measurement)" ;;
+    *) echo "$t (disk)" ;;
+  esac
+}
+
+PG_BIN=${BENCH_PG_BIN:-$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
+PG_AS=()         # run the server's commands as this user (initdb refuses root)
+PG_MISSING=""    # why the db source is synthetic, empty when PostgreSQL is used
+PG_RUNNING=0
+if [[ $BENCH_SIZE == mix ]]; then
+  for b in initdb pg_ctl pgbench; do
+    [[ -x $PG_BIN/$b ]] || PG_MISSING="no $PG_BIN/$b"
+  done
+  if [[ -z $PG_MISSING && $(id -u) == 0 ]]; then
+    if id -u postgres >/dev/null 2>&1; then PG_AS=(runuser -u postgres --); else
+      PG_MISSING="run as root and there is no postgres user for initdb"
+    fi
+  fi
+fi
+
+pg() { # pg PROGRAM ARGS...: a PostgreSQL program as the server's user, from the work directory
+  local prog=$1
+  shift
+  (cd "$W" && "${PG_AS[@]}" "$PG_BIN/$prog" "$@")
+}
+pg_start() {
+  pg pg_ctl -D "$C/db" -l "$W/pg/server.log" -w \
+    -o "-k $W/pg -p $BENCH_PG_PORT -c listen_addresses=''" start >>"$W/logs/pg.out"
+  PG_RUNNING=1
+}
+pg_stop() { # a clean shutdown (checkpoint), so that the data directory is consistent at rest
+  pg pg_ctl -D "$C/db" -m fast -w stop >>"$W/logs/pg.out"
+  PG_RUNNING=0
+}
+run_pgbench() { pg pgbench -h "$W/pg" -p "$BENCH_PG_PORT" "$@" postgres >>"$W/logs/pg.out" 2>&1; }
+trap '[[ $PG_RUNNING == 0 ]] || pg_stop' EXIT
+
+gen_mix() {
+  mkdir -p "$C"
+  python3 "$ROOT/scripts/bench-corpus.py" workspace "$C/workspace" "$BENCH_MIX_SMALL_MB"
+  if [[ -z $PG_MISSING ]]; then
+    log "PostgreSQL: initdb, pgbench -i -s $BENCH_PG_SCALE"
+    mkdir -p "$C/db" "$W/pg"
+    chmod 700 "$C/db"
+    chmod a+rx "$W" "$C"
+    if [[ ${#PG_AS[@]} -gt 0 ]]; then chown postgres: "$C/db" "$W/pg"; fi
+    pg initdb -D "$C/db" -A trust >>"$W/logs/pg.out"
+    pg_start
+    run_pgbench -i -q -s "$BENCH_PG_SCALE"
+    pg_stop
+    meta db "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), \`pgbench -i -s $BENCH_PG_SCALE\`, server stopped cleanly before each backup"
+  else
+    log "PostgreSQL is missing ($PG_MISSING): synthetic 8 KiB pages for db"
+    gen_corpus db
+    meta db "synthetic 8 KiB pages of the small/full generator, PostgreSQL missing: $PG_MISSING"
+  fi
+  python3 "$ROOT/scripts/bench-corpus.py" media "$C/media" "$BENCH_MIX_MEDIA_MB" "$BENCH_SEED"
+}
+
+next_night_mix() {
+  if [[ -z $PG_MISSING ]]; then
+    log "PostgreSQL: pgbench -T $BENCH_PG_SECONDS"
+    pg_start
+    run_pgbench -T "$BENCH_PG_SECONDS"
+    pg_stop
+    meta night "\`pgbench -T $BENCH_PG_SECONDS\` (server started and stopped cleanly), a line appended to 1 % of the workspace files, 20 new files"
+  else
+    next_night
+    meta night "3 % of the synthetic pages rewritten and 1 % appended, a line appended to 1 % of the workspace files, 20 new files"
+  fi
+  python3 "$ROOT/scripts/bench-corpus.py" night "$C/workspace" "$BENCH_SEED"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Run
 
 log "work directory $W (BENCH_SIZE=$BENCH_SIZE, BENCH_RUNS=$BENCH_RUNS)"
@@ -297,6 +420,9 @@ mkdir -p "$W/logs" "$W/repo" "$W/cache" "$W/restore"
 : >"$RAW"
 : >"$META"
 meta size "$BENCH_SIZE"
+meta sources "${SOURCES[*]}"
+meta part "$PART"
+meta fs "$(fs_kind "$W")"
 meta runs "$BENCH_RUNS"
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -308,7 +434,7 @@ meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo u
 meta restic "$("$RESTIC" version | head -n1)"
 
 log "generating the corpus"
-gen_corpus
+if [[ $BENCH_SIZE == mix ]]; then gen_mix; else gen_corpus; fi
 meta corpus_bytes "$(size_of "$C")"
 meta corpus_files "$(find "$C" -type f | wc -l)"
 for s in "${SOURCES[@]}"; do meta "corpus_$s" "$(size_of "$C/$s")"; done
@@ -335,6 +461,9 @@ for r in $(seq "$BENCH_RUNS"); do
   "${CMD[@]}" >/dev/null 2>&1
   restic "$r" backup --compression auto "${RESTIC_SOURCES[@]}"
   measure initial restic "$r" "$W/repo/restic-$r"
+  # shellcheck disable=SC2016 # $1 is bash -c's argument
+  CMD=(bash -c 'tar -cf - -C "$1" "${@:2}" | zstd -3 -T2 -q >/dev/null' _ "$C" "${SOURCES[@]}")
+  measure initial floor "$r" ""
 done
 meta repo_coffer "$(size_of "$W/repo/coffer-1")"
 meta repo_restic "$(size_of "$W/repo/restic-1")"
@@ -356,7 +485,7 @@ for r in $(seq "$BENCH_RUNS"); do
 done
 
 log "next night"
-next_night
+if [[ $BENCH_SIZE == mix ]]; then next_night_mix; else next_night; fi
 meta corpus_bytes_next "$(size_of "$C")"
 warm
 for r in $(seq "$BENCH_RUNS"); do
@@ -366,15 +495,28 @@ for r in $(seq "$BENCH_RUNS"); do
   measure next-night restic "$r" "$W/repo/restic-$r"
 done
 
+# The restore floor: a single-threaded tar -x of an uncompressed tar of the same tree, written
+# once here, outside the measurement.
+log "writing the floor's tar"
+tar -cf "$W/floor.tar" -C "$C" "${SOURCES[@]}"
+
+# fresh_restore TOOL: an empty target directory, and the writeback of the previous run done, so
+# that it does not land on this one (outside the measurement).
+fresh_restore() {
+  rm -rf "$W/restore/$1"
+  mkdir -p "$W/restore/$1"
+  sync
+}
+
 log "full restore"
 for r in $(seq "$BENCH_RUNS"); do
-  for tool in coffer restic; do
-    rm -rf "$W/restore/$tool"
-    if [[ $tool == coffer ]]; then
-      coffer 1 --json restore --snapshot latest --target "$W/restore/$tool"
-    else
-      restic 1 restore latest --target "$W/restore/$tool"
-    fi
+  for tool in coffer restic floor; do
+    fresh_restore "$tool"
+    case $tool in
+      coffer) coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" ;;
+      restic) restic 1 restore latest --target "$W/restore/$tool" ;;
+      floor) CMD=(tar -xf "$W/floor.tar" -C "$W/restore/$tool") ;;
+    esac
     measure restore-full "$tool" "$r" "$W/restore/$tool"
   done
 done
@@ -385,19 +527,22 @@ for s in "${SOURCES[@]}"; do
 done
 meta restore_verified yes
 
-log "restore of one source (src)"
+log "restore of one source ($PART)"
 for r in $(seq "$BENCH_RUNS"); do
-  for tool in coffer restic; do
-    rm -rf "$W/restore/$tool"
-    if [[ $tool == coffer ]]; then
-      coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" --path src/
-    else
-      restic 1 restore latest --target "$W/restore/$tool" --include "$C/src"
-    fi
+  for tool in coffer restic floor; do
+    fresh_restore "$tool"
+    case $tool in
+      coffer) coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" --path "$PART/" ;;
+      restic) restic 1 restore latest --target "$W/restore/$tool" --include "$C/$PART" ;;
+      floor) CMD=(tar -xf "$W/floor.tar" -C "$W/restore/$tool" "$PART") ;;
+    esac
     measure restore-path "$tool" "$r" "$W/restore/$tool"
   done
 done
-rm -rf "$W/restore"
+diff -r "$C/$PART" "$W/restore/coffer/$PART" >/dev/null || die "coffer's restore of $PART differs"
+diff -r "$C/$PART" "$W/restore/restic$C/$PART" >/dev/null || die "restic's restore of $PART differs"
+meta restore_path_verified yes
+rm -rf "$W/restore" "$W/floor.tar"
 
 log "check --read-data"
 for r in $(seq "$BENCH_RUNS"); do
@@ -444,15 +589,20 @@ def ratio(a, b, digits=2):
 out = []
 p = out.append
 size = int(meta["corpus_bytes"])
+sources = meta["sources"].split()
+part = meta["part"]
 p(f"# coffer vs restic, BENCH_SIZE={meta['size']}\n")
 p(f"- machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory']}, Linux {meta['kernel']}")
+p(f"- work directory (corpus, repositories, restores) on {meta['fs']}")
 p(f"- load average at start / end: {meta['load_start']} / {meta['load_end']}")
 p(f"- coffer {meta['coffer']}; {meta['restic']}; {meta['date']}")
 p(f"- corpus: {meta['corpus_files']} files, {fmt_bytes(size)} ("
-  + ", ".join(f"{s} {fmt_bytes(int(meta['corpus_' + s]))}" for s in ("src", "large", "db", "media"))
+  + ", ".join(f"{s} {fmt_bytes(int(meta['corpus_' + s]))}" for s in sources)
   + f"); after the next night {fmt_bytes(int(meta['corpus_bytes_next']))}")
+if "db" in meta:
+    p(f"- db: {meta['db']}; the next night: {meta['night']}")
 p(f"- median of {meta['runs']} runs per step; restores verified byte for byte: "
-  f"{meta.get('restore_verified', 'no')}")
+  f"full {meta.get('restore_verified', 'no')}, `{part}` {meta.get('restore_path_verified', 'no')}")
 rd = med("read-corpus", "cat", 3)
 p(f"- reading the corpus from the page cache (`cat`): {rd:.2f} s, "
   f"{size / MiB / rd:,.0f} MiB/s\n")
@@ -463,25 +613,38 @@ STEPS = [
     ("snapshots", "`snapshots` (unlock the key, list): the floor under every command", None),
     ("next-night", "next-night backup", "repository growth"),
     ("restore-full", "full restore", "bytes restored"),
-    ("restore-path", "restore of one source (`src`)", "bytes restored"),
+    ("restore-path", f"restore of one source (`{part}`)", "bytes restored"),
     ("check", "check --read-data", None),
     ("export", "export vs `tar czf`", "archive size"),
 ]
+# The floors measured next to a step, when it has one.
+FLOORS = {
+    "initial": "floor: `tar -cf - | zstd -3 -T2`",
+    "restore-full": "floor: `tar -x` (1 thread)",
+    "restore-path": "floor: `tar -x` of the source",
+}
 res = {}
 for step, title, bytes_label in STEPS:
     other = "tar" if step == "export" else "restic"
+    floor = step in FLOORS and med(step, "floor", 3) is not None
     p(f"## {title}\n")
     p(f"| | wall s | CPU s (user+sys) | peak RSS MiB | {bytes_label or 'bytes'} |")
     p("|---|---:|---:|---:|---:|")
     m = {}
-    for tool in ("coffer", other):
+    for tool in ("coffer", other) + (("floor",) if floor else ()):
         w, c, r, b = (med(step, tool, k) for k in (3, 4, 5, 6))
         m[tool] = (w, c, r / 1024 if r is not None else None, b)
-        p(f"| {tool} | {w:.2f} | {c:.2f} | {m[tool][2]:.0f} | "
-          f"{fmt_bytes(b) if bytes_label else '-'} |")
+        shown = bytes_label and not (tool == "floor" and step == "initial")
+        p(f"| {FLOORS[step] if tool == 'floor' else tool} | {w:.2f} | {c:.2f} | "
+          f"{m[tool][2]:.0f} | {fmt_bytes(b) if shown else '-'} |")
     a, o = m["coffer"], m[other]
     p(f"| **coffer/{other}** | **{ratio(a[0], o[0])}** | {ratio(a[1], o[1])} | "
-      f"**{ratio(a[2], o[2])}** | {ratio(a[3], o[3], 3) if bytes_label else '-'} |\n")
+      f"**{ratio(a[2], o[2])}** | {ratio(a[3], o[3], 3) if bytes_label else '-'} |")
+    if floor:
+        f = m["floor"]
+        p(f"| **coffer/floor** | **{ratio(a[0], f[0])}** | {ratio(a[1], f[1])} | - | - |")
+        p(f"| restic/floor | {ratio(o[0], f[0])} | {ratio(o[1], f[1])} | - | - |")
+    p("")
     res[step] = m
 
 def target(name, value, limit, ok):
