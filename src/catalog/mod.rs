@@ -27,7 +27,7 @@ pub use snapshots::{SnapshotEntry, SnapshotFilter, SnapshotUpdate, VanishedSnaps
 
 use crate::id::{BlobId, PackId};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,26 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      CREATE TABLE IF NOT EXISTS path_snapshots(snapshot BLOB PRIMARY KEY, tree INTEGER NOT NULL)
          WITHOUT ROWID;
      PRAGMA user_version = 4;
+     COMMIT;",
+    // The path index names each distinct entry name once, so that a pattern is matched
+    // against tens of thousands of names, not tens of millions of entries (365 nights of 76k
+    // files: 17.5 million entries, 53,666 names). The index is derived: it is dropped and
+    // rebuilt by the next `find`.
+    "BEGIN;
+     DROP TABLE IF EXISTS path_entries;
+     DROP TABLE IF EXISTS path_trees;
+     DROP TABLE IF EXISTS path_snapshots;
+     DROP TABLE IF EXISTS path_names;
+     CREATE TABLE path_names(no INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);
+     CREATE TABLE path_trees(no INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+     CREATE TABLE path_entries(
+         tree INTEGER NOT NULL, name INTEGER NOT NULL, kind INTEGER NOT NULL,
+         size INTEGER NOT NULL, mtime INTEGER NOT NULL, subtree INTEGER);
+     CREATE INDEX path_entries_name ON path_entries(name);
+     CREATE INDEX path_entries_subtree ON path_entries(subtree) WHERE subtree IS NOT NULL;
+     CREATE TABLE path_snapshots(snapshot BLOB PRIMARY KEY, tree INTEGER NOT NULL)
+         WITHOUT ROWID;
+     PRAGMA user_version = 5;
      COMMIT;",
 ];
 

@@ -8,9 +8,13 @@
 //! paths of a match are found by climbing from its tree to the snapshot roots through the
 //! `subtree` column (indexed).
 //!
+//! Names are stored once each (schema v5), and a pattern is matched against the distinct
+//! names: 365 nights of 76k files are 17.5 million entries but 53,666 names.
+//!
 //! ```text
-//! path_trees(no INTEGER PRIMARY KEY, id BLOB UNIQUE)        a tree id, numbered
-//! path_entries(tree, name TEXT, kind, size, mtime, subtree)  its entries (names lossy UTF-8)
+//! path_names(no INTEGER PRIMARY KEY, name TEXT UNIQUE)       an entry name (lossy UTF-8)
+//! path_trees(no INTEGER PRIMARY KEY, id BLOB UNIQUE)         a tree id, numbered
+//! path_entries(tree, name, kind, size, mtime, subtree)       its entries (name: path_names.no)
 //! path_snapshots(snapshot BLOB PRIMARY KEY, tree)            indexed snapshots and their root
 //! ```
 
@@ -105,9 +109,22 @@ impl Catalog {
                 [],
             )?;
             tx.execute("DELETE FROM live_trees", [])?;
+            tx.execute(
+                "DELETE FROM path_names WHERE no NOT IN (SELECT name FROM path_entries)",
+                [],
+            )?;
             tx.commit()?;
             Ok(dropped as u64)
         })
+    }
+
+    /// Let SQLite keep up to `kib` KiB of pages (`None`: its default, 2 MiB). Adding trees to
+    /// the path index updates its name index at random places: with the default cache, a
+    /// year of nightly snapshots rebuilt from scratch spent most of its time reading and
+    /// writing the same index pages again.
+    pub fn set_page_cache(&self, kib: Option<u32>) -> Result<(), CatalogError> {
+        let kib = kib.map_or(2000, i64::from);
+        self.sql(|c| c.execute_batch(&format!("PRAGMA cache_size = -{kib}")))
     }
 
     /// Whether the tree `id` is in the path index (with everything below it).
@@ -139,6 +156,11 @@ impl Catalog {
                 let mut no = |id: &BlobId| -> rusqlite::Result<i64> {
                     number.query_row(params![&id.0[..]], |r| r.get(0))
                 };
+                let mut name_number = tx.prepare_cached(
+                    "INSERT INTO path_names(name) VALUES (?1)
+                     ON CONFLICT(name) DO UPDATE SET name = name RETURNING no",
+                )?;
+                let mut names: HashMap<Vec<u8>, i64> = HashMap::new();
                 let mut entry = tx.prepare_cached(
                     "INSERT INTO path_entries(tree, name, kind, size, mtime, subtree)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -150,9 +172,20 @@ impl Catalog {
                             (NodeKind::Dir, Some(s)) => Some(no(&s)?),
                             _ => None,
                         };
+                        let name_no = match names.get(n.name.as_slice()) {
+                            Some(no) => *no,
+                            None => {
+                                let no: i64 = name_number
+                                    .query_row(params![String::from_utf8_lossy(&n.name)], |r| {
+                                        r.get(0)
+                                    })?;
+                                names.insert(n.name.to_vec(), no);
+                                no
+                            }
+                        };
                         entry.execute(params![
                             tree_no,
-                            String::from_utf8_lossy(&n.name),
+                            name_no,
                             kind_code(n.kind),
                             n.size as i64,
                             n.mtime,
@@ -177,10 +210,14 @@ impl Catalog {
         pattern: &str,
         ignore_case: bool,
     ) -> Result<Vec<PathHit>, CatalogError> {
+        // The names first (CROSS JOIN keeps SQLite to that order), then their entries
+        // through the index on path_entries(name).
         let sql = if ignore_case {
-            "SELECT tree, name, kind, size, mtime FROM path_entries WHERE lower(name) GLOB lower(?1)"
+            "SELECT e.tree, n.name, e.kind, e.size, e.mtime FROM path_names n
+             CROSS JOIN path_entries e ON e.name = n.no WHERE lower(n.name) GLOB lower(?1)"
         } else {
-            "SELECT tree, name, kind, size, mtime FROM path_entries WHERE name GLOB ?1"
+            "SELECT e.tree, n.name, e.kind, e.size, e.mtime FROM path_names n
+             CROSS JOIN path_entries e ON e.name = n.no WHERE n.name GLOB ?1"
         };
         self.sql(|c| {
             let mut st = c.prepare(sql)?;
@@ -200,8 +237,10 @@ impl Catalog {
     /// The directories that hold the tree numbered `tree`: (their tree, the name) pairs.
     pub fn path_parents(&self, tree: i64) -> Result<Vec<(i64, String)>, CatalogError> {
         self.lookup(|c| {
-            let mut st =
-                c.prepare_cached("SELECT tree, name FROM path_entries WHERE subtree = ?1")?;
+            let mut st = c.prepare_cached(
+                "SELECT e.tree, n.name FROM path_entries e JOIN path_names n ON n.no = e.name
+                     WHERE e.subtree = ?1",
+            )?;
             st.query_map(params![tree], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
@@ -299,5 +338,12 @@ mod tests {
         assert_eq!(c.find_names("kept.txt", false).unwrap().len(), 1);
         assert!(c.tree_has_paths(&id(3)).unwrap() && !c.tree_has_paths(&id(4)).unwrap());
         assert_eq!(c.snapshots_without_paths().unwrap(), vec![]);
+        let names: i64 = c
+            .sql(|c| c.query_row("SELECT count(*) FROM path_names", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(
+            names, 2,
+            "`a` and `kept.txt`; `b` and `gone.txt` went with their trees"
+        );
     }
 }

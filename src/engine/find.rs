@@ -222,7 +222,26 @@ fn update_index(
     summary: &mut FindSummary,
 ) -> Result<(), EngineError> {
     summary.trees_dropped = catalog.drop_stale_paths()?;
-    for (snapshot, root) in catalog.snapshots_without_paths()? {
+    let missing = catalog.snapshots_without_paths()?;
+    if missing.len() > 1 {
+        catalog.set_page_cache(Some(INDEX_BUILD_CACHE_KIB))?;
+    }
+    let built = add_paths(repo, catalog, missing, summary);
+    catalog.set_page_cache(None)?;
+    built
+}
+
+/// SQLite's page cache while many snapshots are added to the path index.
+const INDEX_BUILD_CACHE_KIB: u32 = 128 << 10;
+
+/// Add `missing` snapshots to the path index, reading the trees the index lacks.
+fn add_paths(
+    repo: &Repository,
+    catalog: &Catalog,
+    missing: Vec<(SnapshotId, BlobId)>,
+    summary: &mut FindSummary,
+) -> Result<(), EngineError> {
+    for (snapshot, root) in missing {
         if repo.is_remote() && !catalog.tree_has_paths(&root)? {
             prefetch_trees(repo, catalog, &root)?;
         }
