@@ -118,13 +118,24 @@ impl Catalog {
         })
     }
 
-    /// Let SQLite keep up to `kib` KiB of pages (`None`: its default, 2 MiB). Adding trees to
-    /// the path index updates its name index at random places: with the default cache, a
-    /// year of nightly snapshots rebuilt from scratch spent most of its time reading and
-    /// writing the same index pages again.
-    pub fn set_page_cache(&self, kib: Option<u32>) -> Result<(), CatalogError> {
-        let kib = kib.map_or(2000, i64::from);
-        self.sql(|c| c.execute_batch(&format!("PRAGMA cache_size = -{kib}")))
+    /// Before adding many snapshots: a larger page cache, and no index on names (adding
+    /// entries kept updating it at random places; building it once afterwards is a sort).
+    /// [`Self::end_bulk_paths`] undoes both; until then `find_names` scans every entry.
+    pub fn begin_bulk_paths(&self) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            c.execute_batch("PRAGMA cache_size = -32768; DROP INDEX IF EXISTS path_entries_name;")
+        })
+    }
+
+    /// After adding snapshots (in bulk or not): the index on names exists, the page cache is
+    /// back to SQLite's default. Also repairs a bulk add that was killed.
+    pub fn end_bulk_paths(&self) -> Result<(), CatalogError> {
+        self.sql(|c| {
+            c.execute_batch(
+                "CREATE INDEX IF NOT EXISTS path_entries_name ON path_entries(name);
+                 PRAGMA cache_size = -2000;",
+            )
+        })
     }
 
     /// Whether the tree `id` is in the path index (with everything below it).
@@ -156,10 +167,11 @@ impl Catalog {
                 let mut no = |id: &BlobId| -> rusqlite::Result<i64> {
                     number.query_row(params![&id.0[..]], |r| r.get(0))
                 };
-                let mut name_number = tx.prepare_cached(
-                    "INSERT INTO path_names(name) VALUES (?1)
-                     ON CONFLICT(name) DO UPDATE SET name = name RETURNING no",
-                )?;
+                // A lookup first: an upsert would rewrite the name's row every time.
+                let mut name_lookup =
+                    tx.prepare_cached("SELECT no FROM path_names WHERE name = ?1")?;
+                let mut name_insert =
+                    tx.prepare_cached("INSERT INTO path_names(name) VALUES (?1) RETURNING no")?;
                 let mut names: HashMap<Vec<u8>, i64> = HashMap::new();
                 let mut entry = tx.prepare_cached(
                     "INSERT INTO path_entries(tree, name, kind, size, mtime, subtree)
@@ -175,10 +187,14 @@ impl Catalog {
                         let name_no = match names.get(n.name.as_slice()) {
                             Some(no) => *no,
                             None => {
-                                let no: i64 = name_number
-                                    .query_row(params![String::from_utf8_lossy(&n.name)], |r| {
-                                        r.get(0)
-                                    })?;
+                                let name = String::from_utf8_lossy(&n.name);
+                                let found: Option<i64> = name_lookup
+                                    .query_row(params![name], |r| r.get(0))
+                                    .optional()?;
+                                let no = match found {
+                                    Some(no) => no,
+                                    None => name_insert.query_row(params![name], |r| r.get(0))?,
+                                };
                                 names.insert(n.name.to_vec(), no);
                                 no
                             }

@@ -223,16 +223,16 @@ fn update_index(
 ) -> Result<(), EngineError> {
     summary.trees_dropped = catalog.drop_stale_paths()?;
     let missing = catalog.snapshots_without_paths()?;
-    if missing.len() > 1 {
-        catalog.set_page_cache(Some(INDEX_BUILD_CACHE_KIB))?;
+    if missing.len() >= BULK_SNAPSHOTS {
+        catalog.begin_bulk_paths()?;
     }
     let built = add_paths(repo, catalog, missing, summary);
-    catalog.set_page_cache(None)?;
+    catalog.end_bulk_paths()?;
     built
 }
 
-/// SQLite's page cache while many snapshots are added to the path index.
-const INDEX_BUILD_CACHE_KIB: u32 = 128 << 10;
+/// From this many snapshots to add, the path index is built in bulk.
+const BULK_SNAPSHOTS: usize = 8;
 
 /// Add `missing` snapshots to the path index, reading the trees the index lacks.
 fn add_paths(
