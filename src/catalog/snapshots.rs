@@ -290,6 +290,30 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The snapshots `specs` name (ids, unique prefixes, `latest` narrowed by `filter`), each
+    /// once, in the order given; every snapshot that passes `filter` when `specs` is empty.
+    pub fn select_snapshots(
+        &self,
+        specs: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<SnapshotEntry>, CatalogError> {
+        if specs.is_empty() {
+            return Ok(self
+                .snapshots()?
+                .into_iter()
+                .filter(|e| filter.matches(&e.snapshot))
+                .collect());
+        }
+        let mut out: Vec<SnapshotEntry> = Vec::new();
+        for s in specs {
+            let e = self.resolve_snapshot_in(s, filter)?;
+            if !out.iter().any(|x| x.id == e.id) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Resolve a user's snapshot reference: `latest`, a full id or a unique prefix.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<SnapshotEntry, CatalogError> {
         self.resolve_snapshot_in(spec, &SnapshotFilter::default())

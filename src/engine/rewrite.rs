@@ -111,7 +111,7 @@ pub fn rewrite(
     };
     let _lock = repo.lock(kind, "rewrite")?;
     catalog.refresh(repo)?;
-    let selected = select(catalog, opts)?;
+    let selected = catalog.select_snapshots(&opts.snapshots, &opts.filter)?;
     let mut summary = RewriteSummary {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -123,25 +123,6 @@ pub fn rewrite(
         }
     }
     Ok(summary)
-}
-
-/// The snapshots named, or every one passing the filter.
-fn select(catalog: &Catalog, opts: &RewriteOptions) -> Result<Vec<SnapshotEntry>, EngineError> {
-    if opts.snapshots.is_empty() {
-        return Ok(catalog
-            .snapshots()?
-            .into_iter()
-            .filter(|e| opts.filter.matches(&e.snapshot))
-            .collect());
-    }
-    let mut out: Vec<SnapshotEntry> = Vec::new();
-    for s in &opts.snapshots {
-        let e = catalog.resolve_snapshot_in(s, &opts.filter)?;
-        if !out.iter().any(|x| x.id == e.id) {
-            out.push(e);
-        }
-    }
-    Ok(out)
 }
 
 /// Rewrite one snapshot; `None` when nothing in it is excluded.

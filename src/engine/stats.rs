@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{EngineError, load_tree};
-use crate::catalog::{Catalog, SnapshotEntry, SnapshotFilter};
+use crate::catalog::{Catalog, SnapshotFilter};
 use crate::format::tree::NodeKind;
 use crate::id::BlobId;
 use crate::repo::{LockKind, RepoError, Repository};
@@ -75,7 +75,7 @@ pub fn stats(
 ) -> Result<SnapshotStats, EngineError> {
     let _lock = repo.lock(LockKind::Shared, "stats")?;
     catalog.refresh(repo)?;
-    let selected = select(catalog, opts)?;
+    let selected = catalog.select_snapshots(&opts.snapshots, &opts.filter)?;
     let mut counter = Counter {
         repo,
         catalog,
@@ -123,25 +123,6 @@ pub fn stats(
             } else {
                 0.0
             });
-        }
-    }
-    Ok(out)
-}
-
-/// The snapshots named, or every one passing the filter.
-fn select(catalog: &Catalog, opts: &StatsOptions) -> Result<Vec<SnapshotEntry>, EngineError> {
-    if opts.snapshots.is_empty() {
-        return Ok(catalog
-            .snapshots()?
-            .into_iter()
-            .filter(|e| opts.filter.matches(&e.snapshot))
-            .collect());
-    }
-    let mut out: Vec<SnapshotEntry> = Vec::new();
-    for s in &opts.snapshots {
-        let e = catalog.resolve_snapshot_in(s, &opts.filter)?;
-        if !out.iter().any(|x| x.id == e.id) {
-            out.push(e);
         }
     }
     Ok(out)
