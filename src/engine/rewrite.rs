@@ -11,8 +11,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::backup::with_uploader;
 use super::exclude::{Patterns, absolute_components};
-use super::saver::{Saver, run_uploader};
+use super::saver::Saver;
 use super::{EngineError, encode_tree, load_tree};
 use crate::catalog::{Catalog, SnapshotEntry, SnapshotFilter};
 use crate::format::BlobKind;
@@ -142,27 +143,10 @@ fn rewrite_one(
         patterns,
         saver: &saver,
     };
-    let (root, removed) = std::thread::scope(|scope| {
-        let uploader = std::thread::Builder::new()
-            .name("coffer-upload".into())
-            .spawn_scoped(scope, || run_uploader(repo, catalog, rx, &stats))
-            .map_err(|e| EngineError::Io {
-                path: "uploader thread".into(),
-                source: e,
-            })?;
-        let walked = walker.root(&entry.snapshot).and_then(|out| {
-            saver.finish()?;
-            Ok(out)
-        });
-        if walked.is_err() {
-            saver.abandon();
-        }
-        let uploaded = uploader
-            .join()
-            .unwrap_or_else(|_| Err(EngineError::Internal("the uploader thread panicked".into())));
-        let out = walked?;
-        uploaded?;
-        Ok::<_, EngineError>(out)
+    let (root, removed) = with_uploader(repo, catalog, &saver, rx, &stats, || {
+        let out = walker.root(&entry.snapshot)?;
+        saver.finish()?;
+        Ok(out)
     })?;
     if removed.is_empty() {
         return Ok(None);
