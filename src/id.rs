@@ -143,6 +143,10 @@ typed_id!(
     /// BLAKE3 of a key file's bytes.
     KeyId
 );
+typed_id!(
+    /// BLAKE3 of a condemned-pack marker's bytes (`condemned/<id>`).
+    MarkerId
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use coffer::crypto::{KdfParams, SEAL_OVERHEAD, seal};
+use coffer::format::condemned::{self, Condemned};
 use coffer::format::config::{ChunkerParams, Config, FORMAT_VERSION};
 use coffer::format::index::{self, PackIndex};
 use coffer::format::keyfile::{KeyFile, SEALED_KEY_BYTES};
@@ -196,6 +197,30 @@ fn index_seeds(s: &mut Seeds) {
             blobs: blobs[..1].to_vec(),
         },
     ]);
+    let marker = condemned::encode(&Condemned {
+        time: 1_795_424_287,
+        host: "build-1".into(),
+        sessions: Some(vec!["0123456789abcdef0123456789abcdef".into()]),
+        packs: vec![PackId([0xaa; 32]), PackId([0xbb; 32])],
+    });
+    s.valid("condemned", "two-packs", marker.clone());
+    s.valid(
+        "condemned",
+        "incomplete",
+        condemned::encode(&Condemned {
+            time: 0,
+            host: String::new(),
+            sessions: None,
+            packs: vec![PackId([1; 32])],
+        }),
+    );
+    s.bad("condemned", "truncated", truncated(marker.clone()));
+    s.bad("condemned", "trailing", cat(&[&marker, &[0]]));
+    s.bad("condemned", "version-2", flipped(marker.clone(), 0));
+    let mut huge = marker.clone();
+    let at = huge.len() - 68;
+    huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.bad("condemned", "huge-pack-count", huge);
     s.valid("index", "empty", index::encode(&[]));
     s.valid(
         "index",
@@ -575,6 +600,7 @@ fn accepted(target: &str, bytes: &[u8]) -> bool {
             pack::decode_trailer(pack_len, &rest).is_ok()
         }
         "index" => index::decode(bytes).is_ok(),
+        "condemned" => condemned::decode(bytes).is_ok(),
         "tree" => Tree::decode(bytes).is_ok(),
         "snapshot" => Snapshot::decode(bytes).is_ok(),
         "keyfile" => KeyFile::decode(bytes).is_ok(),

@@ -232,7 +232,18 @@ fn health_reports_age_of_the_newest_snapshot() {
 }
 
 #[test]
-fn backup_waits_for_a_running_prune_and_both_finish() {
+fn backup_waits_for_a_running_exclusive_prune_and_both_finish() {
+    backup_beside_prune(&["prune", "--json", "--max-unused", "0", "--exclusive"]);
+}
+
+/// The default prune runs beside the backup (no waiting); both finish and the repository is
+/// whole.
+#[test]
+fn backup_runs_beside_a_prune_and_both_finish() {
+    backup_beside_prune(&["prune", "--json", "--max-unused", "0"]);
+}
+
+fn backup_beside_prune(prune_args: &[&str]) {
     let env = Env::init();
     let src = env.path("ws");
     for n in 0..4u64 {
@@ -246,7 +257,7 @@ fn backup_waits_for_a_running_prune_and_both_finish() {
         .env("COFFER_REPO", &env.repo)
         .env("COFFER_PASSWORD", common::PASSWORD)
         .env("COFFER_CACHE_DIR", env.path("cache-prune"))
-        .args(["prune", "--json", "--max-unused", "0"])
+        .args(prune_args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -296,6 +307,17 @@ fn backup_opts(src: &Path) -> BackupOptions {
 /// check and restores every kept snapshot; the next prune finishes the job.
 #[test]
 fn prune_crash_at_every_write_keeps_kept_snapshots() {
+    prune_crash_matrix(true);
+}
+
+/// The same for the prune that runs beside backups: markers, the completed marker, the
+/// consolidated index, the deletions, each interrupted in turn.
+#[test]
+fn prune_beside_backups_crash_at_every_write_keeps_kept_snapshots() {
+    prune_crash_matrix(false);
+}
+
+fn prune_crash_matrix(exclusive: bool) {
     let env = Env::new();
     let src = env.path("ws");
     let root = env.path("repo-fault");
@@ -329,7 +351,8 @@ fn prune_crash_at_every_write_keeps_kept_snapshots() {
     }
     let prune_opts = PruneOptions {
         max_unused_percent: 0.0,
-        dry_run: false,
+        exclusive,
+        ..PruneOptions::default()
     };
     // Count a complete prune's writes and deletes on a copy.
     let probe_root = env.path("probe");

@@ -21,7 +21,7 @@ use coffer::format::keyfile::KeyFile;
 use coffer::format::pack::{self, MAX_HEADER_BYTES, TRAILER_BYTES};
 use coffer::format::snapshot::Snapshot;
 use coffer::format::tree::Tree;
-use coffer::format::{Compression, index, padding};
+use coffer::format::{Compression, condemned as condemned_marker, index, padding};
 
 /// Largest `raw_len` the `decompress` target asks for (1 MiB), so one input cannot make the
 /// fuzzer allocate the 64 MiB the decoder itself allows.
@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("decompress", decompress),
     ("aead_open", aead_open),
     ("padded_object", padded_object),
+    ("condemned", condemned),
 ];
 
 /// Split a little-endian `u64` prefix off `data`.
@@ -112,6 +113,18 @@ pub fn index(data: &[u8]) {
         return;
     };
     assert_eq!(index::encode(&packs), data, "index is not canonical");
+}
+
+/// `condemned::decode` (prune's markers); an accepted marker re-encodes to the same bytes.
+pub fn condemned(data: &[u8]) {
+    let Ok(m) = condemned_marker::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        condemned_marker::encode(&m),
+        data,
+        "condemned marker is not canonical"
+    );
 }
 
 /// `Tree::decode`; an accepted tree survives an encode/decode round trip and its encoding is

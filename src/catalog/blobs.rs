@@ -102,14 +102,35 @@ impl Catalog {
                     "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 let mut indexed_in = tx.prepare_cached("SELECT pack FROM blobs WHERE id = ?1")?;
+                let mut pack_id = tx.prepare_cached("SELECT id FROM packs WHERE no = ?1")?;
+                let mut replace = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let condemned = self.condemned.read().unwrap_or_else(|p| p.into_inner());
                 for p in packs {
                     ins_pack.execute(params![&p.pack.0[..]])?;
                     let no: i64 = pack_no.query_row(params![&p.pack.0[..]], |r| r.get(0))?;
                     for b in &p.blobs {
-                        if insert_blob(&mut ins_blob, no, b)? == 0
-                            && indexed_in.query_row(params![&b.id.0[..]], |r| r.get::<_, i64>(0))?
-                                != no
+                        if insert_blob(&mut ins_blob, no, b)? != 0 {
+                            continue;
+                        }
+                        let old =
+                            indexed_in.query_row(params![&b.id.0[..]], |r| r.get::<_, i64>(0))?;
+                        if old == no {
+                            continue;
+                        }
+                        // A copy stored again beside a condemned one replaces it: the
+                        // condemned pack is on its way out.
+                        if !condemned.is_empty()
+                            && !condemned.contains(&p.pack)
+                            && pack_id
+                                .query_row(params![old], |r| r.get::<_, Vec<u8>>(0))
+                                .ok()
+                                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                                .is_some_and(|v| condemned.contains(&PackId(v)))
                         {
+                            insert_blob(&mut replace, no, b)?;
+                        } else {
                             conflicts.push(Conflict {
                                 other: BlobLocation {
                                     pack: p.pack,
@@ -205,12 +226,33 @@ impl Catalog {
 
     /// True when a blob is stored in an indexed pack.
     pub fn has_blob(&self, id: &BlobId) -> Result<bool, CatalogError> {
+        if self.has_condemned() {
+            let at = self.blob_location(id)?;
+            return Ok(at.is_some_and(|l| !self.is_condemned(&l.pack)));
+        }
         self.lookup(|c| {
             c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
                 .query_row(params![&id.0[..]], |_| Ok(()))
                 .optional()
                 .map(|o| o.is_some())
         })
+    }
+
+    /// True when the last refresh found condemned packs.
+    fn has_condemned(&self) -> bool {
+        !self
+            .condemned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// True when a prune condemned `pack` (as of the last refresh).
+    pub fn is_condemned(&self, pack: &PackId) -> bool {
+        self.condemned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(pack)
     }
 
     /// Where a blob is stored.

@@ -182,6 +182,9 @@ pub struct CatalogStats {
 pub struct Catalog {
     conn: Mutex<Conn>,
     path: PathBuf,
+    /// Packs a prune condemned, as the last refresh read them: a blob stored only in one of
+    /// them counts as absent, so a writer stores it again instead of reusing it.
+    condemned: std::sync::RwLock<std::collections::HashSet<PackId>>,
 }
 
 /// Lookups that share one read transaction before it is ended.
@@ -318,6 +321,7 @@ impl Catalog {
                 lookups: None,
             }),
             path: path.to_path_buf(),
+            condemned: Default::default(),
         })
     }
 

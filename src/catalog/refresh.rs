@@ -31,6 +31,8 @@ pub trait RefreshSource {
     fn list_snapshots(&self) -> Result<Vec<SnapshotId>, Self::Error>;
     /// One snapshot (opened and verified).
     fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, Self::Error>;
+    /// Every pack a prune condemned (see `docs/format.md`, "Prune beside backups").
+    fn condemned_packs(&self) -> Result<HashSet<PackId>, Self::Error>;
 }
 
 /// Errors of a refresh: the catalog's own, or the source's (shown as they are).
@@ -52,6 +54,11 @@ impl Catalog {
         repo: &S,
     ) -> Result<RefreshStats, RefreshError<S::Error>> {
         let mut stats = RefreshStats::default();
+        // The markers before the index: a prune deletes a marker only after the packs it
+        // condemns and their index entries are gone, so an index read after the markers
+        // names no pack deleted behind the markers' back.
+        let condemned = repo.condemned_packs().map_err(RefreshError::Source)?;
+        *self.condemned.write().unwrap_or_else(|p| p.into_inner()) = condemned;
         let listed: HashSet<IndexId> = repo
             .list_index_files()
             .map_err(RefreshError::Source)?

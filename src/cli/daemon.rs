@@ -534,7 +534,7 @@ impl CliJob {
             dry_run: false,
             prune: r.prune.then_some(PruneOptions {
                 max_unused_percent: r.max_unused_percent,
-                dry_run: false,
+                ..PruneOptions::default()
             }),
         };
         let s = engine::forget::forget(repo, catalog, &opts, &Progress::default())?;

@@ -22,6 +22,27 @@ pub struct PruneFlags {
     /// unused space are repacked until what is left is below it.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     pub max_unused: f64,
+    /// Take the exclusive lock and delete at once, as restic does: backups wait meanwhile.
+    /// Without it, prune runs beside backups: it condemns what no snapshot needs and deletes
+    /// it once no process that might reuse it is running (at once when none is).
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Least age of a condemned marker written while other processes held locks before its
+    /// packs are deleted: s, min, h, d (e.g. `30min`; a bare number is seconds).
+    #[arg(long, default_value = "30min", value_name = "DURATION", value_parser = parse_fixed_secs)]
+    pub grace: u64,
+}
+
+impl PruneFlags {
+    /// The prune options these flags give.
+    fn options(&self, dry_run: bool) -> PruneOptions {
+        PruneOptions {
+            max_unused_percent: self.max_unused,
+            dry_run,
+            exclusive: self.exclusive,
+            grace_secs: self.grace,
+        }
+    }
 }
 
 /// `prune`.
@@ -127,23 +148,27 @@ fn print_prune(g: &Global, p: &PruneSummary) {
             bytes(plan.unused_bytes_before),
         ),
     );
-    say(
-        g,
-        format!(
-            "{} {} packs, {} {} packs ({} moved), {} {} unindexed packs",
-            if p.dry_run { "would delete" } else { "deleted" },
-            plan.packs_to_delete,
-            if p.dry_run {
-                "would repack"
-            } else {
-                "repacked"
-            },
-            plan.packs_to_repack,
-            bytes(plan.bytes_to_repack),
-            if p.dry_run { "would remove" } else { "removed" },
-            plan.unindexed_packs,
-        ),
-    );
+    if !p.exclusive {
+        print_beside(g, p);
+    } else {
+        say(
+            g,
+            format!(
+                "{} {} packs, {} {} packs ({} moved), {} {} unindexed packs",
+                if p.dry_run { "would delete" } else { "deleted" },
+                plan.packs_to_delete,
+                if p.dry_run {
+                    "would repack"
+                } else {
+                    "repacked"
+                },
+                plan.packs_to_repack,
+                bytes(plan.bytes_to_repack),
+                if p.dry_run { "would remove" } else { "removed" },
+                plan.unindexed_packs,
+            ),
+        );
+    }
     say(
         g,
         format!(
@@ -157,20 +182,54 @@ fn print_prune(g: &Global, p: &PruneSummary) {
     );
 }
 
+/// The two phases of a prune beside backups.
+fn print_beside(g: &Global, p: &PruneSummary) {
+    let plan = &p.plan;
+    say(
+        g,
+        format!(
+            "{} {} packs ({} to repack, {} moved; {} unindexed)",
+            if p.dry_run {
+                "would condemn"
+            } else {
+                "condemned"
+            },
+            p.packs_condemned,
+            plan.packs_to_repack,
+            bytes(plan.bytes_to_repack),
+            plan.unindexed_packs,
+        ),
+    );
+    if p.dry_run {
+        return;
+    }
+    let mut line = format!(
+        "deleted {} condemned packs ({} markers carried out",
+        p.packs_deleted, p.markers_done
+    );
+    if p.packs_reprieved > 0 {
+        line += &format!(
+            "; {} packs kept: snapshots written since need them",
+            p.packs_reprieved
+        );
+    }
+    line += ")";
+    if !p.markers_waiting.is_empty() {
+        line += &format!(
+            "; {} markers wait for processes that held locks when they were written (the \
+             next prune deletes their packs once those are gone)",
+            p.markers_waiting.len()
+        );
+    }
+    say(g, line);
+}
+
 /// `coffer prune`.
 pub fn prune(g: &Global, a: &PruneArgs) -> anyhow::Result<u8> {
     let o = open(g)?;
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(g, progress.clone(), "prune");
-    let s = run_prune(
-        &o.repo,
-        &o.catalog,
-        &PruneOptions {
-            max_unused_percent: a.flags.max_unused,
-            dry_run: a.dry_run,
-        },
-        &progress,
-    )?;
+    let s = run_prune(&o.repo, &o.catalog, &a.flags.options(a.dry_run), &progress)?;
     drop(display);
     if g.json {
         print_json(&s)?;
@@ -219,10 +278,7 @@ fn forget_options(a: &ForgetArgs) -> anyhow::Result<ForgetOptions> {
         host: a.host.clone(),
         tags: a.tags.clone(),
         dry_run: a.dry_run,
-        prune: a.prune.then_some(PruneOptions {
-            max_unused_percent: a.prune_flags.max_unused,
-            dry_run: false,
-        }),
+        prune: a.prune.then(|| a.prune_flags.options(false)),
     })
 }
 

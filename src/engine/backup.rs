@@ -754,7 +754,7 @@ pub fn backup_pass(
     let time = opts.time.unwrap_or_else(chrono::Utc::now);
     check_sources(opts)?;
     let select = Selection::new(opts)?;
-    let _lock = repo.lock(LockKind::Shared, "backup")?;
+    let lock = repo.lock(LockKind::Shared, "backup")?;
     catalog.refresh(repo)?;
     let parent = find_parent(catalog, opts)?;
     let parent_root = load_compared_tree(repo, catalog, &pass, parent.as_ref())?;
@@ -787,6 +787,7 @@ pub fn backup_pass(
     let id = if pass.no_snapshot || opts.dry_run {
         None
     } else {
+        lock.check_held()?;
         let id = repo.save_snapshot(&snapshot)?;
         catalog.add_snapshot(&id, &snapshot)?;
         Some(id)

@@ -34,7 +34,7 @@ use crate::format::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
-use crate::repo::{LockKind, RepoError, Repository};
+use crate::repo::{LockGuard, LockKind, RepoError, Repository};
 
 /// Source trees whose copies one run remembers (about 100 bytes each), so that a directory
 /// found unchanged in the next snapshot is not walked again; past this the memory starts over.
@@ -129,7 +129,7 @@ pub fn copy(
         ));
     }
     let _source_lock = source.lock(LockKind::Shared, "copy (source)")?;
-    let _target_lock = target.lock(LockKind::Shared, "copy")?;
+    let target_lock = target.lock(LockKind::Shared, "copy")?;
     source_catalog.refresh(source)?;
     target_catalog.refresh(target)?;
     let selected = select_snapshots(source_catalog, opts, &source.describe())?;
@@ -150,6 +150,7 @@ pub fn copy(
         source_catalog,
         target,
         target_catalog,
+        target_lock: &target_lock,
         memo: Memo::open(source, target, opts.cache_dir.as_ref()),
         identity: super::sync::same_master(source, target),
         trees: Mutex::new(HashMap::new()),
@@ -348,6 +349,8 @@ struct Copier<'a> {
     source_catalog: &'a Catalog,
     target: &'a Repository,
     target_catalog: &'a Catalog,
+    /// The lock on the target, checked before each snapshot is written.
+    target_lock: &'a LockGuard,
     memo: Memo,
     /// The repositories share the master key: every id maps to itself.
     identity: bool,
@@ -413,6 +416,7 @@ impl Copier<'_> {
             ..s.clone()
         };
         // Last: every blob it names is stored and indexed.
+        self.target_lock.check_held()?;
         let id = self.target.save_snapshot(&copy)?;
         self.target_catalog.add_snapshot(&id, &copy)?;
         existing.add(&copy, id);

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use super::prune::{PruneOptions, PruneSummary, prune_locked};
+use super::prune_shared::prune_shared;
 use super::retention::{self, Candidate, Decision, GroupBy, Policy};
 use super::{EngineError, Progress};
 use crate::catalog::{Catalog, SnapshotEntry};
@@ -80,8 +81,16 @@ pub fn forget(
                 .into(),
         ));
     }
-    let _lock = (!opts.dry_run)
-        .then(|| repo.lock(LockKind::Exclusive, "forget"))
+    // Deleting snapshot objects is safe beside backups (a backup's parent may go: the prune
+    // protocol keeps what a running backup reuses). Only an exclusive prune needs more.
+    let exclusive = opts.prune.as_ref().is_some_and(|p| p.exclusive);
+    let kind = if exclusive {
+        LockKind::Exclusive
+    } else {
+        LockKind::Shared
+    };
+    let lock = (!opts.dry_run)
+        .then(|| repo.lock(kind, "forget"))
         .transpose()?;
     catalog.refresh(repo)?;
     let entries: Vec<_> = catalog
@@ -129,7 +138,11 @@ pub fn forget(
     if let Some(p) = &opts.prune
         && !opts.dry_run
     {
-        summary.prune = Some(prune_locked(repo, catalog, p, progress)?);
+        summary.prune = Some(if p.exclusive {
+            prune_locked(repo, catalog, p, progress)?
+        } else {
+            prune_shared(repo, catalog, p, progress, lock.as_ref())?
+        });
     }
     Ok(summary)
 }

@@ -27,13 +27,19 @@ use crate::format::index::PackIndex;
 use crate::format::{BlobEntry, BlobKind};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::{
-    BlobLocation, LockKind, PackBuilder, RepoError, Repository, SealedBlob, StoredObject, path,
+    BlobLocation, LockKind, PRUNE_PURPOSE, PackBuilder, RepoError, Repository, SealedBlob,
+    StoredObject, path,
 };
 
 /// Target size of repacked tree packs.
 const TREE_PACK_BYTES: usize = 4 << 20;
-/// Packs named by one index file written by prune.
-const PACKS_PER_INDEX: usize = 256;
+/// Most packs named by one index file written by prune: a host with an empty cache reads
+/// every index file before its first command, so prune gathers the small ones of each backup
+/// into few large ones.
+const PACKS_PER_INDEX: usize = 8192;
+/// Most blobs named by one index file written by prune (about 6.4 MB of index entries; a
+/// refresh holds a few such files decoded at once).
+const BLOBS_PER_INDEX: usize = 131_072;
 
 /// What to prune.
 #[derive(Clone, Debug, Serialize)]
@@ -42,13 +48,25 @@ pub struct PruneOptions {
     pub max_unused_percent: f64,
     /// Compute and report the plan, change nothing.
     pub dry_run: bool,
+    /// Hold the exclusive lock and delete at once (backups wait meanwhile), instead of
+    /// condemning packs beside running backups and deleting them once nothing can need them.
+    pub exclusive: bool,
+    /// Least age, in seconds, of a condemned marker written while other processes held
+    /// locks before its packs are deleted.
+    pub grace_secs: u64,
 }
+
+/// Default of [`PruneOptions::grace_secs`]: longer than a lock refresh plus the tolerated
+/// clock skew.
+pub const DEFAULT_GRACE_SECS: u64 = 30 * 60;
 
 impl Default for PruneOptions {
     fn default() -> Self {
         Self {
             max_unused_percent: 5.0,
             dry_run: false,
+            exclusive: false,
+            grace_secs: DEFAULT_GRACE_SECS,
         }
     }
 }
@@ -108,13 +126,25 @@ impl PrunePlan {
         used: &HashSet<BlobId>,
         max_unused_percent: f64,
     ) -> Result<PrunePlan, MissingBlobs> {
+        Self::compute_avoiding(packs, index, used, max_unused_percent, &HashSet::new())
+    }
+
+    /// [`PrunePlan::compute`], keeping each live blob in a pack outside `avoid` (condemned
+    /// packs) whenever one holds it.
+    pub fn compute_avoiding(
+        packs: &HashMap<PackId, u64>,
+        index: &[PackIndex],
+        used: &HashSet<BlobId>,
+        max_unused_percent: f64,
+        avoid: &HashSet<PackId>,
+    ) -> Result<PrunePlan, MissingBlobs> {
         let mut plan = PrunePlan {
             packs: packs.len() as u64,
             pack_bytes: packs.values().sum(),
             ..PrunePlan::default()
         };
         let entries = entries_per_pack(packs, index);
-        plan.live = live_locations(&entries, used);
+        plan.live = live_locations(&entries, used, avoid);
         refuse_missing(used, &plan.live)?;
         let mut live_per_pack: HashMap<PackId, u64> = HashMap::new();
         for loc in plan.live.values() {
@@ -233,9 +263,12 @@ fn entries_per_pack(
 fn live_locations(
     entries: &BTreeMap<PackId, BTreeMap<BlobId, BlobEntry>>,
     used: &HashSet<BlobId>,
+    avoid: &HashSet<PackId>,
 ) -> HashMap<BlobId, BlobLocation> {
     let mut live: HashMap<BlobId, BlobLocation> = HashMap::new();
-    for (pack, blobs) in entries {
+    let preferred = entries.iter().filter(|(p, _)| !avoid.contains(*p));
+    let avoided = entries.iter().filter(|(p, _)| avoid.contains(*p));
+    for (pack, blobs) in preferred.chain(avoided) {
         for (id, e) in blobs {
             if used.contains(id) && !live.contains_key(id) {
                 live.insert(
@@ -303,16 +336,30 @@ pub struct PruneSummary {
     pub duration_secs: f64,
     /// Nothing was changed.
     pub dry_run: bool,
+    /// Run under the exclusive lock (deleted at once) rather than beside backups.
+    pub exclusive: bool,
+    /// Packs condemned by this run (deleted by this run or a later one).
+    pub packs_condemned: u64,
+    /// Markers carried out (their packs deleted, or kept because a snapshot needs them).
+    pub markers_done: u64,
+    /// Markers left for a later prune, with why.
+    pub markers_waiting: Vec<super::condemn::Readiness>,
+    /// Condemned packs kept because a snapshot came to need them.
+    pub packs_reprieved: u64,
 }
 
-/// Prune under an exclusive lock.
+/// Prune: beside running backups (the default, see `prune_shared`), or under an exclusive
+/// lock with `opts.exclusive`.
 pub fn prune(
     repo: &Repository,
     catalog: &Catalog,
     opts: &PruneOptions,
     progress: &Progress,
 ) -> Result<PruneSummary, EngineError> {
-    let _lock = repo.lock(LockKind::Exclusive, "prune")?;
+    if !opts.exclusive {
+        return super::prune_shared::prune_shared(repo, catalog, opts, progress, None);
+    }
+    let _lock = repo.lock(LockKind::Exclusive, PRUNE_PURPOSE)?;
     prune_locked(repo, catalog, opts, progress)
 }
 
@@ -336,6 +383,7 @@ pub fn prune_locked(
         snapshots: snapshots.len() as u64,
         bytes_before: plan.pack_bytes,
         dry_run: opts.dry_run,
+        exclusive: true,
         ..PruneSummary::default()
     };
     if opts.dry_run {
@@ -385,7 +433,10 @@ pub fn prune_locked(
 
 /// Every entry of these index files. An unreadable index file stops prune: its packs would
 /// look unindexed and be deleted.
-fn load_index_files(repo: &Repository, ids: &[IndexId]) -> Result<Vec<PackIndex>, EngineError> {
+pub(super) fn load_index_files(
+    repo: &Repository,
+    ids: &[IndexId],
+) -> Result<Vec<PackIndex>, EngineError> {
     let mut index: Vec<PackIndex> = Vec::new();
     for iid in ids {
         index.extend(repo.load_index(iid)?);
@@ -394,12 +445,24 @@ fn load_index_files(repo: &Repository, ids: &[IndexId]) -> Result<Vec<PackIndex>
 }
 
 /// Every blob the snapshots reach: their trees and the file contents those trees name.
-fn used_blobs(
+pub(super) fn used_blobs(
     repo: &Repository,
     catalog: &Catalog,
     snapshots: &[SnapshotId],
 ) -> Result<HashSet<BlobId>, EngineError> {
     let mut used: HashSet<BlobId> = HashSet::new();
+    add_used_blobs(repo, catalog, snapshots, &mut used)?;
+    Ok(used)
+}
+
+/// Add to `used` every blob these snapshots reach; trees already in `used` are not walked
+/// again.
+pub(super) fn add_used_blobs(
+    repo: &Repository,
+    catalog: &Catalog,
+    snapshots: &[SnapshotId],
+    used: &mut HashSet<BlobId>,
+) -> Result<(), EngineError> {
     for sid in snapshots {
         let snap = repo.load_snapshot(sid)?;
         let mut stack = vec![snap.tree];
@@ -416,12 +479,12 @@ fn used_blobs(
             }
         }
     }
-    Ok(used)
+    Ok(())
 }
 
 /// Copy the live blobs of the packs to repack into new packs, data and trees apart, and
 /// store them; `written` counts them. Returns the new packs' index entries.
-fn repack(
+pub(super) fn repack(
     repo: &Repository,
     plan: &PrunePlan,
     by_pack: &BTreeMap<PackId, Vec<BlobLocation>>,
@@ -519,12 +582,40 @@ fn write_index(
             new_index.push(PackIndex { pack: *pack, blobs });
         }
     }
+    save_index_files(repo, &new_index)
+}
+
+/// Save `packs` in as few index files as the limits allow; returns how many.
+pub(super) fn save_index_files(repo: &Repository, packs: &[PackIndex]) -> Result<u64, EngineError> {
     let mut written = 0;
-    for chunk in new_index.chunks(PACKS_PER_INDEX) {
+    for chunk in index_chunks(packs) {
         repo.save_index(chunk)?;
         written += 1;
     }
     Ok(written)
+}
+
+/// How many index files [`save_index_files`] writes for `packs`.
+pub(super) fn index_chunk_count(packs: &[PackIndex]) -> usize {
+    index_chunks(packs).len()
+}
+
+/// `packs` cut into runs of at most [`PACKS_PER_INDEX`] packs and [`BLOBS_PER_INDEX`] blobs
+/// (a pack with more blobs than that gets a file of its own).
+fn index_chunks(packs: &[PackIndex]) -> Vec<&[PackIndex]> {
+    let mut out = Vec::new();
+    let (mut start, mut blobs) = (0, 0);
+    for (i, p) in packs.iter().enumerate() {
+        if i > start && (i - start >= PACKS_PER_INDEX || blobs + p.blobs.len() > BLOBS_PER_INDEX) {
+            out.push(&packs[start..i]);
+            (start, blobs) = (i, 0);
+        }
+        blobs += p.blobs.len();
+    }
+    if start < packs.len() {
+        out.push(&packs[start..]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -584,6 +675,28 @@ mod tests {
         let err = PrunePlan::compute(&packs, &index, &used, 5.0).unwrap_err();
         assert_eq!(err.count, 1);
         assert!(err.to_string().contains("nothing was deleted"), "{err}");
+    }
+
+    #[test]
+    fn index_files_are_cut_by_packs_and_by_blobs() {
+        let p = |blobs: usize| PackIndex {
+            pack: pack(1),
+            blobs: (0..blobs).map(|i| entry(blob(1), i as u32, 1)).collect(),
+        };
+        let sizes = |packs: &[PackIndex]| -> Vec<usize> {
+            index_chunks(packs).iter().map(|c| c.len()).collect()
+        };
+        assert!(index_chunks(&[]).is_empty());
+        let many: Vec<PackIndex> = (0..PACKS_PER_INDEX + 1).map(|_| p(1)).collect();
+        assert_eq!(sizes(&many), vec![PACKS_PER_INDEX, 1]);
+        let big = vec![
+            p(BLOBS_PER_INDEX - 1),
+            p(1),
+            p(1),
+            p(BLOBS_PER_INDEX + 5),
+            p(2),
+        ];
+        assert_eq!(sizes(&big), vec![2, 1, 1, 1]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The repository as the catalog's refresh reads it: the catalog defines what it needs
 //! ([`RefreshSource`]) and the engine, which knows both, lends it the repository.
 
+use std::collections::HashSet;
+
 use super::EngineError;
 use crate::catalog::{RefreshError, RefreshSource};
 use crate::format::index::PackIndex;
@@ -32,6 +34,10 @@ impl RefreshSource for Repository {
 
     fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, RepoError> {
         Repository::load_snapshot(self, id)
+    }
+
+    fn condemned_packs(&self) -> Result<HashSet<PackId>, RepoError> {
+        Repository::condemned_packs(self)
     }
 }
 

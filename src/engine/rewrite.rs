@@ -20,7 +20,7 @@ use crate::format::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, SnapshotId};
-use crate::repo::{LockKind, Repository};
+use crate::repo::{LockGuard, LockKind, Repository};
 
 /// The tag a rewritten snapshot gets, as restic gives it.
 pub const REWRITE_TAG: &str = "rewrite";
@@ -110,7 +110,7 @@ pub fn rewrite(
     } else {
         LockKind::Shared
     };
-    let _lock = repo.lock(kind, "rewrite")?;
+    let lock = repo.lock(kind, "rewrite")?;
     catalog.refresh(repo)?;
     let selected = catalog.select_snapshots(&opts.snapshots, &opts.filter)?;
     let mut summary = RewriteSummary {
@@ -118,7 +118,7 @@ pub fn rewrite(
         ..Default::default()
     };
     for entry in selected {
-        match rewrite_one(repo, catalog, &patterns, &entry, opts)? {
+        match rewrite_one(repo, catalog, &lock, &patterns, &entry, opts)? {
             Some(r) => summary.rewritten.push(r),
             None => summary.unchanged += 1,
         }
@@ -130,6 +130,7 @@ pub fn rewrite(
 fn rewrite_one(
     repo: &Repository,
     catalog: &Catalog,
+    lock: &LockGuard,
     patterns: &Patterns,
     entry: &SnapshotEntry,
     opts: &RewriteOptions,
@@ -162,6 +163,7 @@ fn rewrite_one(
     }
     let snapshot = rewritten_snapshot(&entry.snapshot, root, removed);
     // The new snapshot last of what it needs; the old one goes only once it exists.
+    lock.check_held()?;
     let new_id = repo.save_snapshot(&snapshot)?;
     catalog.add_snapshot(&new_id, &snapshot)?;
     out.new_id = Some(new_id);

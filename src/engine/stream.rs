@@ -148,7 +148,7 @@ pub fn backup_stream<R: Read>(
             "a stream is backed up alone: give no sources with --stdin".into(),
         ));
     }
-    let _lock = repo.lock(LockKind::Shared, "backup")?;
+    let lock = repo.lock(LockKind::Shared, "backup")?;
     catalog.refresh(repo)?;
     let parent = find_parent_of(catalog, opts, &[source.name.as_str()], true)?;
 
@@ -198,6 +198,7 @@ pub fn backup_stream<R: Read>(
     let id = if opts.dry_run {
         None
     } else {
+        lock.check_held()?;
         let id = repo.save_snapshot(&snapshot)?;
         catalog.add_snapshot(&id, &snapshot)?;
         Some(id)

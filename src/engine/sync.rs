@@ -203,7 +203,7 @@ pub fn sync(
     };
     refuse_unrelated(source, target, &sum)?;
     let _source_lock = source.lock(LockKind::Shared, "sync (source)")?;
-    let _target_lock = target.lock(LockKind::Shared, "sync (target)")?;
+    let target_lock = target.lock(LockKind::Shared, "sync (target)")?;
     catalog.refresh(source)?;
 
     // Which snapshots.
@@ -233,6 +233,7 @@ pub fn sync(
     // Packs: the set difference of names.
     let source_packs: HashMap<PackId, u64> = source.list_packs()?.into_iter().collect();
     let target_packs: HashMap<PackId, u64> = target.list_packs()?.into_iter().collect();
+    refuse_condemned(target, &needed, &target_packs)?;
     let to_copy = packs_to_copy(&needed, &source_packs, &target_packs, &mut sum)?;
     let copier = Copier {
         source,
@@ -251,6 +252,7 @@ pub fn sync(
     copier.copy_index(&source_index, &pack_entries, &needed, &present, &mut sum)?;
 
     // Snapshots last.
+    target_lock.check_held()?;
     for id in &missing_snapshots {
         copier.copy(StoredObject::Snapshot(*id))?;
         sum.snapshots_copied += 1;
@@ -265,6 +267,29 @@ pub fn sync(
 }
 
 /// Refuse a target that does not share the source's master key, or that is the source.
+/// A pack the target has but a prune there condemned cannot be counted on (it may be deleted
+/// once the writers it waits for are gone), and a copy under the same name would be deleted
+/// with it: refuse, and say how to get past it.
+fn refuse_condemned(
+    target: &Repository,
+    needed: &HashSet<PackId>,
+    target_packs: &HashMap<PackId, u64>,
+) -> Result<(), EngineError> {
+    let condemned = target.condemned_packs()?;
+    let n = needed
+        .iter()
+        .filter(|p| target_packs.contains_key(p) && condemned.contains(p))
+        .count();
+    if n > 0 {
+        return Err(EngineError::Usage(format!(
+            "{n} packs these snapshots need are condemned by a prune of the target (the \
+             snapshots there that used them were forgotten): run `coffer prune` on the target \
+             once no backup writes to it, then sync again"
+        )));
+    }
+    Ok(())
+}
+
 fn refuse_unrelated(
     source: &Repository,
     target: &Repository,

@@ -4,6 +4,7 @@
 //!
 //! `docs/format.md` is the byte-by-byte specification; each codec starts with the layout.
 
+pub mod condemned;
 pub mod config;
 pub mod index;
 pub mod keyfile;

@@ -21,6 +21,18 @@ pub const LOCK_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a waiting process looks again at the locks in its way.
 pub const LOCK_POLL_EVERY: Duration = Duration::from_secs(2);
+/// Clock skew between hosts that the prune protocol tolerates: a host whose clock is this
+/// much behind another's still sees that host's fresh locks as fresh.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
+/// Longest a holder may go without a successful refresh and still trust that nobody took
+/// its lock for stale: [`LOCK_STALE_AFTER`] less [`MAX_CLOCK_SKEW`]. A writer whose lock
+/// lapsed longer (the process was stopped, the host suspended, storage unreachable) writes
+/// no snapshot ([`LockGuard::check_held`]).
+pub const LOCK_VALID_FOR: Duration =
+    Duration::from_secs(LOCK_STALE_AFTER.as_secs() - MAX_CLOCK_SKEW.as_secs());
+/// Purpose of a prune's lock. A prune beside backups holds a shared lock with this purpose;
+/// two such locks conflict, so two prunes never run at once.
+pub const PRUNE_PURPOSE: &str = "prune";
 const LOCK_AAD: &[u8] = b"coffer lock";
 /// Largest lock object read; a larger one is unreadable (and not a lock of coffer's).
 const MAX_LOCK_BYTES: u64 = 64 * 1024;
@@ -53,6 +65,11 @@ pub struct LockInfo {
     /// the lock is a dead one's. Absent in locks of coffer before 2026-11-24.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<u64>,
+    /// Random name of the holder's session, the same in every refresh of one lock: what a
+    /// prune records in a condemned marker to wait for. Absent in locks of coffer before
+    /// 2026-12-05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// Start time of a process on this host, in clock ticks after boot.
@@ -106,6 +123,18 @@ impl LockInfo {
     }
 }
 
+/// The locks present at one moment, as a prune records and checks them.
+#[derive(Clone, Debug, Default)]
+pub struct LockCensus {
+    /// The session of every lock present (live, stale or of a dead process).
+    pub present: Vec<String>,
+    /// The sessions of the live ones.
+    pub live: std::collections::HashSet<String>,
+    /// A live lock without a session: a coffer from before the prune protocol, which does
+    /// not read condemned markers. Nothing condemned is deleted while one runs.
+    pub live_without_session: bool,
+}
+
 type HeldLock = (Arc<dyn ObjectStore>, Arc<Mutex<String>>);
 
 /// Locks held by this process, so that a signal handler can remove them before the process
@@ -126,6 +155,8 @@ pub fn release_all_locks() {
 pub struct LockGuard {
     store: Arc<dyn ObjectStore>,
     current: Arc<Mutex<String>>,
+    session: String,
+    held: Arc<Mutex<Held>>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -143,6 +174,68 @@ impl Drop for LockGuard {
             let _ = self.store.delete(&name);
         }
     }
+}
+
+/// When a lock was last written, on both clocks, and the longest it went unrefreshed.
+/// The monotonic clock stops while the host is suspended and the wall clock can jump: a
+/// gap counts as the larger of the two.
+struct Held {
+    at: std::time::Instant,
+    wall: i64,
+    longest: Duration,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            at: std::time::Instant::now(),
+            wall: chrono::Utc::now().timestamp(),
+            longest: Duration::ZERO,
+        }
+    }
+
+    fn gap(&self) -> Duration {
+        let wall = chrono::Utc::now()
+            .timestamp()
+            .saturating_sub(self.wall)
+            .max(0);
+        self.at.elapsed().max(Duration::from_secs(wall as u64))
+    }
+
+    fn refreshed(&mut self) {
+        self.longest = self.longest.max(self.gap());
+        self.at = std::time::Instant::now();
+        self.wall = chrono::Utc::now().timestamp();
+    }
+}
+
+impl LockGuard {
+    /// Fail when the lock went unrefreshed for longer than [`LOCK_VALID_FOR`] at any time
+    /// since it was taken: another host may have taken it for stale, and a prune may have
+    /// deleted packs this holder reused. A writer calls this right before its snapshot.
+    pub fn check_held(&self) -> Result<(), RepoError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let longest = held.longest.max(held.gap());
+        if longest > LOCK_VALID_FOR {
+            return Err(RepoError::LockLapsed {
+                minutes: longest.as_secs() / 60,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pretend the lock went unrefreshed for `gap` (tests of a stopped process).
+    #[cfg(test)]
+    pub(crate) fn lapse(&self, gap: Duration) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.longest = held.longest.max(gap);
+    }
+}
+
+fn random_session() -> Result<String, RepoError> {
+    let mut b = [0u8; 16];
+    crypto::random_bytes(&mut b)?;
+    Ok(hex::encode(b))
 }
 
 fn random_name() -> Result<String, RepoError> {
@@ -177,7 +270,12 @@ impl Repository {
         Ok(out)
     }
 
-    fn conflicting_lock(&self, kind: LockKind, own: &str) -> Result<Option<LockInfo>, RepoError> {
+    fn conflicting_lock(
+        &self,
+        kind: LockKind,
+        purpose: &str,
+        own: &str,
+    ) -> Result<Option<LockInfo>, RepoError> {
         let now = chrono::Utc::now().timestamp();
         for (name, info) in self.list_locks()? {
             if name == own {
@@ -187,7 +285,10 @@ impl Repository {
             if info.is_stale(now) || info.holder_is_dead() {
                 continue;
             }
-            if kind == LockKind::Exclusive || info.kind == LockKind::Exclusive {
+            if kind == LockKind::Exclusive
+                || info.kind == LockKind::Exclusive
+                || (purpose == PRUNE_PURPOSE && info.purpose == PRUNE_PURPOSE)
+            {
                 return Ok(Some(info));
             }
         }
@@ -221,9 +322,10 @@ impl Repository {
     }
 
     fn try_lock(&self, kind: LockKind, purpose: &str) -> Result<LockGuard, RepoError> {
-        if let Some(holder) = self.conflicting_lock(kind, "")? {
+        if let Some(holder) = self.conflicting_lock(kind, purpose, "")? {
             return Err(RepoError::Locked(holder.describe()));
         }
+        let session = random_session()?;
         let info = LockInfo {
             kind,
             host: super::keys::hostname(),
@@ -231,11 +333,13 @@ impl Repository {
             time: chrono::Utc::now().timestamp(),
             purpose: purpose.to_string(),
             start: process_start(std::process::id()),
+            session: Some(session.clone()),
         };
         let name = self.write_lock(&info)?;
+        let held = Arc::new(Mutex::new(Held::new()));
         // Two processes may have checked at the same time: check again now that ours is
         // visible, and back off if there is a conflict.
-        if let Some(holder) = self.conflicting_lock(kind, &name)? {
+        if let Some(holder) = self.conflicting_lock(kind, purpose, &name)? {
             let _ = self.store.delete(&name);
             return Err(RepoError::Locked(holder.describe()));
         }
@@ -243,6 +347,7 @@ impl Repository {
         let (stop, stopped) = mpsc::channel::<()>();
         let refresher = {
             let current = current.clone();
+            let held = held.clone();
             let store = self.store.clone();
             // The zeroizing keys themselves, shared: no copy of K_enc outlives them.
             let keys = Arc::clone(&self.keys);
@@ -265,6 +370,7 @@ impl Repository {
                         if store.write(&name, &bytes).is_ok()
                             && let Ok(mut cur) = current.lock()
                         {
+                            held.lock().unwrap_or_else(|p| p.into_inner()).refreshed();
                             let _ = store.delete(&cur);
                             *cur = name;
                         }
@@ -278,9 +384,47 @@ impl Repository {
         Ok(LockGuard {
             store: self.store.clone(),
             current,
+            session,
+            held,
             stop: Some(stop),
             refresher,
         })
+    }
+
+    /// The locks present now, as a prune sees them; the caller's own locks (`own`: the
+    /// prune's, and a `forget`'s it runs under) are left out.
+    pub fn lock_census(&self, own: &[&LockGuard]) -> Result<LockCensus, RepoError> {
+        let own_names: Vec<String> = own
+            .iter()
+            .map(|g| g.current.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        let mut census = LockCensus::default();
+        for (name, info) in self.list_locks()? {
+            if own_names.contains(&name) {
+                continue;
+            }
+            let Some(info) = info else { continue };
+            if own
+                .iter()
+                .any(|g| info.session.as_deref() == Some(g.session.as_str()))
+            {
+                continue;
+            }
+            let live = !(info.is_stale(now) || info.holder_is_dead());
+            match &info.session {
+                Some(s) => {
+                    census.present.push(s.clone());
+                    if live {
+                        census.live.insert(s.clone());
+                    }
+                }
+                None => census.live_without_session |= live,
+            }
+        }
+        census.present.sort();
+        census.present.dedup();
+        Ok(census)
     }
 
     /// Remove stale locks, or every lock with `all`. Returns how many were removed.
@@ -329,12 +473,59 @@ mod tests {
             time: chrono::Utc::now().timestamp() - 3600,
             purpose: "prune".into(),
             start: None,
+            session: None,
         };
         r.write_lock(&old).unwrap();
         let g = r.lock(LockKind::Shared, "backup").unwrap();
         drop(g);
         assert_eq!(r.unlock(false).unwrap(), 1);
         assert!(r.list_locks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn prunes_exclude_each_other_and_a_lapsed_lock_is_refused_before_a_snapshot() {
+        let r = memory_repo();
+        let backup = r.lock(LockKind::Shared, "backup").unwrap();
+        let prune = r.lock(LockKind::Shared, PRUNE_PURPOSE).unwrap();
+        assert!(matches!(
+            r.lock(LockKind::Shared, PRUNE_PURPOSE),
+            Err(RepoError::Locked(_))
+        ));
+        // Backups go on beside a prune.
+        let other = r.lock(LockKind::Shared, "backup").unwrap();
+        // The prune's census: the two backups, each once, live; not the prune itself.
+        let census = r.lock_census(&[&prune]).unwrap();
+        assert_eq!(census.present.len(), 2);
+        assert_eq!(census.live.len(), 2);
+        assert!(census.present.contains(&backup.session));
+        assert!(!census.present.contains(&prune.session));
+        assert!(!census.live_without_session);
+        drop(other);
+        assert_eq!(
+            r.lock_census(&[&prune]).unwrap().present,
+            vec![backup.session.clone()]
+        );
+        backup.check_held().unwrap();
+        // Stopped for 21 minutes: others may have taken the lock for stale.
+        backup.lapse(Duration::from_secs(21 * 60));
+        let err = backup.check_held().unwrap_err();
+        assert!(
+            matches!(err, RepoError::LockLapsed { minutes: 21 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no snapshot was written"), "{err}");
+        // A lock of a coffer without sessions counts as a live writer that reads no markers.
+        let old = LockInfo {
+            kind: LockKind::Shared,
+            host: "old".into(),
+            pid: 1,
+            time: chrono::Utc::now().timestamp(),
+            purpose: "backup".into(),
+            start: None,
+            session: None,
+        };
+        r.write_lock(&old).unwrap();
+        assert!(r.lock_census(&[&prune]).unwrap().live_without_session);
     }
 
     #[test]
@@ -351,6 +542,7 @@ mod tests {
             time: chrono::Utc::now().timestamp(),
             purpose: "prune".into(),
             start,
+            session: None,
         };
         // The live holder itself: alive, with or without a start time.
         assert!(!lock(other, Some(other_start)).holder_is_dead());

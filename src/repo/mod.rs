@@ -3,6 +3,7 @@
 //! crash-consistent: packs, then the index files naming them, then the snapshot.
 
 mod blob;
+mod condemned;
 mod keys;
 mod lock;
 mod object;
@@ -16,7 +17,8 @@ pub use crate::storage::{ObjectStore, RepoLocation};
 pub use blob::SealedBlob;
 pub use keys::{KeyChoice, KeyInfo, KeysNotTried, MAX_KEY_ATTEMPTS, hostname};
 pub use lock::{
-    LOCK_REFRESH_EVERY, LOCK_STALE_AFTER, LockGuard, LockInfo, LockKind, release_all_locks,
+    LOCK_REFRESH_EVERY, LOCK_STALE_AFTER, LOCK_VALID_FOR, LockCensus, LockGuard, LockInfo,
+    LockKind, MAX_CLOCK_SKEW, PRUNE_PURPOSE, release_all_locks,
 };
 pub use object::StoredObject;
 pub use pack::{PackBuilder, PackedPack};
@@ -65,6 +67,18 @@ pub enum RepoError {
     /// Another process holds a conflicting lock.
     #[error("repository is locked by {0} (if that process is gone, run `coffer unlock`)")]
     Locked(String),
+    /// The lock went unrefreshed long enough for others to take it for stale (the process
+    /// was stopped, the host suspended, or storage unreachable): a writer then writes no
+    /// snapshot, since a prune may have deleted data it reused.
+    #[error(
+        "this process's repository lock went {minutes} min without a refresh (stopped, \
+         suspended or cut off from storage): a prune may have deleted data it reused, so no \
+         snapshot was written; run it again"
+    )]
+    LockLapsed {
+        /// Longest time without a refresh, in minutes.
+        minutes: u64,
+    },
     /// A key-management rule was violated (no such key, an ambiguous prefix, the key in
     /// use, a key above the KDF limit).
     #[error("{0}")]
@@ -98,7 +112,7 @@ impl RepoError {
         match self {
             RepoError::NotARepository(_) => ErrorClass::NoRepository,
             RepoError::WrongPassword | RepoError::KeysNotTried(_) => ErrorClass::WrongPassword,
-            RepoError::Locked(_) => ErrorClass::Locked,
+            RepoError::Locked(_) | RepoError::LockLapsed { .. } => ErrorClass::Locked,
             RepoError::Corrupt { .. } => ErrorClass::Corrupt,
             RepoError::AlreadyExists(_)
             | RepoError::Key(_)
@@ -138,7 +152,7 @@ fn read_object(store: &dyn ObjectStore, name: &str, max: u64) -> Result<Vec<u8>,
 
 /// Object names.
 pub mod path {
-    use crate::id::{IndexId, KeyId, PackId, SnapshotId};
+    use crate::id::{IndexId, KeyId, MarkerId, PackId, SnapshotId};
 
     /// The config object.
     pub const CONFIG: &str = "config";
@@ -152,6 +166,8 @@ pub mod path {
     pub const SNAPSHOTS: &str = "snapshots/";
     /// Directory of locks.
     pub const LOCKS: &str = "locks/";
+    /// Directory of condemned-pack markers (prune beside backups).
+    pub const CONDEMNED: &str = "condemned/";
 
     /// Name of a pack.
     pub fn pack(id: &PackId) -> String {
@@ -165,6 +181,10 @@ pub mod path {
     /// Name of a snapshot.
     pub fn snapshot(id: &SnapshotId) -> String {
         format!("snapshots/{id}")
+    }
+    /// Name of a condemned-pack marker.
+    pub fn marker(id: &MarkerId) -> String {
+        format!("condemned/{id}")
     }
     /// Name of a key file.
     pub fn key(id: &KeyId) -> String {

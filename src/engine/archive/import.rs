@@ -256,7 +256,7 @@ pub fn import(
     let archive = OpenedArchive::open(opts, progress)?;
 
     // Read and store the content and trees under a shared lock.
-    let _lock = repo.lock(LockKind::Shared, "import")?;
+    let lock = repo.lock(LockKind::Shared, "import")?;
     catalog.refresh(repo)?;
     let (saver, rx) = Saver::new(repo, catalog);
     let mut imp = Importer::new(
@@ -292,6 +292,7 @@ pub fn import(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     // Last write of the import: everything it names is already stored and indexed.
+    lock.check_held()?;
     let id = repo.save_snapshot(&snapshot)?;
     catalog.add_snapshot(&id, &snapshot)?;
 
