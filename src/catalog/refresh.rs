@@ -124,6 +124,17 @@ impl Catalog {
             }
         }
 
+        self.refresh_snapshots(repo, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// The snapshot part of [`Catalog::refresh`]: new ones read (in parallel), gone ones
+    /// noted.
+    fn refresh_snapshots<S: RefreshSource + Sync>(
+        &self,
+        repo: &S,
+        stats: &mut RefreshStats,
+    ) -> Result<(), RefreshError<S::Error>> {
         let listed = repo.list_snapshots().map_err(RefreshError::Source)?;
         // The new ones are read ahead, in parallel; update_snapshots takes them from here.
         let known: HashSet<SnapshotId> = self.snapshot_ids()?.into_iter().collect();
@@ -148,7 +159,7 @@ impl Catalog {
         stats.snapshots_read = u.read;
         stats.snapshots_removed = u.removed;
         stats.snapshots_vanished = u.vanished;
-        Ok(stats)
+        Ok(())
     }
 }
 

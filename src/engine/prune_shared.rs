@@ -95,19 +95,7 @@ pub fn prune_shared(
 
     // Phase 1: the live blobs of sparse packs move first (stored and indexed), then the packs
     // nothing needs are condemned.
-    let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
-    for loc in plan.live.values() {
-        if !condemned.contains(&loc.pack) {
-            by_pack.entry(loc.pack).or_default().push(*loc);
-        }
-    }
-    let moved = repack(repo, &plan, &by_pack, progress, &mut summary.packs_written)?;
-    if !moved.is_empty() {
-        let id = repo.save_index(&moved)?;
-        summary.index_files_written += 1;
-        r.index_ids.push(id);
-        r.index.extend(moved);
-    }
+    move_live_blobs(repo, &plan, &condemned, &mut r, progress, &mut summary)?;
     summary.packs_condemned = to_condemn.len() as u64;
     let census = condemn_and_record(repo, &own, &mut r.markers, to_condemn)?;
     if census.present.is_empty() {
@@ -143,6 +131,32 @@ pub fn prune_shared(
     summary.duration_secs = start.elapsed().as_secs_f64();
     summary.plan = plan;
     Ok(summary)
+}
+
+/// Copy the live blobs of the packs to repack (none of them condemned) into new packs and
+/// store an index file naming them; `r` learns of it.
+fn move_live_blobs(
+    repo: &Repository,
+    plan: &PrunePlan,
+    condemned: &HashSet<PackId>,
+    r: &mut Reading,
+    progress: &Progress,
+    summary: &mut PruneSummary,
+) -> Result<(), EngineError> {
+    let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
+    for loc in plan.live.values() {
+        if !condemned.contains(&loc.pack) {
+            by_pack.entry(loc.pack).or_default().push(*loc);
+        }
+    }
+    let moved = repack(repo, plan, &by_pack, progress, &mut summary.packs_written)?;
+    if !moved.is_empty() {
+        let id = repo.save_index(&moved)?;
+        summary.index_files_written += 1;
+        r.index_ids.push(id);
+        r.index.extend(moved);
+    }
+    Ok(())
 }
 
 /// Everything prune decides from, read from the repository itself (the catalog only finds

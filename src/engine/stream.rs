@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::backup::{BackupOptions, BackupSummary, PlannedRead, ReadReason};
 use super::backup::{find_parent_of, with_uploader};
 use super::content::{ContentError, buffer_for, save_content};
-use super::saver::Saver;
+use super::saver::{Saver, SaverStats};
 use super::{EngineError, Progress};
 use crate::catalog::Catalog;
 use crate::format::BlobKind;
@@ -167,18 +167,7 @@ pub fn backup_stream<R: Read>(
     })?;
     drop(input);
 
-    let summary = SnapshotSummary {
-        files: 1,
-        dirs: 0,
-        total_bytes: node.size,
-        files_read: 1,
-        bytes_read: node.size,
-        blobs_added: stats.blobs_added.load(Ordering::Relaxed),
-        bytes_added: stats.bytes_added.load(Ordering::Relaxed),
-        stored_bytes_added: stats.stored_bytes_added.load(Ordering::Relaxed),
-        errors: 0,
-        duration_ms: start.elapsed().as_millis() as u64,
-    };
+    let summary = stream_summary(node.size, &stats, start);
     let parent_id = parent.as_ref().map(|(id, _)| *id);
     let snapshot = Snapshot {
         time_ns: time.timestamp_nanos_opt().unwrap_or(0),
@@ -436,6 +425,22 @@ fn last_lines(bytes: &[u8], n: usize) -> String {
         .collect();
     lines.reverse();
     lines.join(" | ")
+}
+
+/// The figures of a stream's snapshot: one file of `size` bytes, all read.
+fn stream_summary(size: u64, stats: &SaverStats, start: Instant) -> SnapshotSummary {
+    SnapshotSummary {
+        files: 1,
+        dirs: 0,
+        total_bytes: size,
+        files_read: 1,
+        bytes_read: size,
+        blobs_added: stats.blobs_added.load(Ordering::Relaxed),
+        bytes_added: stats.bytes_added.load(Ordering::Relaxed),
+        stored_bytes_added: stats.stored_bytes_added.load(Ordering::Relaxed),
+        errors: 0,
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
 }
 
 #[cfg(test)]
