@@ -142,6 +142,31 @@ fn a_quiet_repository_is_pruned_in_one_run() {
 }
 
 #[test]
+fn prune_gathers_the_index_files_of_many_backups_into_one() {
+    let w = World::new();
+    let src = w.env.path("src");
+    let mut last = None;
+    for n in 0..12u64 {
+        write(
+            &src.join(format!("night-{n}.bin")),
+            &pseudo_random(n, 50_000),
+        );
+        last = w.backup("a", &src).snapshot_id;
+    }
+    assert!(w.repo.list_index_files().unwrap().len() >= 12);
+    let s = w.prune(1800);
+    assert_eq!((s.packs_condemned, s.packs_deleted), (0, 0), "{s:?}");
+    assert_eq!(s.index_files_written, 1, "{s:?}");
+    assert_eq!(w.repo.list_index_files().unwrap().len(), 1);
+    w.assert_sound();
+    w.assert_restores(&last.unwrap(), &src);
+    // A host with an empty cache reads that one file.
+    let fresh = w.catalog("new-host");
+    let stats = fresh.refresh(&w.repo).unwrap();
+    assert_eq!(stats.index_files_read, 1);
+}
+
+#[test]
 fn a_running_writer_is_waited_for_and_what_it_reused_stays() {
     let w = World::new();
     let src = w.env.path("src");
