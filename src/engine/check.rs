@@ -200,9 +200,14 @@ pub fn check_with_catalog(
     let mut f = Findings::default();
 
     // Index files, and the packs they name.
-    let packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
-    report.packs = packs.len() as u64;
+    let mut packs: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     let mut index = load_check_index(repo, &mut report, &mut f.problems)?;
+    if index.packs().any(|(p, _)| !packs.contains_key(p)) {
+        // A backup beside this check may have stored a pack and its index file between the
+        // two listings: list the packs again before calling one missing.
+        packs.extend(repo.list_packs()?);
+    }
+    report.packs = packs.len() as u64;
     let duplicates = index.index_blobs(|p| packs.contains_key(p));
     report.blobs = index.blob_count() as u64;
     report.duplicate_blobs = duplicates.in_existing_packs;
@@ -262,6 +267,10 @@ fn load_check_index(
                 for p in list {
                     index.add_pack(iid, p.pack, p.blobs);
                 }
+            }
+            // Deleted since it was listed: a prune beside this check replaced it.
+            Err(crate::repo::RepoError::Storage(e)) if e.is_not_found() => {
+                report.index_files -= 1;
             }
             Err(e) => problems.push(Problem {
                 object: crate::repo::path::index(&iid),
