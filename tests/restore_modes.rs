@@ -1388,6 +1388,19 @@ fn build_mode_tree(src: &Path) {
     }
     write(&src.join("empty"), "");
     chmod(&src.join("empty"), 0o664);
+    // Directories' modes too (a directory the restore creates gets 0777 less the umask).
+    chmod(&src.join("d1"), 0o775);
+    chmod(&src.join("d2"), 0o700);
+    if common::is_root() {
+        // Another group, set-id bits: set explicitly, whatever creation gave.
+        let sg = src.join("sg");
+        std::fs::create_dir(&sg).unwrap();
+        std::os::unix::fs::chown(&sg, Some(0), Some(4242)).unwrap();
+        chmod(&sg, 0o2775);
+        write(&sg.join("inner/f"), "in a setgid directory\n");
+        write(&sg.join("setuid"), "setuid\n");
+        chmod(&sg.join("setuid"), 0o4755);
+    }
     set_tree_times(src);
 }
 

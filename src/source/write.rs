@@ -179,6 +179,8 @@ pub fn creation_mode(node: &Node) -> u32 {
 pub struct NewFiles {
     /// The group of a new file: the directory's when it is setgid, else this process's.
     pub gid: u32,
+    /// Whether the directory is setgid (a new directory in it is too).
+    pub setgid: bool,
     /// Whether a new file's owner and permission bits are predictable: on a local POSIX file
     /// system (where the mode given to `open` less the umask is the file's mode and the owner
     /// is the creating process) and no default ACL on the directory (which would replace the
@@ -195,6 +197,7 @@ impl NewFiles {
     /// Unknown: the owner and mode of every file are set explicitly.
     pub const UNKNOWN: NewFiles = NewFiles {
         gid: u32::MAX,
+        setgid: false,
         predictable: false,
     };
 
@@ -213,13 +216,15 @@ impl NewFiles {
         };
         // No default ACL: a lookup that fails for another reason counts as one.
         let acl = !matches!(xattr::get(dir, "system.posix_acl_default"), Ok(None));
-        let gid = if m.mode() & 0o2000 != 0 {
+        let setgid = m.mode() & 0o2000 != 0;
+        let gid = if setgid {
             m.gid()
         } else {
             rustix::process::getegid().as_raw()
         };
         NewFiles {
             gid,
+            setgid,
             predictable: fs_ok && !acl && umask().is_some(),
         }
     }
@@ -236,13 +241,50 @@ pub fn umask() -> Option<u32> {
     })
 }
 
-/// Whether a file created with `mode` in a directory of `new` needs `fchown` and `fchmod`
-/// to get `node`'s owner and permission bits.
-fn metadata_to_set(node: &Node, mode: u32, new: NewFiles) -> (bool, bool) {
+/// Whether an entry created with `mode` (after the umask) in a directory of `new` needs
+/// `fchown` and `fchmod` to get `node`'s owner and permission bits.
+fn metadata_to_set(node: &Node, mode: Option<u32>, new: NewFiles) -> (bool, bool) {
     let known = new.predictable;
     let chown = is_root() && !(known && node.uid == euid() && node.gid == new.gid);
-    let chmod = !(known && umask().is_some_and(|u| mode & !u & 0o7777 == restored_mode(node)));
+    let chmod = !(known && mode.is_some_and(|m| m == restored_mode(node)));
     (chown, chmod)
+}
+
+/// [`apply_metadata`] for a directory; `created_in`, for one this restore created, is what its
+/// parent gave it (owner, setgid bit; its mode was 0777 less the umask): an owner or mode it
+/// already has is not set again.
+pub fn apply_dir_metadata(
+    path: &Path,
+    node: &Node,
+    privileged: bool,
+    created_in: Option<NewFiles>,
+) -> io::Result<()> {
+    let (chown, mut chmod) = match created_in {
+        Some(new) => {
+            let setgid = if new.setgid { 0o2000 } else { 0 };
+            let mode = umask().map(|u| (0o777 & !u) | setgid);
+            metadata_to_set(node, mode, new)
+        }
+        None => (is_root(), true),
+    };
+    if chown {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+        chmod = true;
+    }
+    for x in node
+        .xattrs
+        .iter()
+        .filter(|x| xattr_allowed(&x.name, privileged))
+    {
+        chmod = true;
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            tracing::debug!("xattr on {}: {e}", path.display());
+        }
+    }
+    if chmod {
+        fs::set_permissions(path, fs::Permissions::from_mode(restored_mode(node)))?;
+    }
+    set_times(path, node)
 }
 
 /// [`apply_metadata`] for a regular file still open after its content was written: through
@@ -256,7 +298,8 @@ pub fn apply_file_metadata(
     privileged: bool,
     created: (u32, NewFiles),
 ) -> io::Result<()> {
-    let (chown, chmod) = metadata_to_set(node, created.0, created.1);
+    let mode = umask().map(|u| created.0 & !u & 0o7777);
+    let (chown, mut chmod) = metadata_to_set(node, mode, created.1);
     if chown {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
     }
@@ -265,7 +308,9 @@ pub fn apply_file_metadata(
         .iter()
         .filter(|x| xattr_allowed(&x.name, privileged))
     {
-        // Best effort, as in apply_metadata.
+        // Best effort, as in apply_metadata. An ACL changes the permission bits: they are
+        // set again after.
+        chmod = true;
         if let Err(e) = xattr::FileExt::set_xattr(f, OsStr::from_bytes(&x.name), &x.value) {
             tracing::debug!("xattr on {}: {e}", path.display());
         }

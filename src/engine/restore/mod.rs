@@ -169,7 +169,9 @@ struct Restorer<'a> {
     summary: RestoreSummary,
     pending: Vec<Pending>,
     /// Directories restored, in the order they were created.
-    dirs: Vec<(PathBuf, Node)>,
+    /// With what the parent gave each one the restore created (see
+    /// [`write::apply_dir_metadata`]).
+    dirs: Vec<(PathBuf, Node, Option<write::NewFiles>)>,
     batch: Vec<FileJob>,
     batch_blobs: usize,
     /// Files whose size matched but mtime did not: compared by content in the batch.
@@ -371,7 +373,8 @@ impl Restorer<'_> {
             write::NewFiles::of_dir(&path)
         };
         let (p, n) = (self.pending[i].path.clone(), self.pending[i].node.clone());
-        self.dirs.push((p, n));
+        let created_in = (self.pending[i].fresh && i > 0).then(|| self.pending[i - 1].new_files);
+        self.dirs.push((p, n, created_in));
         Ok(true)
     }
 
@@ -923,11 +926,12 @@ impl<'a> Restorer<'a> {
     /// Directory metadata, deepest first, so restoring a child's metadata never touches a
     /// restored parent's mtime.
     fn directory_metadata(&mut self) {
-        for (path, node) in self.dirs.iter().rev() {
+        for (path, node, created_in) in self.dirs.iter().rev() {
             if node.inode == 0 && node.name.is_empty() {
                 continue; // the synthetic snapshot root
             }
-            if let Err(e) = write::apply_metadata(path, node, self.opts.privileged) {
+            if let Err(e) = write::apply_dir_metadata(path, node, self.opts.privileged, *created_in)
+            {
                 self.warnings.push(path.display().to_string(), e);
             }
         }
