@@ -1373,3 +1373,141 @@ fn helpers_notice_changes() {
         [PathBuf::from("sub/.c.txt.coffer-tmp-1")]
     );
 }
+
+/// Regular files with many permission bits, for the modes of files created under their real
+/// names (their mode is given at creation; `fchmod` only when that cannot give it).
+fn build_mode_tree(src: &Path) {
+    let modes = [
+        0o644, 0o755, 0o600, 0o444, 0o640, 0o777, 0o700, 0o604, 0o664, 0o400, 0o555, 0o666, 0o620,
+        0o1755,
+    ];
+    for (i, mode) in modes.iter().enumerate() {
+        let p = src.join(format!("d{}/m{mode:o}", i % 3));
+        write(&p, format!("mode {mode:o}\n"));
+        chmod(&p, *mode);
+    }
+    write(&src.join("empty"), "");
+    chmod(&src.join("empty"), 0o664);
+    // Directories' modes too (a directory the restore creates gets 0777 less the umask).
+    chmod(&src.join("d1"), 0o775);
+    chmod(&src.join("d2"), 0o700);
+    if common::is_root() {
+        // Another group, set-id bits: set explicitly, whatever creation gave.
+        let sg = src.join("sg");
+        std::fs::create_dir(&sg).unwrap();
+        std::os::unix::fs::chown(&sg, Some(0), Some(4242)).unwrap();
+        chmod(&sg, 0o2775);
+        write(&sg.join("inner/f"), "in a setgid directory\n");
+        write(&sg.join("setuid"), "setuid\n");
+        chmod(&sg.join("setuid"), 0o4755);
+    }
+    set_tree_times(src);
+}
+
+#[test]
+fn fresh_restore_gives_every_mode_whatever_the_umask() {
+    let (env, src) = backed_up(build_mode_tree);
+    for umask in ["022", "077", "000", "027", "002"] {
+        let target = env.path(format!("restored-{umask}"));
+        let mut c = env.wrapped("sh");
+        c.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(common::coffer_bin())
+            .args(["restore", "-s", "latest", "-t"])
+            .arg(&target);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "umask {umask}: {out:?}");
+        assert_trees_equal(&src, &target.join("src"));
+        assert_no_temp_files(&target);
+    }
+}
+
+/// As root, files created in a setgid directory take its group; the snapshot's group must
+/// be set all the same.
+#[test]
+fn fresh_restore_into_a_setgid_directory_keeps_the_snapshots_groups() {
+    if !common::is_root() {
+        eprintln!("note: not root; ownership is not restored, nothing to test");
+        return;
+    }
+    let (env, src) = backed_up(build_tree);
+    let target = env.path("restored");
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::chown(&target, Some(0), Some(4242)).unwrap();
+    chmod(&target, 0o2775);
+    restore_json(&env, &target, &[]);
+    assert_trees_equal(&src, &target.join("src"));
+}
+
+/// A file planned twice in one restore (overlapping `--path`s) is found in place by the
+/// second writer, which replaces it as any existing file.
+#[test]
+fn overlapping_paths_write_a_file_twice_without_errors() {
+    let (env, src) = backed_up(build_tree);
+    let target = env.path("restored");
+    let s = restore_json(
+        &env,
+        &target,
+        &["--path", "src/sub/", "--path", "src/sub/inner/"],
+    );
+    assert!(num(&s, "files_written") >= 2, "{s}");
+    assert_trees_equal(&src.join("sub"), &target.join("src/sub"));
+    assert_no_temp_files(&target);
+}
+
+/// What a restore killed in the middle of a batch leaves: files under their real names
+/// listed in the batch's journal, some complete (the snapshot's size and mtime), some not.
+/// The next run removes the incomplete ones before anything else, so even `--overwrite
+/// never` and `if-newer` (which keep an existing file) restore them whole; a complete one
+/// stays as it is, and the journal never takes the restore outside the target.
+#[test]
+fn incomplete_files_of_an_interrupted_restore_are_rewritten_in_any_mode() {
+    let (env, src) = backed_up(build_tree);
+    for mode in ["never", "if-newer", "if-changed"] {
+        let target = env.path(format!("restored-{mode}"));
+        let restored = target.join("src");
+        restore(&env, &target, &[]).success();
+        let complete = ino(&restored.join("a.txt"));
+        // Incomplete: cut short (its mtime is the time of the write), or full length but
+        // not all written (zeros where a blob was still to come).
+        write(&restored.join("sub/c.txt"), "char");
+        let d = restored.join("sub/inner/d.txt");
+        let len = std::fs::metadata(&d).unwrap().len() as usize;
+        write(&d, vec![0u8; len]);
+        let outside = env.path(format!("outside-{mode}.txt"));
+        write(&outside, "not the restore's\n");
+        let rec = |rel: &Path, orig: &Path| {
+            let m = lstat(orig);
+            format!(
+                "{} {} {} {}\0",
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                rel.display()
+            )
+        };
+        let journal = [
+            rec(Path::new("src/a.txt"), &src.join("a.txt")),
+            rec(Path::new("src/sub/c.txt"), &src.join("sub/c.txt")),
+            rec(
+                Path::new("src/sub/inner/d.txt"),
+                &src.join("sub/inner/d.txt"),
+            ),
+            format!("1 1 0 ../outside-{mode}.txt\0"),
+            // Cut short by the kill: no NUL.
+            "5 1 0 src/b.t".to_string(),
+        ]
+        .concat();
+        write(&target.join(".coffer-tmp-4321-journal"), journal);
+
+        restore_json(&env, &target, &["--overwrite", mode]);
+        assert_trees_equal(&src, &restored);
+        assert_eq!(
+            ino(&restored.join("a.txt")),
+            complete,
+            "{mode}: a.txt was rewritten"
+        );
+        assert_eq!(read(&outside), b"not the restore's\n");
+        assert_no_temp_files(&target);
+    }
+}

@@ -4,13 +4,16 @@
 //! The trees are walked once. Directories are created (or kept) as they are reached, entries
 //! of the target that the snapshot does not have are removed with `delete`, and each regular
 //! file is compared with the snapshot as the [`Overwrite`] mode says: files that differ are
-//! planned, in batches, and written by [`fetch`] pack by pack under temporary names, then
-//! renamed. Hardlinks, symlinks and special files follow, each made under a temporary name
+//! planned, in batches, and written by [`fetch`] pack by pack: a new file directly under its
+//! real name (recorded first in the batch's [`journal`], so that an interrupted restore's
+//! incomplete files are removed by the next run), a file that replaces another under a
+//! temporary name, then renamed. Hardlinks, symlinks and special files follow, each made under a temporary name
 //! and renamed too, then directory metadata deepest first (so writing into a directory does
 //! not disturb its restored mtime, and no restored symlink is ever followed).
 
 pub(crate) mod fetch;
 mod filter;
+mod journal;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -150,6 +153,8 @@ struct Pending {
     ready: bool,
     /// Created by this restore: nothing in it existed before.
     fresh: bool,
+    /// What a file created in it gets (owner, mode).
+    new_files: write::NewFiles,
 }
 
 struct Restorer<'a> {
@@ -164,7 +169,9 @@ struct Restorer<'a> {
     summary: RestoreSummary,
     pending: Vec<Pending>,
     /// Directories restored, in the order they were created.
-    dirs: Vec<(PathBuf, Node)>,
+    /// With what the parent gave each one the restore created (see
+    /// [`write::apply_dir_metadata`]).
+    dirs: Vec<(PathBuf, Node, Option<write::NewFiles>)>,
     batch: Vec<FileJob>,
     batch_blobs: usize,
     /// Files whose size matched but mtime did not: compared by content in the batch.
@@ -174,6 +181,10 @@ struct Restorer<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Files to read back (`verify`).
     to_verify: Vec<(PathBuf, Node)>,
+    /// The journal of the batch being written.
+    journal: journal::Journal,
+    /// Its file name (in the target's root; not a leftover of another restore).
+    journal_name: std::ffi::OsString,
 }
 
 /// Why an entry in the target was looked at.
@@ -257,6 +268,7 @@ impl Restorer<'_> {
             rel: rel.to_string(),
             ready: false,
             fresh: false,
+            new_files: write::NewFiles::UNKNOWN,
         });
         if selected && !self.materialize() {
             self.pending.pop();
@@ -352,8 +364,17 @@ impl Restorer<'_> {
             }
             Existing::Dir => self.clean_dir(i)?,
         }
+        self.pending[i].new_files = if dry {
+            write::NewFiles::UNKNOWN
+        } else if self.pending[i].fresh && i > 0 {
+            // A new directory gives new files what its parent gives them.
+            self.pending[i - 1].new_files
+        } else {
+            write::NewFiles::of_dir(&path)
+        };
         let (p, n) = (self.pending[i].path.clone(), self.pending[i].node.clone());
-        self.dirs.push((p, n));
+        let created_in = (self.pending[i].fresh && i > 0).then(|| self.pending[i - 1].new_files);
+        self.dirs.push((p, n, created_in));
         Ok(true)
     }
 
@@ -375,7 +396,7 @@ impl Restorer<'_> {
             if d.names.contains(bytes) {
                 continue;
             }
-            let is_temp = name.to_string_lossy().contains(TEMP_MARK);
+            let is_temp = name.to_string_lossy().contains(TEMP_MARK) && *name != *self.journal_name;
             let rel = join_rel(&d.rel, &display_bytes(bytes));
             let deletable = self.opts.delete
                 && !self.filter.excluded(&rel)
@@ -467,6 +488,8 @@ impl Restorer<'_> {
                         self.compare.push(FileJob {
                             dest: path.to_path_buf(),
                             node: node.clone(),
+                            new: false,
+                            dir: self.new_files(),
                         });
                         return self.maybe_flush();
                     }
@@ -475,7 +498,15 @@ impl Restorer<'_> {
             }
             Existing::Other(_) => {}
         }
-        self.write_file(path, node)
+        let new = matches!(state, Existing::None | Existing::Dir);
+        self.write_file(path, node, new)
+    }
+
+    /// What a file created in the directory being walked gets.
+    fn new_files(&self) -> write::NewFiles {
+        self.pending
+            .last()
+            .map_or(write::NewFiles::UNKNOWN, |d| d.new_files)
     }
 
     /// A file left as it is; with its metadata, when given, set to the snapshot's if it differs.
@@ -500,7 +531,9 @@ impl Restorer<'_> {
         }
     }
 
-    fn write_file(&mut self, path: &Path, node: &Node) -> Result<(), EngineError> {
+    /// Plan writing a file; `new` when nothing is at `path` (a directory in the way was
+    /// removed).
+    fn write_file(&mut self, path: &Path, node: &Node, new: bool) -> Result<(), EngineError> {
         self.change("write", path);
         if self.opts.dry_run {
             self.summary.files_written += 1;
@@ -511,6 +544,8 @@ impl Restorer<'_> {
         self.batch.push(FileJob {
             dest: path.to_path_buf(),
             node: node.clone(),
+            new,
+            dir: self.new_files(),
         });
         self.maybe_flush()
     }
@@ -561,9 +596,10 @@ impl Restorer<'_> {
                 }
             }
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         self.batch_blobs = 0;
         if !batch.is_empty() {
+            self.journal.record(&mut batch);
             let mut f = Fetcher::new(
                 self.repo,
                 self.catalog,
@@ -573,7 +609,9 @@ impl Restorer<'_> {
                 &self.disk_full,
             );
             f.privileged = self.opts.privileged;
-            f.write_files(&batch)?;
+            let written = f.write_files(&batch);
+            self.journal.done();
+            written?;
         }
         Ok(())
     }
@@ -675,6 +713,8 @@ impl Restorer<'_> {
                     self.batch.push(FileJob {
                         dest: path.clone(),
                         node: node.clone(),
+                        new: false,
+                        dir: write::NewFiles::UNKNOWN,
                     });
                 }
             }
@@ -747,6 +787,12 @@ pub fn restore(
     catalog.refresh(repo)?;
     let snap = catalog.resolve_snapshot(&opts.snapshot)?;
     prepare_target(opts)?;
+    if !opts.dry_run {
+        let removed = journal::recover(&opts.target);
+        if removed > 0 {
+            tracing::info!("removed {removed} incomplete files of an interrupted restore");
+        }
+    }
     if opts.paths.is_empty() && !filter.has_includes() && opts.excludes.is_empty() {
         // The totals of a whole snapshot come from its summary (a restore of some paths
         // shows counts without totals).
@@ -834,6 +880,8 @@ impl<'a> Restorer<'a> {
             special: Vec::new(),
             links: HashMap::new(),
             to_verify: Vec::new(),
+            journal: journal::Journal::new(&opts.target),
+            journal_name: journal::Journal::name().into(),
         }
     }
 
@@ -878,11 +926,12 @@ impl<'a> Restorer<'a> {
     /// Directory metadata, deepest first, so restoring a child's metadata never touches a
     /// restored parent's mtime.
     fn directory_metadata(&mut self) {
-        for (path, node) in self.dirs.iter().rev() {
+        for (path, node, created_in) in self.dirs.iter().rev() {
             if node.inode == 0 && node.name.is_empty() {
                 continue; // the synthetic snapshot root
             }
-            if let Err(e) = write::apply_metadata(path, node, self.opts.privileged) {
+            if let Err(e) = write::apply_dir_metadata(path, node, self.opts.privileged, *created_in)
+            {
                 self.warnings.push(path.display().to_string(), e);
             }
         }
