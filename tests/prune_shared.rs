@@ -160,7 +160,11 @@ fn prune_gathers_the_index_files_of_many_backups_into_one() {
     assert_eq!(w.repo.list_index_files().unwrap().len(), 1);
     w.assert_sound();
     w.assert_restores(&last.unwrap(), &src);
-    // A host with an empty cache reads that one file.
+    // A host with an empty cache lists snapshots without reading the index...
+    let lister = w.catalog("lister");
+    let stats = lister.refresh_snapshot_list(&w.repo).unwrap();
+    assert_eq!((stats.index_files_read, stats.snapshots_read), (0, 12));
+    // ... and reads that one file before its first backup.
     let fresh = w.catalog("new-host");
     let stats = fresh.refresh(&w.repo).unwrap();
     assert_eq!(stats.index_files_read, 1);

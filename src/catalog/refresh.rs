@@ -128,6 +128,17 @@ impl Catalog {
         Ok(stats)
     }
 
+    /// Bring only the snapshot list up to date (what `snapshots` needs): a host with an
+    /// empty cache then reads the snapshots, not every index file as well.
+    pub fn refresh_snapshot_list<S: RefreshSource + Sync>(
+        &self,
+        repo: &S,
+    ) -> Result<RefreshStats, RefreshError<S::Error>> {
+        let mut stats = RefreshStats::default();
+        self.refresh_snapshots(repo, &mut stats)?;
+        Ok(stats)
+    }
+
     /// The snapshot part of [`Catalog::refresh`]: new ones read (in parallel), gone ones
     /// noted.
     fn refresh_snapshots<S: RefreshSource + Sync>(

@@ -34,7 +34,8 @@ impl Session {
         host: Option<&str>,
         tags: &[String],
     ) -> Result<Vec<SnapshotEntry>, SessionError> {
-        self.catalog.refresh(&self.repo)?;
+        // The list needs no index: a new host's `snapshots` reads the snapshots only.
+        self.catalog.refresh_snapshot_list(&self.repo)?;
         Ok(self
             .catalog
             .snapshots()?
