@@ -30,6 +30,9 @@
 # used as RUST_LOG). `count` counts those events; a request that fails before routing (bad
 # signature) is not counted.
 #
+# s3s-fs is installed with one line patched: an empty `delimiter=` (restic's recursive listing
+# of data/) is taken as no delimiter, as AWS does (see install_s3s).
+#
 # Environment: COFFER_S3S_ROOT (cargo install root, default ~/.cache/coffer/s3s-fs),
 # COFFER_S3S_VERSION (default 0.14.1), COFFER_S3_BUCKET (default coffer-test),
 # S3_FAST_LOG (above).
@@ -50,11 +53,31 @@ SECRET=coffer-test-secret
 die() { echo "s3-fast: $*" >&2; exit 1; }
 
 install_s3s() {
+  # s3s-fs 0.14.1 (and 0.17.0) takes an empty `delimiter=`, which restic's minio-go sends to
+  # list data/ recursively, for the delimiter "" and lists nothing: restic then sees no packs
+  # ("packs from index missing in repo"). AWS treats an empty delimiter as none. So the source
+  # is fetched (cargo vendor), that one line is patched, and the patched crate is installed
+  # (cargo install --path, with the crate's own Cargo.lock).
+  local work="$S3S_ROOT/build"
   command -v cargo >/dev/null 2>&1 || die "cargo is needed to install s3s-fs"
   echo "s3-fast: installing s3s-fs $S3S_VERSION into $S3S_ROOT (cargo install, a few minutes)" >&2
-  mkdir -p "$S3S_ROOT"
-  nice -n 19 cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked \
+  rm -rf "$work"
+  mkdir -p "$work/shim/src"
+  printf '%s\n' '[package]' 'name = "s3s-fs-source"' 'version = "0.0.0"' 'edition = "2021"' \
+    'publish = false' '' '[dependencies]' "s3s-fs = \"=$S3S_VERSION\"" '' '[workspace]' \
+    >"$work/shim/Cargo.toml"
+  echo 'fn main() {}' >"$work/shim/src/main.rs"
+  (cd "$work/shim" && cargo vendor --versioned-dirs -q "$work/vendor" >/dev/null) ||
+    die "cargo vendor (fetching the s3s-fs source) failed"
+  cp -r "$work/vendor/s3s-fs-$S3S_VERSION" "$work/s3s-fs"
+  rm -f "$work/s3s-fs/.cargo-checksum.json"
+  sed -i 's/let delimiter = input.delimiter.as_deref();/let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());/' \
+    "$work/s3s-fs/src/s3.rs"
+  grep -q 'filter(|d| !d.is_empty())' "$work/s3s-fs/src/s3.rs" ||
+    die "s3s-fs $S3S_VERSION: the empty-delimiter patch did not apply (another version?)"
+  nice -n 19 cargo install --path "$work/s3s-fs" --features binary --locked \
     --root "$S3S_ROOT" >&2 || die "cargo install s3s-fs failed"
+  rm -rf "$work/vendor" "$work/shim"
 }
 
 free_port() {
