@@ -166,7 +166,7 @@ wire_bytes() { # "UP DOWN": bytes counted so far to and from the server port
   iptables -w -L INPUT -v -n -x 2>/dev/null | awk -v p="$PORT" '
     $0 ~ "coffer-bench-s3-up-" p " " { up = $2 }
     $0 ~ "coffer-bench-s3-down-" p " " { down = $2 }
-    END { print up + 0, down + 0 }'
+    END { printf "%.0f %.0f\n", up, down }'
 }
 log_lines() { wc -l <"$SERVER_LOG"; }
 requests_since() { # "TOTAL op=N ...": requests logged after line $1
