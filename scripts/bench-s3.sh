@@ -251,7 +251,11 @@ meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 meta cores "$(nproc)"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+if [[ -n ${COFFER_BIN:-} ]]; then
+  meta coffer "COFFER_BIN=$COFFER_BIN"
+else
+  meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+fi
 meta restic "$("$RESTIC" version | head -n1)"
 meta count_bytes "$COUNT_BYTES"
 if [[ $S3_SERVER == fast ]]; then
