@@ -249,7 +249,11 @@ if [[ $KEEP != 1 ]]; then
   meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   meta scale "$HOSTS hosts x $NIGHTS nights = $((HOSTS * NIGHTS)) snapshots, $FILES files a host"
   meta server "$S3_SERVER"
-  meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  if [[ -n ${COFFER_BIN:-} ]]; then
+    meta coffer "COFFER_BIN=$COFFER_BIN"
+  else
+    meta coffer "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  fi
   meta restic "$("$RESTIC" version 2>/dev/null | head -n1)"
   meta load_build_start "$(cut -d' ' -f1-3 /proc/loadavg)"
   t0=$(date +%s)
