@@ -27,6 +27,7 @@ pub mod exclude;
 pub mod find;
 pub mod forget;
 pub mod mount;
+pub mod parallel;
 pub mod progress;
 pub mod prune;
 pub mod prune_shared;

@@ -413,17 +413,17 @@ pub fn prune_locked(
     // 2. New index files: every live blob of kept packs, plus the new packs.
     summary.index_files_written = write_index(repo, &plan, &by_pack, new_index)?;
     // 3. Old index files.
-    for iid in &index_ids {
-        repo.delete_index(iid)?;
-        summary.index_files_deleted += 1;
-    }
+    delete_all(&index_ids, |iid| repo.delete_index(iid))?;
+    summary.index_files_deleted += index_ids.len() as u64;
     // 4. Packs that nothing indexes any more.
-    for (pack, action) in &plan.actions {
-        if *action != PackAction::Keep {
-            repo.delete_pack(pack)?;
-            summary.packs_deleted += 1;
-        }
-    }
+    let gone: Vec<PackId> = plan
+        .actions
+        .iter()
+        .filter(|(_, a)| **a != PackAction::Keep)
+        .map(|(p, _)| *p)
+        .collect();
+    delete_all(&gone, |p| repo.delete_pack(p))?;
+    summary.packs_deleted += gone.len() as u64;
     catalog.refresh(repo)?;
     summary.bytes_after = repo.list_packs()?.iter().map(|(_, s)| s).sum();
     summary.duration_secs = start.elapsed().as_secs_f64();
@@ -437,11 +437,18 @@ pub(super) fn load_index_files(
     repo: &Repository,
     ids: &[IndexId],
 ) -> Result<Vec<PackIndex>, EngineError> {
-    let mut index: Vec<PackIndex> = Vec::new();
-    for iid in ids {
-        index.extend(repo.load_index(iid)?);
-    }
-    Ok(index)
+    let loaded = super::parallel::map(ids, super::parallel::DEFAULT_REQUESTS, |iid| {
+        Ok(repo.load_index(iid)?)
+    })?;
+    Ok(loaded.into_iter().flatten().collect())
+}
+
+/// Delete objects several at a time.
+pub(super) fn delete_all<T: Sync>(
+    items: &[T],
+    delete: impl Fn(&T) -> Result<(), RepoError> + Sync,
+) -> Result<(), EngineError> {
+    super::parallel::for_each(items, super::parallel::DEFAULT_REQUESTS, |i| Ok(delete(i)?))
 }
 
 /// Every blob the snapshots reach: their trees and the file contents those trees name.
@@ -463,9 +470,11 @@ pub(super) fn add_used_blobs(
     snapshots: &[SnapshotId],
     used: &mut HashSet<BlobId>,
 ) -> Result<(), EngineError> {
-    for sid in snapshots {
-        let snap = repo.load_snapshot(sid)?;
-        let mut stack = vec![snap.tree];
+    let roots = super::parallel::map(snapshots, super::parallel::DEFAULT_REQUESTS, |sid| {
+        Ok(repo.load_snapshot(sid)?.tree)
+    })?;
+    for root in roots {
+        let mut stack = vec![root];
         while let Some(t) = stack.pop() {
             if !used.insert(t) {
                 continue;

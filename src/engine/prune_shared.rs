@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use super::condemn::{self, Readiness};
 use super::prune::{
-    PackAction, PruneOptions, PrunePlan, PruneSummary, add_used_blobs, load_index_files, repack,
-    save_index_files,
+    PackAction, PruneOptions, PrunePlan, PruneSummary, add_used_blobs, delete_all,
+    load_index_files, repack, save_index_files,
 };
 use super::{EngineError, Progress};
 use crate::catalog::Catalog;
@@ -279,10 +279,9 @@ fn carry_out(
     // The index without the deleted packs first, then the old index files, then the packs:
     // no index file ever names a pack that is gone.
     rewrite_index(repo, r, &delete, &present, summary)?;
-    for p in &delete {
-        repo.delete_pack(p)?;
-        summary.packs_deleted += 1;
-    }
+    let delete: Vec<PackId> = delete.into_iter().collect();
+    delete_all(&delete, |p| repo.delete_pack(p))?;
+    summary.packs_deleted += delete.len() as u64;
     for (id, _) in ready {
         repo.delete_marker(id)?;
         summary.markers_done += 1;
@@ -310,10 +309,8 @@ fn rewrite_index(
         .collect();
     let merged = merge(&r.index, &drop);
     summary.index_files_written += save_index_files(repo, &merged)?;
-    for id in &r.index_ids {
-        repo.delete_index(id)?;
-        summary.index_files_deleted += 1;
-    }
+    delete_all(&r.index_ids, |id| repo.delete_index(id))?;
+    summary.index_files_deleted += r.index_ids.len() as u64;
     Ok(())
 }
 

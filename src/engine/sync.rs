@@ -8,8 +8,8 @@
 //! data is missing; the next run computes the set difference again and copies only the rest.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -152,38 +152,6 @@ fn reachable_blobs(
         }
     }
     Ok(seen)
-}
-
-/// Copy `items` with `connections` threads; the first error stops the others.
-fn copy_parallel<T: Sync>(
-    items: &[T],
-    connections: usize,
-    copy: impl Fn(&T) -> Result<(), EngineError> + Sync,
-) -> Result<(), EngineError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<EngineError>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..connections.clamp(1, 64).min(items.len().max(1)) {
-            scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    if let Err(e) = copy(item) {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 /// Copy the selected snapshots of `source` (with `catalog`, its catalog) to `target`.
@@ -431,7 +399,7 @@ impl Copier<'_> {
             to_copy.iter().map(|(_, s)| s).sum::<u64>(),
             Ordering::Relaxed,
         );
-        copy_parallel(to_copy, connections, |(id, _)| {
+        super::parallel::for_each(to_copy, connections, |(id, _)| {
             let n = self.copy(StoredObject::Pack(*id))?;
             progress.file_done(n);
             Ok(())
