@@ -160,6 +160,44 @@ impl PrunePlan {
         Ok(plan)
     }
 
+    /// Also repack the kept packs smaller than `small_bytes` when there are at least two:
+    /// every backup leaves a partly filled data pack and tree pack (padded to at least
+    /// 256 KiB), and a year of nightly backups of a little change leaves hundreds of them
+    /// holding a few KiB each (the cold-start bench: 2,000 packs, 500 MiB, 12 MiB live).
+    pub fn repack_small(&mut self, packs: &HashMap<PackId, u64>, small_bytes: u64) {
+        let mut live_per_pack: HashMap<PackId, u64> = HashMap::new();
+        let mut kind: HashMap<PackId, BlobKind> = HashMap::new();
+        for loc in self.live.values() {
+            *live_per_pack.entry(loc.pack).or_default() += u64::from(loc.entry.packed_len);
+            kind.insert(loc.pack, loc.entry.kind);
+        }
+        // Data and trees are repacked apart: only two small packs of one kind make fewer.
+        let small_of = |k: BlobKind| -> Vec<PackId> {
+            self.actions
+                .iter()
+                .filter(|(p, a)| {
+                    **a == PackAction::Keep
+                        && kind.get(*p) == Some(&k)
+                        && packs.get(*p).is_some_and(|&s| s < small_bytes)
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        let mut small = Vec::new();
+        for k in [BlobKind::Data, BlobKind::Tree] {
+            let of_kind = small_of(k);
+            if of_kind.len() >= 2 {
+                small.extend(of_kind);
+            }
+        }
+        for p in small {
+            self.actions.insert(p, PackAction::Repack);
+            self.packs_to_repack += 1;
+            self.bytes_to_free += packs[&p];
+            self.bytes_to_repack += live_per_pack.get(&p).copied().unwrap_or(0);
+        }
+    }
+
     /// Delete the packs that hold nothing live (or that no index names) and keep the others.
     /// Returns the kept packs that hold unused bytes, as `(pack, unused, size)`: the
     /// candidates for repacking.
@@ -378,7 +416,8 @@ pub fn prune_locked(
     let index = load_index_files(repo, &index_ids)?;
     let snapshots = repo.list_snapshots()?;
     let used = used_blobs(repo, catalog, &snapshots)?;
-    let plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)?;
+    let mut plan = PrunePlan::compute(&packs, &index, &used, opts.max_unused_percent)?;
+    plan.repack_small(&packs, small_pack_bytes(repo));
     let mut summary = PruneSummary {
         snapshots: snapshots.len() as u64,
         bytes_before: plan.pack_bytes,
@@ -429,6 +468,12 @@ pub fn prune_locked(
     summary.duration_secs = start.elapsed().as_secs_f64();
     summary.plan = plan;
     Ok(summary)
+}
+
+/// Packs smaller than this are gathered by repacking: a quarter of the repository's pack
+/// size.
+pub(super) fn small_pack_bytes(repo: &Repository) -> u64 {
+    u64::from(repo.config().pack_bytes) / 4
 }
 
 /// Every entry of these index files. An unreadable index file stops prune: its packs would
@@ -706,6 +751,36 @@ mod tests {
             p(2),
         ];
         assert_eq!(sizes(&big), vec![2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn small_packs_are_gathered_when_there_are_two_or_more() {
+        let packs: HashMap<PackId, u64> = [(1, 300), (2, 300), (3, 5000)]
+            .into_iter()
+            .map(|(n, s)| (pack(n), s))
+            .collect();
+        let index: Vec<PackIndex> = (1..=3)
+            .map(|n| PackIndex {
+                pack: pack(n),
+                blobs: vec![entry(blob(n), 0, 100)],
+            })
+            .collect();
+        let used: HashSet<BlobId> = (1..=3).map(blob).collect();
+        let mut plan = PrunePlan::compute(&packs, &index, &used, 1000.0).unwrap();
+        plan.repack_small(&packs, 1000);
+        assert_eq!(plan.actions[&pack(1)], PackAction::Repack);
+        assert_eq!(plan.actions[&pack(2)], PackAction::Repack);
+        assert_eq!(plan.actions[&pack(3)], PackAction::Keep);
+        assert_eq!((plan.packs_to_repack, plan.bytes_to_repack), (2, 200));
+        // One small pack alone stays: repacking it gains nothing.
+        let one: HashMap<PackId, u64> = [(1, 300), (3, 5000)]
+            .into_iter()
+            .map(|(n, s)| (pack(n), s))
+            .collect();
+        let mut plan =
+            PrunePlan::compute(&one, &index, &[blob(1), blob(3)].into(), 1000.0).unwrap();
+        plan.repack_small(&one, 1000);
+        assert_eq!(plan.packs_to_repack, 0);
     }
 
     #[test]

@@ -63,13 +63,14 @@ pub fn prune_shared(
         .iter()
         .flat_map(|(_, m)| m.packs.clone())
         .collect();
-    let plan = PrunePlan::compute_avoiding(
+    let mut plan = PrunePlan::compute_avoiding(
         &r.packs,
         &r.index,
         &r.used,
         opts.max_unused_percent,
         &condemned,
     )?;
+    plan.repack_small(&r.packs, super::prune::small_pack_bytes(repo));
     let mut summary = PruneSummary {
         snapshots: r.snapshots.len() as u64,
         bytes_before: plan.pack_bytes,
