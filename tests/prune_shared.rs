@@ -142,6 +142,36 @@ fn a_quiet_repository_is_pruned_in_one_run() {
 }
 
 #[test]
+fn an_exclusive_prune_carries_out_the_markers_a_shared_one_left() {
+    let w = World::new();
+    let src = w.env.path("src");
+    write(&src.join("a.bin"), &pseudo_random(8, 1_500_000));
+    let first = w.backup("a", &src).snapshot_id.unwrap();
+    write(&src.join("a.bin"), &pseudo_random(9, 1_500_000));
+    let second = w.backup("a", &src).snapshot_id.unwrap();
+    let writer = w.repo.lock(LockKind::Shared, "backup").unwrap();
+    w.repo.delete_snapshot(&first).unwrap();
+    let s = w.prune(0);
+    assert!(s.packs_condemned > 0 && s.packs_deleted == 0, "{s:?}");
+    drop(writer);
+    let packs = w.packs();
+    let opts = PruneOptions {
+        max_unused_percent: 0.0,
+        exclusive: true,
+        ..PruneOptions::default()
+    };
+    let s = prune(&w.repo, &w.catalog("pruner"), &opts, &Progress::default()).unwrap();
+    assert!(
+        s.exclusive && s.packs_deleted > 0 && w.packs() < packs,
+        "{s:?}"
+    );
+    assert_eq!(s.markers_done, 1, "{s:?}");
+    assert!(w.repo.list_markers().unwrap().is_empty());
+    w.assert_sound();
+    w.assert_restores(&second, &src);
+}
+
+#[test]
 fn prune_gathers_the_index_files_of_many_backups_into_one() {
     let w = World::new();
     let src = w.env.path("src");

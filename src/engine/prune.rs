@@ -463,6 +463,11 @@ pub fn prune_locked(
         .collect();
     delete_all(&gone, |p| repo.delete_pack(p))?;
     summary.packs_deleted += gone.len() as u64;
+    // 5. Markers of earlier prunes beside backups: under the exclusive lock no writer can
+    // have reused what they condemn, and this prune has decided every pack afresh.
+    let markers = repo.list_markers()?;
+    delete_all(&markers, |m| repo.delete_marker(m))?;
+    summary.markers_done += markers.len() as u64;
     catalog.refresh(repo)?;
     summary.bytes_after = repo.list_packs()?.iter().map(|(_, s)| s).sum();
     summary.duration_secs = start.elapsed().as_secs_f64();
