@@ -23,6 +23,7 @@
 #   BENCH_RUNS        runs per step, the median is reported; default 3 (at least 3 for the
 #                     numbers to mean anything)
 #   BENCH_SEED        seed of the generated data and of the next-night changes; default 1
+#   BENCH_SETTLE_SECONDS  pause after removing a step's restores (freed inodes age); default 35
 #   BENCH_SKIP_BUILD  1: use the existing target/release/coffer
 #   COFFER_BIN        coffer binary (default: target/release/coffer of this checkout)
 #   RESTIC            restic binary (default: restic on PATH; installed from Debian if missing)
@@ -35,7 +36,8 @@
 # Floors, measured in the same run: the initial backup against `tar -cf - | zstd -3 -T2`
 # (reading and compressing on both cores), the restores against a single-threaded `tar -x` of an
 # uncompressed tar of the same tree (written once, outside the measurement) onto the same disk.
-# Every restore run, of every tool, starts after `sync` into a fresh directory.
+# Every restore run, of every tool, starts after `sync` into a new directory; the restores of a
+# step are kept until it ends (3 x BENCH_RUNS copies of the corpus on disk at most).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -500,47 +502,69 @@ done
 log "writing the floor's tar"
 tar -cf "$W/floor.tar" -C "$C" "${SOURCES[@]}"
 
-# fresh_restore TOOL: an empty target directory, and the writeback of the previous run done, so
-# that it does not land on this one (outside the measurement).
+# fresh_restore TOOL STEP RUN: a new, empty target directory for each run ($DEST), with the
+# writeback of the previous run done (sync) so that it does not land on this one. Nothing is
+# deleted between the runs of a step: on ext4 without a journal (this machine kind's disk), an
+# inode freed less than about 30 s earlier is skipped when a new one is allocated
+# (recently_deleted), so a restore right after `rm -rf` of the previous one pays for every inode
+# it freed. Measured with that pattern: three `tar -x` of one tree took 1.1, 4.5 and 5.9 s of
+# system time. The restores of a step are removed after it, with a pause (forget_restores).
+# As root, the kernel's caches are dropped and what the tool reads (its repository, the floor's
+# tar) is read back, so every tool starts from the same page cache.
 fresh_restore() {
-  rm -rf "$W/restore/$1"
-  mkdir -p "$W/restore/$1"
+  DEST=$W/restore/$2-$1-$3
+  mkdir -p "$DEST"
   sync
+  if [[ -w /proc/sys/vm/drop_caches ]]; then
+    echo 3 >/proc/sys/vm/drop_caches
+    case $1 in
+      coffer) find "$W/repo/coffer-1" "$W/cache/coffer-1" -type f -print0 | xargs -0 cat >/dev/null ;;
+      restic) find "$W/repo/restic-1" "$W/cache/restic-1" -type f -print0 | xargs -0 cat >/dev/null ;;
+      floor) cat "$W/floor.tar" >/dev/null ;;
+    esac
+  fi
+}
+forget_restores() { # remove the restores of a step, then let their inodes age (see above)
+  rm -rf "$W/restore"
+  sync
+  sleep "${BENCH_SETTLE_SECONDS:-35}"
 }
 
+forget_restores
 log "full restore"
 for r in $(seq "$BENCH_RUNS"); do
   for tool in coffer restic floor; do
-    fresh_restore "$tool"
+    fresh_restore "$tool" full "$r"
     case $tool in
-      coffer) coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" ;;
-      restic) restic 1 restore latest --target "$W/restore/$tool" ;;
-      floor) CMD=(tar -xf "$W/floor.tar" -C "$W/restore/$tool") ;;
+      coffer) coffer 1 --json restore --snapshot latest --target "$DEST" ;;
+      restic) restic 1 restore latest --target "$DEST" ;;
+      floor) CMD=(tar -xf "$W/floor.tar" -C "$DEST") ;;
     esac
-    measure restore-full "$tool" "$r" "$W/restore/$tool"
+    measure restore-full "$tool" "$r" "$DEST"
   done
 done
 # The restores must be the corpus, byte for byte.
 for s in "${SOURCES[@]}"; do
-  diff -r "$C/$s" "$W/restore/coffer/$s" >/dev/null || die "coffer's restore of $s differs"
-  diff -r "$C/$s" "$W/restore/restic$C/$s" >/dev/null || die "restic's restore of $s differs"
+  diff -r "$C/$s" "$W/restore/full-coffer-1/$s" >/dev/null || die "coffer's restore of $s differs"
+  diff -r "$C/$s" "$W/restore/full-restic-1$C/$s" >/dev/null || die "restic's restore of $s differs"
 done
 meta restore_verified yes
+forget_restores
 
 log "restore of one source ($PART)"
 for r in $(seq "$BENCH_RUNS"); do
   for tool in coffer restic floor; do
-    fresh_restore "$tool"
+    fresh_restore "$tool" path "$r"
     case $tool in
-      coffer) coffer 1 --json restore --snapshot latest --target "$W/restore/$tool" --path "$PART/" ;;
-      restic) restic 1 restore latest --target "$W/restore/$tool" --include "$C/$PART" ;;
-      floor) CMD=(tar -xf "$W/floor.tar" -C "$W/restore/$tool" "$PART") ;;
+      coffer) coffer 1 --json restore --snapshot latest --target "$DEST" --path "$PART/" ;;
+      restic) restic 1 restore latest --target "$DEST" --include "$C/$PART" ;;
+      floor) CMD=(tar -xf "$W/floor.tar" -C "$DEST" "$PART") ;;
     esac
-    measure restore-path "$tool" "$r" "$W/restore/$tool"
+    measure restore-path "$tool" "$r" "$DEST"
   done
 done
-diff -r "$C/$PART" "$W/restore/coffer/$PART" >/dev/null || die "coffer's restore of $PART differs"
-diff -r "$C/$PART" "$W/restore/restic$C/$PART" >/dev/null || die "restic's restore of $PART differs"
+diff -r "$C/$PART" "$W/restore/path-coffer-1/$PART" >/dev/null || die "coffer's restore of $PART differs"
+diff -r "$C/$PART" "$W/restore/path-restic-1$C/$PART" >/dev/null || die "restic's restore of $PART differs"
 meta restore_path_verified yes
 rm -rf "$W/restore" "$W/floor.tar"
 

@@ -906,7 +906,7 @@ fn new_keys_are_made_within_the_kdf_bounds() {
     let kf = KeyFile::decode(&std::fs::read(env.repo.join("keys").join(only)).unwrap()).unwrap();
     assert_eq!(
         (kf.kdf.memory_kib, kf.kdf.iterations, kf.kdf.parallelism),
-        (64 * 1024, 3, 1)
+        (64 * 1024, 3, 4)
     );
     for args in [
         ["--kdf-memory", "18"],

@@ -256,7 +256,7 @@ impl KdfArgs {
         KdfParams {
             memory_kib: self.kdf_memory * 1024,
             iterations: self.kdf_iterations,
-            parallelism: 1,
+            parallelism: KdfParams::DEFAULT.parallelism,
         }
     }
 }

@@ -83,16 +83,25 @@ impl Repository {
         }
     }
 
-    /// [`Repository::open_blob`] for verification only: `sealed` is decrypted where it lies
-    /// (its bytes are spent), and a blob stored raw is hashed there, so no copy is made.
+    /// [`Repository::open_blob`] where `sealed` lies: it is decrypted in place (its bytes are
+    /// spent), and the data of a blob stored raw is borrowed from it, so no copy is made.
+    pub fn open_blob_in_place<'a>(
+        &self,
+        loc: &BlobLocation,
+        sealed: &'a mut [u8],
+    ) -> Result<Cow<'a, [u8]>, RepoError> {
+        let plain = crypto::open_in_place(&self.keys.encryption, &blob_aad(loc.entry.kind), sealed)
+            .map_err(|err| RepoError::corrupt(blob_object(loc), err))?;
+        self.verified_data(loc, plain)
+    }
+
+    /// [`Repository::open_blob_in_place`] for verification only.
     pub fn verify_blob_in_place(
         &self,
         loc: &BlobLocation,
         sealed: &mut [u8],
     ) -> Result<(), RepoError> {
-        let plain = crypto::open_in_place(&self.keys.encryption, &blob_aad(loc.entry.kind), sealed)
-            .map_err(|err| RepoError::corrupt(blob_object(loc), err))?;
-        self.verified_data(loc, plain).map(|_| ())
+        self.open_blob_in_place(loc, sealed).map(|_| ())
     }
 
     /// The data of an opened blob, checked against its entry and id: borrowed from `plain`

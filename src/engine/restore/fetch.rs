@@ -106,6 +106,98 @@ pub(super) fn plan_reads(
     out
 }
 
+/// A batch of files planned for the writer: which blob goes where, and the reads that bring
+/// them. Planned on the walk's thread (one catalog lookup per blob), so that the writer thread
+/// goes from one batch to the next without waiting for it.
+pub(super) struct Batch {
+    pub jobs: Vec<FileJob>,
+    /// For each blob, the files (by index in `jobs`) and offsets it is written at.
+    placements: HashMap<BlobId, Vec<(usize, u64)>>,
+    reads: Vec<PackRead>,
+    /// Blob placements of each file (0 for a file that failed or has no content).
+    blobs: Vec<usize>,
+    /// Files that cannot be written, and why.
+    failed: Vec<(usize, String)>,
+}
+
+impl Batch {
+    /// Plan `jobs`: every blob they need is looked up once. A file with a blob missing from the
+    /// index, or whose blobs do not add up to its size, fails and needs none.
+    pub(super) fn plan(
+        catalog: &Catalog,
+        remote: bool,
+        jobs: Vec<FileJob>,
+    ) -> Result<Batch, EngineError> {
+        let mut locations: HashMap<BlobId, Option<BlobLocation>> = HashMap::new();
+        for j in &jobs {
+            for id in &j.node.content {
+                if !locations.contains_key(id) {
+                    locations.insert(*id, catalog.blob_location(id)?);
+                }
+            }
+        }
+        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        let mut blobs = vec![0; jobs.len()];
+        let mut failed = Vec::new();
+        'files: for (i, job) in jobs.iter().enumerate() {
+            let node = &job.node;
+            let mut size = 0u64;
+            for id in &node.content {
+                match locations.get(id).copied().flatten() {
+                    Some(loc) => size += u64::from(loc.entry.raw_len),
+                    None => {
+                        failed.push((
+                            i,
+                            format!(
+                                "blob {id} is missing from the repository index \
+                                 (run `coffer check`)"
+                            ),
+                        ));
+                        continue 'files;
+                    }
+                }
+            }
+            if size != node.size {
+                failed.push((
+                    i,
+                    format!(
+                        "the snapshot's blobs add up to {size} bytes, its size is {} \
+                         (run `coffer check`)",
+                        node.size
+                    ),
+                ));
+                continue;
+            }
+            let mut at = 0u64;
+            for id in &node.content {
+                placements.entry(*id).or_default().push((i, at));
+                at += locations[id].map_or(0, |l| u64::from(l.entry.raw_len));
+            }
+            blobs[i] = node.content.len();
+        }
+        let reads = plan_reads(
+            placements
+                .keys()
+                .filter_map(|id| locations.get(id).copied().flatten())
+                .collect(),
+            if remote { REMOTE_GAP } else { LOCAL_GAP },
+            MAX_READ,
+        );
+        Ok(Batch {
+            jobs,
+            placements,
+            reads,
+            blobs,
+            failed,
+        })
+    }
+
+    /// The files, for the journal to record before any is created.
+    pub(super) fn jobs_mut(&mut self) -> &mut [FileJob] {
+        &mut self.jobs
+    }
+}
+
 /// What the fetcher counts.
 #[derive(Default)]
 pub(super) struct Counters {
@@ -118,14 +210,12 @@ pub(super) struct Counters {
 /// Writes batches of files (see the module docs).
 pub(super) struct Fetcher<'a> {
     pub repo: &'a Repository,
-    pub catalog: &'a Catalog,
     pub progress: &'a Progress,
     pub warnings: &'a Warnings,
     pub counters: &'a Counters,
     /// The first write that found the file system full: the restore stops there.
     pub disk_full: &'a Mutex<Option<(String, String)>>,
     pool: Option<rayon::ThreadPool>,
-    max_gap: u64,
     /// Restore `security.*` / `trusted.*` xattrs too.
     pub privileged: bool,
     seq: AtomicU64,
@@ -154,7 +244,6 @@ struct SlotFile {
 impl<'a> Fetcher<'a> {
     pub(super) fn new(
         repo: &'a Repository,
-        catalog: &'a Catalog,
         progress: &'a Progress,
         warnings: &'a Warnings,
         counters: &'a Counters,
@@ -172,13 +261,11 @@ impl<'a> Fetcher<'a> {
         };
         Self {
             repo,
-            catalog,
             progress,
             warnings,
             counters,
             disk_full,
             pool,
-            max_gap: if remote { REMOTE_GAP } else { LOCAL_GAP },
             privileged: false,
             seq: AtomicU64::new(0),
             open_files: AtomicUsize::new(0),
@@ -192,29 +279,30 @@ impl<'a> Fetcher<'a> {
             .is_some()
     }
 
-    /// Write the files of `jobs`. Problems with single files become warnings.
-    pub(super) fn write_files(&self, jobs: &[FileJob]) -> Result<(), EngineError> {
-        let locations = self.locate(jobs)?;
+    /// Write the files of a planned batch. Problems with single files become warnings.
+    pub(super) fn write_files(&self, batch: &Batch) -> Result<(), EngineError> {
+        let Batch {
+            jobs,
+            placements,
+            reads,
+            blobs,
+            failed,
+        } = batch;
         let slots: Vec<Slot<'_>> = jobs
             .iter()
-            .map(|job| Slot {
+            .zip(blobs)
+            .map(|(job, &n)| Slot {
                 job,
                 file: Mutex::new(SlotFile::default()),
-                remaining: AtomicUsize::new(0),
+                remaining: AtomicUsize::new(n),
                 failed: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 hole: AtomicBool::new(false),
             })
             .collect();
-        let placements = self.placements(&slots, &locations);
-        let reads = plan_reads(
-            placements
-                .keys()
-                .filter_map(|id| locations.get(id).copied().flatten())
-                .collect(),
-            self.max_gap,
-            MAX_READ,
-        );
+        for (i, msg) in failed {
+            self.fail(&slots[*i], msg);
+        }
         let work = || {
             // Files without content (empty, or failed above) are finished first.
             slots
@@ -223,7 +311,7 @@ impl<'a> Fetcher<'a> {
                 .for_each(|s| self.finish(s));
             reads
                 .par_iter()
-                .for_each(|r| self.read(r, &slots, &placements));
+                .for_each(|r| self.read(r, &slots, placements));
         };
         match &self.pool {
             Some(p) => p.install(work),
@@ -237,72 +325,6 @@ impl<'a> Fetcher<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Where every blob the files of `jobs` need is, looked up once.
-    fn locate(
-        &self,
-        jobs: &[FileJob],
-    ) -> Result<HashMap<BlobId, Option<BlobLocation>>, EngineError> {
-        let mut locations = HashMap::new();
-        for j in jobs {
-            for id in &j.node.content {
-                if !locations.contains_key(id) {
-                    locations.insert(*id, self.catalog.blob_location(id)?);
-                }
-            }
-        }
-        Ok(locations)
-    }
-
-    /// Which file needs which blob at which offset. A file with a blob missing from the
-    /// index, or whose blobs do not add up to its size, fails here and needs none.
-    fn placements(
-        &self,
-        slots: &[Slot<'_>],
-        locations: &HashMap<BlobId, Option<BlobLocation>>,
-    ) -> HashMap<BlobId, Vec<(usize, u64)>> {
-        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
-        for (i, slot) in slots.iter().enumerate() {
-            let node = &slot.job.node;
-            let mut size = 0u64;
-            for id in &node.content {
-                match locations.get(id).copied().flatten() {
-                    Some(loc) => size += u64::from(loc.entry.raw_len),
-                    None => {
-                        self.fail(
-                            slot,
-                            format!(
-                                "blob {id} is missing from the repository index \
-                                 (run `coffer check`)"
-                            ),
-                        );
-                        break;
-                    }
-                }
-            }
-            if slot.failed.load(Ordering::Relaxed) {
-                continue;
-            }
-            if size != node.size {
-                self.fail(
-                    slot,
-                    format!(
-                        "the snapshot's blobs add up to {size} bytes, its size is {} \
-                         (run `coffer check`)",
-                        node.size
-                    ),
-                );
-                continue;
-            }
-            let mut at = 0u64;
-            for id in &node.content {
-                placements.entry(*id).or_default().push((i, at));
-                at += locations[id].map_or(0, |l| u64::from(l.entry.raw_len));
-            }
-            slot.remaining.store(node.content.len(), Ordering::Relaxed);
-        }
-        placements
     }
 
     fn temp_name(&self, dest: &Path) -> PathBuf {
@@ -332,7 +354,7 @@ impl<'a> Fetcher<'a> {
                 }
             }
         };
-        let buf = match self.repo.read_pack_range(&r.pack, r.start, r.end - r.start) {
+        let mut buf = match self.repo.read_pack_range(&r.pack, r.start, r.end - r.start) {
             Ok(b) => b,
             Err(e) => return fail_all(&e.to_string()),
         };
@@ -342,9 +364,12 @@ impl<'a> Fetcher<'a> {
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         for b in &r.blobs {
             let at = (u64::from(b.entry.offset) - r.start) as usize;
-            let sealed = buf.get(at..at + b.entry.packed_len as usize);
+            let sealed = buf.get_mut(at..at + b.entry.packed_len as usize);
             let data = match sealed {
-                Some(s) => self.repo.open_blob(b, s).map_err(|e| e.to_string()),
+                Some(s) => self
+                    .repo
+                    .open_blob_in_place(b, s)
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("pack {} is shorter than its index says", b.pack)),
             };
             let targets = &placements[&b.entry.id];

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use filter::PathFilter;
 
-use self::fetch::{Counters, Fetcher, FileJob, TEMP_MARK, same_content};
+use self::fetch::{Batch, Counters, Fetcher, FileJob, TEMP_MARK, same_content};
 use super::walk::{components, resolve};
 use super::{EngineError, Progress, Warning, Warnings, display_bytes, load_tree};
 use crate::catalog::Catalog;
@@ -135,6 +135,9 @@ pub struct RestoreSummary {
 /// with millions of files is never held whole (a few hundred bytes a file), and a batch is
 /// large enough that its blobs coalesce into few reads per pack.
 const FILES_PER_BATCH: usize = 8192;
+/// The first batch: the batches double from here up to [`FILES_PER_BATCH`], so that writing
+/// starts after a few hundred files are planned, not after thousands.
+const FIRST_BATCH_FILES: usize = 256;
 /// Blobs planned in a batch at most (a few huge files).
 const BLOBS_PER_BATCH: usize = 65536;
 
@@ -157,15 +160,32 @@ struct Pending {
     new_files: write::NewFiles,
 }
 
+/// What the walk and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    warnings: Warnings,
+    counters: Counters,
+    /// The first write that found the file system full: the restore stops there.
+    disk_full: Mutex<Option<(String, String)>>,
+}
+
+/// The walk plans batches of files and hands each to the writer thread, which writes it while
+/// the walk goes on (creating the next directories, loading the next trees): on two cores the
+/// walk no longer leaves the writing cores idle. One batch waits at most, so the plan held in
+/// memory stays within two batches.
 struct Restorer<'a> {
     repo: &'a Repository,
     catalog: &'a Catalog,
     opts: &'a RestoreOptions,
     filter: PathFilter,
-    warnings: Warnings,
+    warnings: &'a Warnings,
     progress: &'a Progress,
-    counters: Counters,
-    disk_full: Mutex<Option<(String, String)>>,
+    counters: &'a Counters,
+    disk_full: &'a Mutex<Option<(String, String)>>,
+    /// Batches to the writer thread; a failed send means it stopped on an error.
+    writer: std::sync::mpsc::SyncSender<Batch>,
+    /// Files of the batch being planned at which it is handed over.
+    batch_limit: usize,
     summary: RestoreSummary,
     pending: Vec<Pending>,
     /// Directories restored, in the order they were created.
@@ -181,10 +201,8 @@ struct Restorer<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Files to read back (`verify`).
     to_verify: Vec<(PathBuf, Node)>,
-    /// The journal of the batch being written.
-    journal: journal::Journal,
-    /// Its file name (in the target's root; not a leftover of another restore).
-    journal_name: std::ffi::OsString,
+    /// How this process's temporary files and journal begin: `.coffer-tmp-<pid>-`.
+    own_temp: String,
 }
 
 /// Why an entry in the target was looked at.
@@ -396,7 +414,10 @@ impl Restorer<'_> {
             if d.names.contains(bytes) {
                 continue;
             }
-            let is_temp = name.to_string_lossy().contains(TEMP_MARK) && *name != *self.journal_name;
+            // This process's own temporary files may be in flight: the writer thread writes
+            // the batches planned before (an overlapping `--path` comes back here).
+            let lossy = name.to_string_lossy();
+            let is_temp = lossy.contains(TEMP_MARK) && !lossy.starts_with(&*self.own_temp);
             let rel = join_rel(&d.rel, &display_bytes(bytes));
             let deletable = self.opts.delete
                 && !self.filter.excluded(&rel)
@@ -551,7 +572,7 @@ impl Restorer<'_> {
     }
 
     fn maybe_flush(&mut self) -> Result<(), EngineError> {
-        if self.batch.len() + self.compare.len() >= FILES_PER_BATCH
+        if self.batch.len() + self.compare.len() >= self.batch_limit
             || self.batch_blobs >= BLOBS_PER_BATCH
         {
             self.flush()?;
@@ -596,22 +617,15 @@ impl Restorer<'_> {
                 }
             }
         }
-        let mut batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::take(&mut self.batch);
         self.batch_blobs = 0;
         if !batch.is_empty() {
-            self.journal.record(&mut batch);
-            let mut f = Fetcher::new(
-                self.repo,
-                self.catalog,
-                self.progress,
-                &self.warnings,
-                &self.counters,
-                &self.disk_full,
-            );
-            f.privileged = self.opts.privileged;
-            let written = f.write_files(&batch);
-            self.journal.done();
-            written?;
+            self.batch_limit = (self.batch_limit * 2).min(FILES_PER_BATCH);
+            let batch = Batch::plan(self.catalog, self.repo.is_remote(), batch)?;
+            if self.writer.send(batch).is_err() {
+                // The writer stopped on an error; `restore` reports that one.
+                return Err(EngineError::Internal("the restore's writer stopped".into()));
+            }
         }
         Ok(())
     }
@@ -803,16 +817,43 @@ pub fn restore(
             .total_files
             .store(snap.snapshot.summary.files, Ordering::Relaxed);
     }
-    let mut r = Restorer::new(repo, catalog, opts, filter, progress, snap.id);
     let paths = if opts.paths.is_empty() {
         vec![String::new()]
     } else {
         opts.paths.clone()
     };
-    for p in &paths {
-        r.path(snap.snapshot.tree, p)?;
-    }
-    r.flush()?;
+    let shared = Shared::default();
+    let mut fetcher = Fetcher::new(
+        repo,
+        progress,
+        &shared.warnings,
+        &shared.counters,
+        &shared.disk_full,
+    );
+    fetcher.privileged = opts.privileged;
+    let journal = journal::Journal::new(&opts.target);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+    let mut r = Restorer::new(repo, catalog, opts, filter, progress, snap.id, &shared, tx);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<(), EngineError> {
+            for mut batch in rx {
+                journal.record(batch.jobs_mut());
+                let written = fetcher.write_files(&batch);
+                journal.done();
+                written?; // dropping `rx` stops the walk at its next batch
+            }
+            Ok(())
+        });
+        let walked = paths
+            .iter()
+            .try_for_each(|p| r.path(snap.snapshot.tree, p))
+            .and_then(|()| r.flush());
+        r.close_writer();
+        let written = writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        written.and(walked)
+    })?;
     if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(EngineError::Usage(format!(
             "restore stopped: {source} while writing {path}; free space (or restore to \
@@ -849,6 +890,7 @@ fn prepare_target(opts: &RestoreOptions) -> Result<(), EngineError> {
 }
 
 impl<'a> Restorer<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         repo: &'a Repository,
         catalog: &'a Catalog,
@@ -856,16 +898,20 @@ impl<'a> Restorer<'a> {
         filter: PathFilter,
         progress: &'a Progress,
         snapshot_id: SnapshotId,
+        shared: &'a Shared,
+        writer: std::sync::mpsc::SyncSender<Batch>,
     ) -> Self {
         Restorer {
             repo,
             catalog,
             opts,
             filter,
-            warnings: Warnings::default(),
+            warnings: &shared.warnings,
             progress,
-            counters: Counters::default(),
-            disk_full: Mutex::new(None),
+            counters: &shared.counters,
+            disk_full: &shared.disk_full,
+            writer,
+            batch_limit: FIRST_BATCH_FILES,
             summary: RestoreSummary {
                 snapshot_id,
                 dry_run: opts.dry_run,
@@ -880,8 +926,7 @@ impl<'a> Restorer<'a> {
             special: Vec::new(),
             links: HashMap::new(),
             to_verify: Vec::new(),
-            journal: journal::Journal::new(&opts.target),
-            journal_name: journal::Journal::name().into(),
+            own_temp: format!("{TEMP_MARK}{}-", fetch::own_pid()),
         }
     }
 
@@ -921,6 +966,12 @@ impl<'a> Restorer<'a> {
             _ => self.special(&dest, &node, false),
         }
         Ok(())
+    }
+
+    /// No batch follows: the writer thread ends once it has written those sent.
+    fn close_writer(&mut self) {
+        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.writer, closed));
     }
 
     /// Directory metadata, deepest first, so restoring a child's metadata never touches a
