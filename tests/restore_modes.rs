@@ -1455,6 +1455,45 @@ fn overlapping_paths_write_a_file_twice_without_errors() {
     assert_no_temp_files(&target);
 }
 
+/// Batches are written by a writer thread while the walk plans the next ones, so a directory
+/// that an overlapping `--path` walks again can hold this restore's temporary files in flight
+/// (the files it replaces). The second walk must leave them alone: every file is replaced
+/// without an error, whole, and no temporary file stays. 2,400 files make several batches.
+#[test]
+fn overlapping_paths_leave_the_writers_files_in_flight_alone() {
+    let build = |src: &Path| {
+        for d in 0..4 {
+            for f in 0..600 {
+                write(
+                    &src.join(format!("many/d{d}/f{f:03}.txt")),
+                    format!("file {d}/{f}\n").repeat(1 + f % 7),
+                );
+            }
+        }
+        set_tree_times(src);
+    };
+    let (env, src) = backed_up(build);
+    let target = env.path("restored");
+    // Every file is there with other content, so each is written under a temporary name and
+    // renamed over the old one.
+    for d in 0..4 {
+        for f in 0..600 {
+            write(
+                &target.join(format!("src/many/d{d}/f{f:03}.txt")),
+                format!("old {d}/{f}"),
+            );
+        }
+    }
+    let s = restore_json(
+        &env,
+        &target,
+        &["--path", "src/many/", "--path", "src/many/d2/"],
+    );
+    assert!(num(&s, "files_written") >= 2400, "{s}");
+    assert_trees_equal(&src.join("many"), &target.join("src/many"));
+    assert_no_temp_files(&target);
+}
+
 /// What a restore killed in the middle of a batch leaves: files under their real names
 /// listed in the batch's journal, some complete (the snapshot's size and mtime), some not.
 /// The next run removes the incomplete ones before anything else, so even `--overwrite

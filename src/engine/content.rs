@@ -50,11 +50,6 @@ pub(crate) enum ContentError {
 /// Returns the blob ids in order and the bytes read. `buf` holds the window; it grows, by
 /// doubling, up to the window when it is smaller, and may be reused for the next stream.
 /// `on_window` is told the bytes of each window once its chunks are saved.
-///
-/// A stream longer than one window is read and cut one window ahead: while the chunks of one
-/// window are saved on rayon, the next is read and cut into a second buffer. Reading and
-/// cutting are serial per stream; without this a large file kept one core idle for about a
-/// third of its time (one file alone in a directory, the end of a volume).
 pub(crate) fn save_content(
     saver: &Saver<'_>,
     chunker: &Chunker,
@@ -63,98 +58,46 @@ pub(crate) fn save_content(
     mut on_window: impl FnMut(u64),
 ) -> Result<(Vec<BlobId>, u64), ContentError> {
     let window = window_bytes(chunker);
+    let mut filled = 0usize;
+    let mut eof = false;
     let mut content = Vec::new();
     let mut size = 0u64;
-    let mut cur = Window::default();
-    cur.fill(r, buf, window)?;
-    let mut cuts = chunker.cuts(&buf[..cur.filled], cur.eof);
-    // The second buffer, for streams longer than one window.
-    let mut next_buf: Vec<u8> = Vec::new();
     loop {
-        let cut: usize = cuts.iter().sum();
-        if cur.eof && cut == cur.filled {
-            save_cuts(saver, &buf[..cut], &cuts, &mut content)?;
-            on_window(cut as u64);
-            return Ok((content, size + cut as u64));
-        }
-        if next_buf.len() < buf.len() {
-            next_buf.resize(buf.len(), 0);
-        }
-        let tail = cur.filled - cut;
-        next_buf[..tail].copy_from_slice(&buf[cut..cur.filled]);
-        let mut next = Window {
-            filled: tail,
-            eof: cur.eof,
-        };
-        // The stream is read on this thread (it need not be `Send`: standard input's lock is
-        // not); the saving goes to rayon.
-        let mut saved = None;
-        let read = rayon::in_place_scope(|scope| {
-            let (data, cuts, saved) = (&buf[..cut], &cuts, &mut saved);
-            scope.spawn(move |_| {
-                let mut ids = Vec::new();
-                *saved = Some(save_cuts(saver, data, cuts, &mut ids).map(|()| ids));
-            });
-            next.fill(r, &mut next_buf, window)?;
-            Ok::<_, ContentError>(chunker.cuts(&next_buf[..next.filled], next.eof))
-        });
-        // The scope waits for the task (and passes its panic on): it always set `saved`.
-        let saved = saved.unwrap_or_else(|| {
-            Err(ContentError::Save(EngineError::Internal(
-                "a window's chunks were not saved".into(),
-            )))
-        });
-        content.extend(saved?);
-        on_window(cut as u64);
-        size += cut as u64;
-        cuts = read?;
-        std::mem::swap(buf, &mut next_buf);
-        cur = next;
-    }
-}
-
-/// How much of a window's buffer holds stream bytes, and whether the stream ended.
-#[derive(Default)]
-struct Window {
-    filled: usize,
-    eof: bool,
-}
-
-impl Window {
-    /// Read until the window is full or the stream ends; `buf` grows, by doubling, up to
-    /// `window`.
-    fn fill(
-        &mut self,
-        r: &mut impl Read,
-        buf: &mut Vec<u8>,
-        window: usize,
-    ) -> Result<(), ContentError> {
-        while !self.eof && self.filled < window {
-            if self.filled == buf.len() {
+        while !eof && filled < window {
+            if filled == buf.len() {
                 buf.resize((buf.len() * 2).clamp(MIN_BUFFER_BYTES, window), 0);
             }
-            match r.read(&mut buf[self.filled..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.filled += n,
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => eof = true,
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ContentError::Read(e)),
             }
         }
-        Ok(())
+        let cut = save_cuts(saver, chunker, &buf[..filled], eof, &mut content)?;
+        on_window(cut as u64);
+        size += cut as u64;
+        buf.copy_within(cut..filled, 0);
+        filled -= cut;
+        if eof && filled == 0 {
+            return Ok((content, size));
+        }
     }
 }
 
-/// Save the chunks of `window` (lengths `cuts`, from its start), appending their ids to
-/// `content`.
+/// Cut `window` and save its complete chunks, appending their ids to `content`; returns the
+/// bytes cut (the rest waits for more of the stream).
 fn save_cuts(
     saver: &Saver<'_>,
+    chunker: &Chunker,
     window: &[u8],
-    cuts: &[usize],
+    eof: bool,
     content: &mut Vec<BlobId>,
-) -> Result<(), ContentError> {
+) -> Result<usize, ContentError> {
+    let cuts = chunker.cuts(window, eof);
     let mut chunks = Vec::with_capacity(cuts.len());
     let mut off = 0;
-    for &len in cuts {
+    for len in cuts {
         chunks.push(&window[off..off + len]);
         off += len;
     }
@@ -166,14 +109,14 @@ fn save_cuts(
                 .save(BlobKind::Data, chunk)
                 .map_err(ContentError::Save)?,
         );
-    } else if !chunks.is_empty() {
+    } else {
         let ids: Result<Vec<BlobId>, EngineError> = chunks
             .par_iter()
             .map(|c| saver.save(BlobKind::Data, c))
             .collect();
         content.extend(ids.map_err(ContentError::Save)?);
     }
-    Ok(())
+    Ok(off)
 }
 
 #[cfg(test)]
@@ -234,8 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
         let chunker = repo.chunker();
-        // More than two windows (each read while the last one's chunks are saved), not a
-        // whole number of chunks.
+        // More than two windows, not a whole number of chunks.
         let data = noise(2 * window_bytes(&chunker) + window_bytes(&chunker) / 3 + 1234);
         let mut off = 0;
         let mut expected = Vec::new();
@@ -263,8 +205,7 @@ mod tests {
                 assert!(buf.len() <= window_bytes(&chunker));
             }
             let mut buf = buffer_for(0, &chunker);
-            // In the first window, and in a later one (read while the chunks of the first are
-            // saved).
+            // In the first window, and in a later one.
             for at in [5000, window_bytes(&chunker) + 5000] {
                 let failed = save_content(
                     &saver,

@@ -414,10 +414,7 @@ impl Restorer<'_> {
             if d.names.contains(bytes) {
                 continue;
             }
-            // This process's own temporary files may be in flight: the writer thread writes
-            // the batches planned before (an overlapping `--path` comes back here).
-            let lossy = name.to_string_lossy();
-            let is_temp = lossy.contains(TEMP_MARK) && !lossy.starts_with(&*self.own_temp);
+            let is_temp = is_leftover_temp(&name.to_string_lossy(), &self.own_temp);
             let rel = join_rel(&d.rel, &display_bytes(bytes));
             let deletable = self.opts.delete
                 && !self.filter.excluded(&rel)
@@ -1019,6 +1016,14 @@ fn create_ancestors(target: &Path, comps: &[&str]) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Whether an entry named `name` that the snapshot does not have is a temporary file or
+/// journal left by an interrupted restore, to be removed. This process's own (`own` is
+/// `.coffer-tmp-<pid>-`) may be in flight: the writer thread writes the batches planned
+/// before while the walk comes back to a directory (an overlapping `--path`).
+fn is_leftover_temp(name: &str, own: &str) -> bool {
+    name.contains(TEMP_MARK) && !name.starts_with(own)
+}
+
 fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -1035,7 +1040,19 @@ fn is_zeros(data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod zero_tests {
-    use super::is_zeros;
+    use super::{is_leftover_temp, is_zeros};
+
+    #[test]
+    fn only_other_processes_temporary_files_are_leftovers() {
+        let own = ".coffer-tmp-42-";
+        assert!(!is_leftover_temp(".coffer-tmp-42-7", own));
+        assert!(!is_leftover_temp(".coffer-tmp-42-journal", own));
+        assert!(!is_leftover_temp(".coffer-tmp-42-l", own));
+        assert!(is_leftover_temp(".coffer-tmp-4-7", own));
+        assert!(is_leftover_temp(".coffer-tmp-421-7", own));
+        assert!(is_leftover_temp(".coffer-tmp-43-journal", own));
+        assert!(!is_leftover_temp("notes.txt", own));
+    }
 
     #[test]
     fn zeros_are_found_at_any_length_and_offset() {
