@@ -483,6 +483,36 @@ fn dry_run_never_creates_a_repository() {
     assert!(!env.repo.exists());
 }
 
+/// An empty or relative `XDG_DATA_HOME` / `XDG_CACHE_HOME` counts as unset (the XDG base
+/// directory specification): the default repository goes under `$HOME/.local/share`, never
+/// under the working directory, where an empty `XDG_DATA_HOME` once put it.
+#[test]
+fn empty_or_relative_xdg_directories_count_as_unset() {
+    let env = Env::new();
+    let src = env.path("src");
+    files(&src, &["a.txt"]);
+    let cwd = env.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for (data, cache) in [("", ""), ("relative/data", "relative/cache")] {
+        let mut c = env.cmd();
+        c.env_remove("COFFER_REPO")
+            .env_remove("COFFER_CACHE_DIR")
+            .env("XDG_DATA_HOME", data)
+            .env("XDG_CACHE_HOME", cache)
+            .current_dir(&cwd);
+        env.run_cmd(c, ["backup".as_ref(), src.as_os_str()])
+            .success();
+    }
+    assert!(
+        env.home
+            .join(".local/share/coffer/repository/config")
+            .is_file()
+    );
+    assert!(env.home.join(".cache/coffer").is_dir());
+    let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+    assert!(left.is_empty(), "the working directory got {left:?}");
+}
+
 #[test]
 fn selection_options_are_refused_with_docker() {
     let env = Env::init();

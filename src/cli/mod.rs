@@ -173,11 +173,21 @@ fn exit_code(class: ErrorClass) -> u8 {
     }
 }
 
+/// A base directory from the environment: as the XDG base directory specification says, an
+/// empty or relative value counts as unset (an empty `XDG_DATA_HOME` once put the default
+/// repository under the working directory).
+fn base_dir(var: &str) -> Option<PathBuf> {
+    absolute_dir(std::env::var_os(var))
+}
+
+fn absolute_dir(value: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    value.map(PathBuf::from).filter(|p| p.is_absolute())
+}
+
 /// Default repository when neither `--repo` nor `COFFER_REPO` is given.
 pub(crate) fn default_repo_path() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+    let base = base_dir("XDG_DATA_HOME")
+        .or_else(|| base_dir("HOME").map(|h| h.join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("coffer").join("repository")
 }
@@ -186,9 +196,9 @@ pub(crate) fn default_repo_path() -> PathBuf {
 /// of this user's own under the temporary directory (`coffer-<uid>`), never a shared one:
 /// the engine refuses it unless this user owns it and nobody else can write it.
 pub(crate) fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(|d| PathBuf::from(d).join("coffer"))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
+    base_dir("XDG_CACHE_HOME")
+        .map(|d| d.join("coffer"))
+        .or_else(|| base_dir("HOME").map(|h| h.join(".cache/coffer")))
         .unwrap_or_else(|| {
             let uid = rustix::process::geteuid().as_raw();
             std::env::temp_dir().join(format!("coffer-{uid}"))
