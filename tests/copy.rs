@@ -371,6 +371,20 @@ fn copy_killed_anywhere_leaves_a_sound_destination_that_the_next_run_completes()
         "--from-password-file",
         pw,
     ];
+    // How long a whole copy takes here: the kills land between 5 % and 90 % of it. A fixed
+    // delay (it was 0.1 to 1.6 s) stops killing anything once copying gets faster.
+    let probe = pair.env.path("probe");
+    let probe_arg = probe.to_str().unwrap();
+    let mut init = vec!["init", "--repo", probe_arg];
+    init.extend(FAST_KEY);
+    pair.env.run_with_password(DST_PASSWORD, &init).success();
+    let mut probe_args = args;
+    probe_args[2] = probe_arg;
+    let started = std::time::Instant::now();
+    pair.env
+        .run_with_password(DST_PASSWORD, probe_args)
+        .success();
+    let whole = started.elapsed();
     let (mut state, mut killed) = (0x9e37_79b9_7f4a_7c15u64, 0);
     for k in 0..6 {
         state ^= state << 13;
@@ -388,7 +402,7 @@ fn copy_killed_anywhere_leaves_a_sound_destination_that_the_next_run_completes()
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn coffer");
-        std::thread::sleep(std::time::Duration::from_millis(100 + state % 1500));
+        std::thread::sleep(whole * (5 + (state % 86) as u32) / 100);
         let _ = child.kill();
         let st = child.wait().expect("wait for coffer");
         killed += usize::from(st.code().is_none());
@@ -400,7 +414,7 @@ fn copy_killed_anywhere_leaves_a_sound_destination_that_the_next_run_completes()
             out.stdout, out.stderr
         );
     }
-    eprintln!("{killed} of 6 copies killed mid-way");
+    eprintln!("{killed} of 6 copies killed mid-way (a whole copy took {whole:?})");
     assert!(killed > 0, "no copy was killed mid-way");
     let v = pair.copy_json(&[]);
     assert_eq!(
