@@ -1461,29 +1461,21 @@ fn overlapping_paths_write_a_file_twice_without_errors() {
 /// without an error, whole, and no temporary file stays. 2,400 files make several batches.
 #[test]
 fn overlapping_paths_leave_the_writers_files_in_flight_alone() {
-    let build = |src: &Path| {
+    let many = |root: &Path, content: &dyn Fn(usize, usize) -> String| {
         for d in 0..4 {
             for f in 0..600 {
-                write(
-                    &src.join(format!("many/d{d}/f{f:03}.txt")),
-                    format!("file {d}/{f}\n").repeat(1 + f % 7),
-                );
+                write(&root.join(format!("many/d{d}/f{f:03}.txt")), content(d, f));
             }
         }
-        set_tree_times(src);
     };
-    let (env, src) = backed_up(build);
+    let (env, src) = backed_up(|src| {
+        many(src, &|d, f| format!("file {d}/{f}\n").repeat(1 + f % 7));
+        set_tree_times(src);
+    });
     let target = env.path("restored");
     // Every file is there with other content, so each is written under a temporary name and
     // renamed over the old one.
-    for d in 0..4 {
-        for f in 0..600 {
-            write(
-                &target.join(format!("src/many/d{d}/f{f:03}.txt")),
-                format!("old {d}/{f}"),
-            );
-        }
-    }
+    many(&target.join("src"), &|d, f| format!("old {d}/{f}"));
     let s = restore_json(
         &env,
         &target,

@@ -74,10 +74,15 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Crypto
     if sealed.len() < SEAL_OVERHEAD {
         return Err(CryptoError::Truncated(sealed.len()));
     }
-    let mut buf = sealed.to_vec();
-    let n = open_in_place(key, aad, &mut buf)?.len();
-    buf.copy_within(NONCE_BYTES..NONCE_BYTES + n, 0);
-    buf.truncate(n);
+    let (nonce, rest) = sealed.split_at(NONCE_BYTES);
+    let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| CryptoError::Authentication)?;
+    let (k, n) = message_key(key, &nonce)?;
+    let mut buf = rest.to_vec();
+    let len = k
+        .open_in_place(n, Aad::from(aad), &mut buf)
+        .map_err(|_| CryptoError::Authentication)?
+        .len();
+    buf.truncate(len);
     Ok(buf)
 }
 
