@@ -23,8 +23,8 @@ pub const SEAL_OVERHEAD: usize = NONCE_BYTES + TAG_BYTES;
 
 /// XChaCha20-Poly1305 as its draft defines it (draft-irtf-cfrg-xchacha-03, section 2.3): the
 /// key of a message is HChaCha20 of the key and the nonce's first 16 bytes, its ChaCha20-Poly1305
-/// nonce four zero bytes and the nonce's last 8. The ChaCha20-Poly1305 is aws-lc's (assembly,
-/// AVX-512 where the CPU has it); the tests check every result against RustCrypto's
+/// nonce four zero bytes and the nonce's last 8. The ChaCha20-Poly1305 is aws-lc's (assembly;
+/// its AVX2 code on the project's machine, per `perf`); the tests check every result against RustCrypto's
 /// `XChaCha20Poly1305`, which sealed every repository before 2026-12-05.
 fn message_key(
     key: &[u8; 32],
