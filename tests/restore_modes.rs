@@ -1542,3 +1542,30 @@ fn incomplete_files_of_an_interrupted_restore_are_rewritten_in_any_mode() {
         assert_no_temp_files(&target);
     }
 }
+
+/// A read whose blobs decompress to more than the writer thread takes at a time (8 MiB) is
+/// handed over in parts, the blobs stored raw before the cut copied out of it: the restored
+/// file is still the original, byte for byte.
+#[test]
+fn a_read_of_very_compressible_blobs_is_written_in_parts() {
+    const MIB: usize = 1 << 20;
+    let (env, src) = backed_up(|s| {
+        let mut data = common::pseudo_random(7, 3 * MIB);
+        let mut text = Vec::with_capacity(24 * MIB);
+        let mut i = 0u64;
+        while text.len() < 24 * MIB {
+            text.extend_from_slice(format!("line {i} of a log that compresses well\n").as_bytes());
+            i += 1;
+        }
+        data.extend_from_slice(&text);
+        data.extend_from_slice(&common::pseudo_random(8, 3 * MIB + 4321));
+        write(&s.join("mixed.bin"), &data);
+        set_tree_times(s);
+    });
+    let target = env.path("restored");
+    let v = restore_json(&env, &target, &[]);
+    // Random, then text, then random: about 7.5 MiB stored, next to each other in one pack,
+    // so one read brings all of it (more than 24 MiB once decompressed).
+    assert_eq!(num(&v, "requests"), 1, "{v}");
+    assert_trees_equal(&src, &target.join("src"));
+}

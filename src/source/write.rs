@@ -113,6 +113,24 @@ pub fn create_special(path: &Path, node: &Node, overwrite: bool) -> io::Result<(
     }
 }
 
+/// Make a symlink where nothing is, in a directory whose new entries get `new`, with its
+/// owner (as root, when it is not the creator's) and times: no temporary name and no rename.
+/// `Ok(false)`, with nothing changed, when something is already there.
+pub fn create_new_symlink(path: &Path, node: &Node, new: NewFiles) -> io::Result<bool> {
+    let target = node.link_target.as_deref().map(|t| &t[..]).unwrap_or(b"");
+    match std::os::unix::fs::symlink(OsStr::from_bytes(target), path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let (chown, _) = metadata_to_set(node, None, new);
+    if chown {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+    }
+    set_times(path, node)?;
+    Ok(true)
+}
+
 /// The permission bits to restore: set-id bits only where the owner is restored too (as
 /// root); a non-root restore would otherwise hand out setuid files owned by the restorer.
 fn restored_mode(node: &Node) -> u32 {

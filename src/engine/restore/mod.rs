@@ -7,9 +7,10 @@
 //! planned, in batches, and written by [`fetch`] pack by pack: a new file directly under its
 //! real name (recorded first in the batch's [`journal`], so that an interrupted restore's
 //! incomplete files are removed by the next run), a file that replaces another under a
-//! temporary name, then renamed. Hardlinks, symlinks and special files follow, each made under a temporary name
-//! and renamed too, then directory metadata deepest first (so writing into a directory does
-//! not disturb its restored mtime, and no restored symlink is ever followed).
+//! temporary name, then renamed. Hardlinks, symlinks and special files follow, each made
+//! under a temporary name and renamed too (a symlink where nothing is: under its real name),
+//! then directory metadata deepest first (so writing into a directory does not disturb its
+//! restored mtime, and no restored symlink is ever followed).
 
 pub(crate) mod fetch;
 mod filter;
@@ -146,8 +147,8 @@ const BLOBS_PER_BATCH: usize = 65536;
 struct Pending {
     path: PathBuf,
     node: Node,
-    /// Entries of the snapshot's directory.
-    names: HashSet<Vec<u8>>,
+    /// The snapshot's directory (its entry names are asked only of a directory in place).
+    tree: Option<std::sync::Arc<crate::format::tree::Tree>>,
     /// Whether it is inside what is restored (so its extra entries may be deleted).
     selected: bool,
     /// Path from the snapshot's root.
@@ -197,7 +198,8 @@ struct Restorer<'a> {
     /// Files whose size matched but mtime did not: compared by content in the batch.
     compare: Vec<FileJob>,
     hardlinks: Vec<(PathBuf, PathBuf, Node)>,
-    special: Vec<(PathBuf, Node)>,
+    /// With what their directory gives new entries when nothing was at their path.
+    special: Vec<(PathBuf, Node, Option<write::NewFiles>)>,
     links: HashMap<(u64, u64), PathBuf>,
     /// Files to read back (`verify`).
     to_verify: Vec<(PathBuf, Node)>,
@@ -271,17 +273,13 @@ impl Restorer<'_> {
             return Ok(()); // the restore stops: plan nothing more
         }
         let tree = match node.subtree {
-            Some(t) => Some(load_tree(self.repo, self.catalog, &t)?),
+            Some(t) => Some(std::sync::Arc::new(load_tree(self.repo, self.catalog, &t)?)),
             None => None,
         };
-        let names: HashSet<Vec<u8>> = tree
-            .iter()
-            .flat_map(|t| t.nodes.iter().map(|n| n.name.to_vec()))
-            .collect();
         self.pending.push(Pending {
             path: dest.to_path_buf(),
             node: node.clone(),
-            names,
+            tree: tree.clone(),
             selected,
             rel: rel.to_string(),
             ready: false,
@@ -406,12 +404,17 @@ impl Restorer<'_> {
             }
             Err(e) => return Err(e),
         };
+        let names: HashSet<&[u8]> = d
+            .tree
+            .iter()
+            .flat_map(|t| t.nodes.iter().map(|n| &n.name[..]))
+            .collect();
         let mut extra = Vec::new();
         for e in entries {
             let e = e?;
             let name = e.file_name();
             let bytes = name.as_bytes();
-            if d.names.contains(bytes) {
+            if names.contains(bytes) {
                 continue;
             }
             let is_temp = is_leftover_temp(&name.to_string_lossy(), &self.own_temp);
@@ -642,9 +645,10 @@ impl Restorer<'_> {
             tracing::debug!("skipping socket {}", path.display());
             return;
         }
+        let mut direct = fresh;
         if !fresh {
             match existing(path) {
-                Ok(Existing::None) => {}
+                Ok(Existing::None) => direct = true,
                 Ok(_) if self.opts.overwrite == Overwrite::Never => return,
                 Ok(Existing::Other(m))
                     if node.kind == NodeKind::Symlink
@@ -656,7 +660,7 @@ impl Restorer<'_> {
                         }) =>
                 {
                     // The same link: only its owner and times are set again.
-                    self.special.push((path.to_path_buf(), node.clone()));
+                    self.special.push((path.to_path_buf(), node.clone(), None));
                     return;
                 }
                 Ok(_) => self.change("replace", path),
@@ -668,7 +672,8 @@ impl Restorer<'_> {
         } else {
             self.change("write", path);
         }
-        self.special.push((path.to_path_buf(), node.clone()));
+        let new = direct.then(|| self.new_files());
+        self.special.push((path.to_path_buf(), node.clone(), new));
     }
 
     /// Make `path` by `make(temp)` under a temporary name beside it, then rename it over
@@ -734,9 +739,26 @@ impl Restorer<'_> {
             self.warnings.push(String::new(), e);
         }
         let special = std::mem::take(&mut self.special);
-        for (path, node) in &special {
+        for (path, node, direct) in &special {
             if self.opts.dry_run {
                 continue;
+            }
+            if let Some(new) = direct
+                && node.kind == NodeKind::Symlink
+            {
+                // Nothing was in its directory: made under its real name (a few system calls
+                // where the temporary name took seven), unless something appeared there since.
+                match write::create_new_symlink(path, node, *new) {
+                    Ok(true) => {
+                        self.summary.links_and_special += 1;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.warnings.push(path.display().to_string(), e);
+                        continue;
+                    }
+                }
             }
             let same_link = node.kind == NodeKind::Symlink
                 && std::fs::read_link(path).is_ok_and(|t| {
