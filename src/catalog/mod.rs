@@ -28,6 +28,9 @@ pub use snapshots::{SnapshotEntry, SnapshotFilter, SnapshotUpdate, VanishedSnaps
 use crate::id::{BlobId, PackId};
 
 const SCHEMA_VERSION: i64 = 5;
+/// SQLite's page cache per connection (`PRAGMA cache_size`; negative: in KiB), filled only as
+/// far as pages are read.
+const CACHE_SIZE: i64 = -32 * 1024;
 
 /// Errors of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +302,13 @@ impl Catalog {
             true,
         )
         .map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(err)?;
+        // A page cache of up to 32 MiB (SQLite's default is 2 MiB): the lookups of a restore
+        // go to random pages of the blob index, and with the default each missed page was a
+        // `pread` (44,000 of them restoring 57,274 files from a 12 MiB catalog).
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size = {CACHE_SIZE};"
+        ))
+        .map_err(err)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;

@@ -118,23 +118,18 @@ impl Catalog {
         })
     }
 
-    /// Before adding many snapshots: a larger page cache, and no index on names (adding
-    /// entries kept updating it at random places; building it once afterwards is a sort).
-    /// [`Self::end_bulk_paths`] undoes both; until then `find_names` scans every entry.
+    /// Before adding many snapshots: no index on names (adding entries kept updating it at
+    /// random places; building it once afterwards is a sort). [`Self::end_bulk_paths`] builds
+    /// it again; until then `find_names` scans every entry.
     pub fn begin_bulk_paths(&self) -> Result<(), CatalogError> {
-        self.sql(|c| {
-            c.execute_batch("PRAGMA cache_size = -32768; DROP INDEX IF EXISTS path_entries_name;")
-        })
+        self.sql(|c| c.execute_batch("DROP INDEX IF EXISTS path_entries_name;"))
     }
 
-    /// After adding snapshots (in bulk or not): the index on names exists, the page cache is
-    /// back to SQLite's default. Also repairs a bulk add that was killed.
+    /// After adding snapshots (in bulk or not): the index on names exists. Also repairs a bulk
+    /// add that was killed.
     pub fn end_bulk_paths(&self) -> Result<(), CatalogError> {
         self.sql(|c| {
-            c.execute_batch(
-                "CREATE INDEX IF NOT EXISTS path_entries_name ON path_entries(name);
-                 PRAGMA cache_size = -2000;",
-            )
+            c.execute_batch("CREATE INDEX IF NOT EXISTS path_entries_name ON path_entries(name);")
         })
     }
 
