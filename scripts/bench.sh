@@ -24,7 +24,8 @@
 #                     numbers to mean anything)
 #   BENCH_SEED        seed of the generated data and of the next-night changes; default 1
 #   BENCH_SETTLE_SECONDS  pause after removing a step's restores (freed inodes age); default 0
-#                     as root (the caches are dropped before every restore), 65 otherwise
+#                     as root (the caches are dropped before every restore), 65 otherwise. See
+#                     fresh_restore: a pause under 360 s removes only part of the effect.
 #   BENCH_SKIP_BUILD  1: use the existing target/release/coffer
 #   COFFER_BIN        coffer binary (default: target/release/coffer of this checkout)
 #   RESTIC            restic binary (default: restic on PATH; installed from Debian if missing)
@@ -516,8 +517,12 @@ gzip -c "$W/floor.tar" >"$W/floor.tar.gz"
 # `tar -x` took 0.82 s of system time on a fresh disk, then 9.9 and 12.5 s, and still 8.2 and
 # 12.7 s with `sync` and 65 s between the removal and the next run. The restores of a step are
 # removed after it (forget_restores). As root, the kernel's caches are dropped before each run
-# (which ends the effect: the check only looks at cached inode tables) and what the tool reads
-# (its repository, the floor's tar) is read back, so every tool starts from the same page cache.
+# and what the tool reads (its repository, the floor's tar) is read back, so every tool starts
+# from the same page cache. Dropping the caches shortens the effect without ending it: only
+# cached inode table blocks count, but creating an inode reads its block and dirties it, and a
+# dirty block's freed inodes count for 300 s more. In runs right after `rm -rf` of 57,274 files
+# and a drop of the caches, find_get_block_common (the lookup of recently_deleted) still took
+# 7.7 % of the CPU samples of `tar -x` and 7.7 to 9.2 % of coffer's: a tax on every tool alike.
 fresh_restore() {
   DEST=$W/restore/$2-$1-$3
   mkdir -p "$DEST"
