@@ -1543,9 +1543,9 @@ fn incomplete_files_of_an_interrupted_restore_are_rewritten_in_any_mode() {
     }
 }
 
-/// A read whose blobs decompress to more than the writer thread takes at a time (8 MiB) is
-/// handed over in parts, the blobs stored raw before the cut copied out of it: the restored
-/// file is still the original, byte for byte.
+/// A read whose blobs decompress to more than a part (2 MiB) is placed in parts, the blobs
+/// stored raw before each cut copied out of it: the restored file is still the original, byte
+/// for byte.
 #[test]
 fn a_read_of_very_compressible_blobs_is_written_in_parts() {
     const MIB: usize = 1 << 20;

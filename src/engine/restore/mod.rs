@@ -141,6 +141,12 @@ const FILES_PER_BATCH: usize = 8192;
 const FIRST_BATCH_FILES: usize = 256;
 /// Blobs planned in a batch at most (a few huge files).
 const BLOBS_PER_BATCH: usize = 65536;
+/// The same from a remote store, from the first batch on. A batch reads every region of a pack
+/// that holds its blobs, through gaps of up to 1 MiB: where a backup interleaved the files of
+/// many directories in its packs, each batch read most of every pack again. Restoring 57,274
+/// files (225 MiB of packs) from S3 fetched 728 MB with batches of up to 8,192 files.
+const REMOTE_FILES_PER_BATCH: usize = 65536;
+const REMOTE_BLOBS_PER_BATCH: usize = 262_144;
 
 /// A directory entered by the walk and not created yet: with `--include`, a directory is
 /// created only once something below it is restored.
@@ -572,8 +578,13 @@ impl Restorer<'_> {
     }
 
     fn maybe_flush(&mut self) -> Result<(), EngineError> {
+        let max_blobs = if self.repo.is_remote() {
+            REMOTE_BLOBS_PER_BATCH
+        } else {
+            BLOBS_PER_BATCH
+        };
         if self.batch.len() + self.compare.len() >= self.batch_limit
-            || self.batch_blobs >= BLOBS_PER_BATCH
+            || self.batch_blobs >= max_blobs
         {
             self.flush()?;
         }
@@ -620,7 +631,14 @@ impl Restorer<'_> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_blobs = 0;
         if !batch.is_empty() {
-            self.batch_limit = (self.batch_limit * 2).min(FILES_PER_BATCH);
+            self.batch_limit =
+                (self.batch_limit * 2)
+                    .max(self.batch_limit)
+                    .min(if self.repo.is_remote() {
+                        REMOTE_FILES_PER_BATCH
+                    } else {
+                        FILES_PER_BATCH
+                    });
             let batch = Batch::plan(self.catalog, self.repo.is_remote(), batch)?;
             if self.writer.send(batch).is_err() {
                 // The writer stopped on an error; `restore` reports that one.
@@ -930,7 +948,11 @@ impl<'a> Restorer<'a> {
             counters: &shared.counters,
             disk_full: &shared.disk_full,
             writer,
-            batch_limit: FIRST_BATCH_FILES,
+            batch_limit: if repo.is_remote() {
+                REMOTE_FILES_PER_BATCH
+            } else {
+                FIRST_BATCH_FILES
+            },
             summary: RestoreSummary {
                 snapshot_id,
                 dry_run: opts.dry_run,
