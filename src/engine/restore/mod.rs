@@ -144,7 +144,7 @@ const BLOBS_PER_BATCH: usize = 65536;
 /// The same from a remote store, from the first batch on. A batch reads every region of a pack
 /// that holds its blobs, through gaps of up to 1 MiB: where a backup interleaved the files of
 /// many directories in its packs, each batch read most of every pack again. Restoring 57,274
-/// files (225 MiB of packs) from S3 fetched 728 MB with batches of up to 8,192 files.
+/// files (222 MiB of packs) from S3 fetched 728 MB with batches of up to 8,192 files.
 const REMOTE_FILES_PER_BATCH: usize = 65536;
 const REMOTE_BLOBS_PER_BATCH: usize = 262_144;
 
