@@ -26,6 +26,12 @@
 #   BENCH_SETTLE_SECONDS  pause after removing a step's restores (freed inodes age); default 0
 #                     as root (the caches are dropped before every restore), 65 otherwise. See
 #                     fresh_restore: a pause under 360 s removes only part of the effect.
+#   BENCH_RESTORE_FS  dir: every restore run into a new directory of BENCH_DIR's file system
+#                     (the default); loop: onto a new ext4 of its own (mkfs.ext4 on an image
+#                     file in BENCH_DIR, loop-mounted; root only), so that no run pays for the
+#                     inodes an earlier one freed (see fresh_restore), as a restore into a new
+#                     volume. The image is made with the features of mke2fs's defaults,
+#                     without a journal as this machine kind's disk, and before the clock starts.
 #   BENCH_SKIP_BUILD  1: use the existing target/release/coffer
 #   COFFER_BIN        coffer binary (default: target/release/coffer of this checkout)
 #   RESTIC            restic binary (default: restic on PATH; installed from Debian if missing)
@@ -58,6 +64,12 @@ META=$W/meta.tsv
 BENCH_MIX_SMALL_MB=${BENCH_MIX_SMALL_MB:-0}
 BENCH_MIX_MEDIA_MB=${BENCH_MIX_MEDIA_MB:-256}
 BENCH_PG_SCALE=${BENCH_PG_SCALE:-20}
+BENCH_RESTORE_FS=${BENCH_RESTORE_FS:-dir}
+case $BENCH_RESTORE_FS in
+  dir) ;;
+  loop) [[ $(id -u) == 0 ]] || { echo "BENCH_RESTORE_FS=loop needs root (mount)" >&2; exit 1; } ;;
+  *) echo "BENCH_RESTORE_FS must be dir or loop" >&2; exit 1 ;;
+esac
 BENCH_PG_SECONDS=${BENCH_PG_SECONDS:-10}
 BENCH_PG_PORT=${BENCH_PG_PORT:-54329}
 if [[ $BENCH_SIZE == mix ]]; then
@@ -429,6 +441,7 @@ meta size "$BENCH_SIZE"
 meta sources "${SOURCES[*]}"
 meta part "$PART"
 meta fs "$(fs_kind "$W")"
+meta restore_fs "$BENCH_RESTORE_FS"
 meta runs "$BENCH_RUNS"
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -526,6 +539,13 @@ gzip -c "$W/floor.tar" >"$W/floor.tar.gz"
 fresh_restore() {
   DEST=$W/restore/$2-$1-$3
   mkdir -p "$DEST"
+  if [[ $BENCH_RESTORE_FS == loop ]]; then
+    # Sparse, twice the corpus and 1 GiB more; inode tables written now, not by the kernel's
+    # lazy init thread during the measurement.
+    truncate -s $(($(du -sb "$C" | cut -f1) * 2 + (1 << 30))) "$DEST.img"
+    mkfs.ext4 -q -F -O ^has_journal -E lazy_itable_init=0,nodiscard "$DEST.img"
+    mount -o loop "$DEST.img" "$DEST"
+  fi
   sync
   if [[ -w /proc/sys/vm/drop_caches ]]; then
     echo 3 >/proc/sys/vm/drop_caches
@@ -538,6 +558,12 @@ fresh_restore() {
   fi
 }
 forget_restores() { # remove the restores of a step, then let their inodes age (see above)
+  if [[ $BENCH_RESTORE_FS == loop && -d $W/restore ]]; then
+    local m
+    for m in "$W"/restore/*/; do
+      if mountpoint -q "$m"; then umount "$m"; fi
+    done
+  fi
   rm -rf "$W/restore"
   sync
   local settle=65
@@ -583,7 +609,8 @@ done
 diff -r "$C/$PART" "$W/restore/path-coffer-1/$PART" >/dev/null || die "coffer's restore of $PART differs"
 diff -r "$C/$PART" "$W/restore/path-restic-1$C/$PART" >/dev/null || die "restic's restore of $PART differs"
 meta restore_path_verified yes
-rm -rf "$W/restore" "$W/floor.tar" "$W/floor.tar.gz"
+forget_restores
+rm -f "$W/floor.tar" "$W/floor.tar.gz"
 
 log "check --read-data"
 for r in $(seq "$BENCH_RUNS"); do
@@ -635,6 +662,8 @@ part = meta["part"]
 p(f"# coffer vs restic, BENCH_SIZE={meta['size']}\n")
 p(f"- machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory']}, Linux {meta['kernel']}")
 p(f"- work directory (corpus, repositories, restores) on {meta['fs']}")
+if meta.get('restore_fs') == 'loop':
+    p("- every restore run onto a new ext4 (no journal) of its own, on an image file in the work directory")
 p(f"- load average at start / end: {meta['load_start']} / {meta['load_end']}")
 p(f"- coffer {meta['coffer']}; {meta['restic']}; {meta['date']}")
 p(f"- corpus: {meta['corpus_files']} files, {fmt_bytes(size)} ("
