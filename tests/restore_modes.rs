@@ -1569,3 +1569,34 @@ fn a_read_of_very_compressible_blobs_is_written_in_parts() {
     assert_eq!(num(&v, "requests"), 1, "{v}");
     assert_trees_equal(&src, &target.join("src"));
 }
+
+/// A hardlink that cannot be made (its first name is held by a directory the restore was told
+/// to keep) is written as a copy: after every writer thread has finished, with the same
+/// content and metadata, and without an error.
+#[test]
+fn a_hardlink_that_cannot_be_made_is_written_as_a_copy() {
+    let (env, src) = backed_up(|src| {
+        write(&src.join("hl1"), "one inode, two names\n");
+        write(&src.join("sub/keep.txt"), "keep\n");
+        std::fs::hard_link(src.join("hl1"), src.join("sub/hl2")).unwrap();
+        set_tree_times(src);
+    });
+    let target = env.path("target");
+    // The first name of the inode is a directory in the target; `never` keeps it.
+    std::fs::create_dir_all(target.join("src/hl1")).unwrap();
+    write(&target.join("src/hl1/mine"), "not from the snapshot\n");
+    let v = restore_json(&env, &target, &["--overwrite", "never"]);
+    let copy = target.join("src/sub/hl2");
+    assert_eq!(
+        std::fs::read(&copy).expect("the second name was not restored"),
+        std::fs::read(src.join("sub/hl2")).unwrap()
+    );
+    assert_eq!(lstat(&copy).mtime(), lstat(&src.join("sub/hl2")).mtime());
+    assert_eq!(lstat(&copy).nlink(), 1);
+    assert!(
+        target.join("src/hl1/mine").is_file(),
+        "the kept directory was touched"
+    );
+    assert_no_temp_files(&target);
+    assert_eq!(v["errors"], json!([]), "{v}");
+}

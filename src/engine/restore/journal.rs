@@ -26,23 +26,25 @@ use super::fetch::{FileJob, TEMP_MARK, own_pid};
 /// What ends the name of a journal (`.coffer-tmp-<pid>-journal`).
 const SUFFIX: &str = "-journal";
 
-/// The journal of this restore's batches.
+/// The journal of the batches one writer thread of this restore writes.
 pub(super) struct Journal {
     target: PathBuf,
     path: PathBuf,
 }
 
 impl Journal {
-    pub(super) fn new(target: &Path) -> Self {
+    /// The journal of writer thread `writer`.
+    pub(super) fn new(target: &Path, writer: usize) -> Self {
         Journal {
             target: target.to_path_buf(),
-            path: target.join(Self::name()),
+            path: target.join(Self::name(writer)),
         }
     }
 
-    /// The file name of this process's journal.
-    pub(super) fn name() -> String {
-        format!("{TEMP_MARK}{}{SUFFIX}", own_pid())
+    /// The file name of the journal of this process's writer thread `writer`:
+    /// `.coffer-tmp-<pid>-<writer>-journal`.
+    fn name(writer: usize) -> String {
+        format!("{TEMP_MARK}{}-{writer}{SUFFIX}", own_pid())
     }
 
     /// Record the new files of `jobs` before any is created. A file that cannot be recorded
