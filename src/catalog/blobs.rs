@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Catalog, CatalogError};
 use crate::format::index::PackIndex;
 use crate::format::{BlobEntry, BlobKind, BlobLocation, Compression};
-use crate::id::{BlobId, IndexId, PackId};
+use crate::id::{BlobId, IdMap, IndexId, PackId};
 
 /// An index entry that was not taken because the blob was already indexed in another pack.
 #[derive(Clone, Copy, Debug)]
@@ -269,7 +269,7 @@ impl Catalog {
     pub fn blob_locations<'i>(
         &self,
         ids: impl IntoIterator<Item = &'i BlobId>,
-    ) -> Result<HashMap<BlobId, Option<BlobLocation>>, CatalogError> {
+    ) -> Result<IdMap<BlobId, Option<BlobLocation>>, CatalogError> {
         self.lookup(|c| {
             let mut blobs = c.prepare_cached(
                 "SELECT pack, kind, compression, offset, packed_len, data_len, raw_len
@@ -277,7 +277,7 @@ impl Catalog {
             )?;
             let mut packs = c.prepare_cached("SELECT id FROM packs WHERE no = ?1")?;
             let mut pack_ids: HashMap<i64, Option<PackId>> = HashMap::new();
-            let mut out = HashMap::new();
+            let mut out = IdMap::default();
             for id in ids {
                 if out.contains_key(id) {
                     continue;

@@ -33,7 +33,7 @@ use super::super::{EngineError, Progress, Warnings};
 use crate::catalog::Catalog;
 use crate::format::BlobKind;
 use crate::format::tree::Node;
-use crate::id::{BlobId, PackId};
+use crate::id::{BlobId, IdMap, PackId};
 use crate::repo::{BlobLocation, Repository};
 use crate::source::write;
 
@@ -143,7 +143,7 @@ pub(super) fn plan_reads(
 pub(super) struct Batch {
     pub jobs: Vec<FileJob>,
     /// For each blob, the files (by index in `jobs`) and offsets it is written at.
-    placements: HashMap<BlobId, Vec<(usize, u64)>>,
+    placements: IdMap<BlobId, Vec<(usize, u64)>>,
     reads: Vec<PackRead>,
     /// Blob placements of each file (0 for a file that failed or has no content).
     blobs: Vec<usize>,
@@ -160,7 +160,7 @@ impl Batch {
         jobs: Vec<FileJob>,
     ) -> Result<Batch, EngineError> {
         let locations = catalog.blob_locations(jobs.iter().flat_map(|j| &j.node.content))?;
-        let mut placements: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        let mut placements: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
         let mut blobs = vec![0; jobs.len()];
         let mut failed = Vec::new();
         'files: for (i, job) in jobs.iter().enumerate() {
@@ -513,7 +513,7 @@ impl<'a> Fetcher<'a> {
         d: Decoded,
         reads: &[PackRead],
         slots: &[Slot<'_>],
-        placements: &HashMap<BlobId, Vec<(usize, u64)>>,
+        placements: &IdMap<BlobId, Vec<(usize, u64)>>,
     ) {
         let r = &reads[d.read];
         for (k, plain) in d.blobs {
