@@ -23,7 +23,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::fetch::{FileJob, TEMP_MARK, own_pid};
 
-/// What ends the name of a journal (`.coffer-tmp-<pid>-journal`).
+/// What ends the name of a journal (`.coffer-tmp-<pid>-<writer>-journal`).
 const SUFFIX: &str = "-journal";
 
 /// The journal of the batches one writer thread of this restore writes.
