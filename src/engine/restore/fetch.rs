@@ -3,9 +3,10 @@
 //! Every blob the batch needs is looked up once; the blobs are grouped by pack, sorted by
 //! offset and coalesced into ranged reads (nearby blobs in one read, a whole pack when most of
 //! it is needed, each read at most [`MAX_READ`]), so an S3 restore makes a request per region
-//! of a pack, not one per blob. Reads run in parallel (more of them for a remote store, whose
-//! requests wait on the network); each blob is verified once and written at its offset into
-//! every file that holds it.
+//! of a pack, not one per blob. On a local store each writer thread has a batch and a reader
+//! thread of its own (see [`Fetcher::writers`]); on a remote store one batch's reads run on 16
+//! readers at once, whose requests wait on the network. Each blob is verified once and
+//! written at its offset into every file that holds it.
 //!
 //! A file that did not exist when it was planned ([`FileJob::new`]) is created under its real
 //! name (`O_CREAT | O_EXCL`, never over anything, never through a symlink) and written in

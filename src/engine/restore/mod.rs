@@ -176,10 +176,10 @@ struct Shared {
     disk_full: Mutex<Option<(String, String)>>,
 }
 
-/// The walk plans batches of files and hands each to the writer thread, which writes it while
-/// the walk goes on (creating the next directories, loading the next trees): on two cores the
-/// walk no longer leaves the writing cores idle. One batch waits at most, so the plan held in
-/// memory stays within two batches.
+/// The walk plans batches of files and hands each to the next free writer thread, which writes
+/// it while the walk goes on (creating the next directories, loading the next trees): on two
+/// cores the walk no longer leaves the writing cores idle. The walk holds the batch it planned
+/// until a writer takes it, so the plans held in memory are one per writer thread and one more.
 struct Restorer<'a> {
     repo: &'a Repository,
     catalog: &'a Catalog,
@@ -919,13 +919,18 @@ pub fn restore(
         }
         written.and(walked)
     })?;
-    if let Some((path, source)) = r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(EngineError::Usage(format!(
+    let disk_full = || match r.disk_full.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some((path, source)) => Err(EngineError::Usage(format!(
             "restore stopped: {source} while writing {path}; free space (or restore to \
              another target) and run it again: files already restored are not written again"
-        )));
-    }
+        ))),
+        None => Ok(()),
+    };
+    disk_full()?;
     r.links_and_special(&fetcher);
+    // The copies of links that could not be made are written there: a full disk is reported
+    // as above, not dropped with the file it stopped.
+    disk_full()?;
     if !opts.dry_run {
         r.directory_metadata();
     }
