@@ -236,3 +236,62 @@ fn a_20_gib_sparse_file_backs_up_small_and_restores_sparse() {
     std::io::Read::read_exact(&mut f, &mut got).unwrap();
     assert_eq!(&got, b"\0\0\0\0data in the middle");
 }
+
+/// A backup drops the packs it wrote from the page cache once they are on disk (fadvise after
+/// their fsync): a nightly backup does not push a database's pages out of memory with packs
+/// nobody reads soon. `fincore` (util-linux) tells which pages of a file are cached.
+#[test]
+fn packs_written_by_a_backup_leave_the_page_cache() {
+    let env = Env::init();
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(env.dir.path())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if fs_type == "tmpfs" {
+        // A tmpfs file's pages are its storage: they cannot leave memory.
+        assert!(!ci(), "the test directory is on tmpfs under CI=true");
+        eprintln!("skipping: the test directory is on tmpfs");
+        return;
+    }
+    let src = env.path("src");
+    write(&src.join("media.bin"), pseudo_random(7, 24 << 20));
+    env.backup_json(&[src.to_str().unwrap()]);
+    let packs: Vec<PathBuf> = common::list_tree(&env.repo.join("packs"))
+        .into_iter()
+        .map(|r| env.repo.join("packs").join(r))
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!packs.is_empty(), "no pack under {}", env.repo.display());
+    // The same question about a file just written: fincore works and sees cached pages.
+    let control = env.path("control.bin");
+    write(&control, pseudo_random(8, 4 << 20));
+    let cached = |files: &[PathBuf]| -> (u64, u64) {
+        let out = Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
+            .args(files)
+            .output();
+        let out = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            other => panic!("fincore (util-linux) failed: {other:?}"),
+        };
+        out.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().map(|n| n.parse::<u64>().ok());
+                Some((f.next()??, f.next()??))
+            })
+            .fold((0, 0), |(r, s), (res, size)| (r + res, s + size))
+    };
+    let (res, size) = cached(std::slice::from_ref(&control));
+    assert!(
+        size == 4 << 20 && res >= 2 << 20,
+        "a file just written is not seen in the page cache: {res} of {size} bytes"
+    );
+    let (res, size) = cached(&packs);
+    assert!(size >= 24 << 20, "the packs hold {size} bytes");
+    assert!(
+        res <= size / 8,
+        "{res} of the packs' {size} bytes are still in the page cache after the backup"
+    );
+}
