@@ -446,6 +446,7 @@ meta runs "$BENCH_RUNS"
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 meta cores "$(nproc)"
+meta cpu_id "$(awk -F': ' '/^cpu family/ {f=$2} /^model\t/ {m=$2} END {print "family " f " model " m}' /proc/cpuinfo)"
 meta memory "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
 meta kernel "$(uname -r)"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -614,8 +615,12 @@ rm -f "$W/floor.tar" "$W/floor.tar.gz"
 
 log "check --read-data"
 for r in $(seq "$BENCH_RUNS"); do
+  # Each repository read into the page cache first: coffer drops the pages of the packs it
+  # wrote (fadvise after their fsync), restic does not.
+  find "$W/repo/coffer-1" -type f -print0 | xargs -0 cat >/dev/null
   coffer 1 --json check --read-data
   measure check coffer "$r" ""
+  find "$W/repo/restic-1" -type f -print0 | xargs -0 cat >/dev/null
   restic 1 check --read-data
   measure check restic "$r" ""
 done
@@ -660,7 +665,7 @@ size = int(meta["corpus_bytes"])
 sources = meta["sources"].split()
 part = meta["part"]
 p(f"# coffer vs restic, BENCH_SIZE={meta['size']}\n")
-p(f"- machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory']}, Linux {meta['kernel']}")
+p(f"- machine: {meta['cpu']} ({meta.get('cpu_id', '?')}), {meta['cores']} cores, {meta['memory']}, Linux {meta['kernel']}")
 p(f"- work directory (corpus, repositories, restores) on {meta['fs']}")
 if meta.get('restore_fs') == 'loop':
     p("- every restore run onto a new ext4 (no journal) of its own, on an image file in the work directory")
