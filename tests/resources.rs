@@ -237,9 +237,10 @@ fn a_20_gib_sparse_file_backs_up_small_and_restores_sparse() {
     assert_eq!(&got, b"\0\0\0\0data in the middle");
 }
 
-/// A backup drops the packs it wrote from the page cache once they are on disk (fadvise after
-/// their fsync): a nightly backup does not push a database's pages out of memory with packs
-/// nobody reads soon. `fincore` (util-linux) tells which pages of a file are cached.
+/// A backup, and a sync into a local repository, drop the packs they wrote from the page cache
+/// once they are on disk (fadvise after their fsync): a nightly backup does not push a
+/// database's pages out of memory with packs nobody reads soon. `fincore` (util-linux) tells
+/// which pages of a file are cached.
 #[test]
 fn packs_written_by_a_backup_leave_the_page_cache() {
     let env = Env::init();
@@ -255,18 +256,13 @@ fn packs_written_by_a_backup_leave_the_page_cache() {
         eprintln!("skipping: the test directory is on tmpfs");
         return;
     }
-    let src = env.path("src");
-    write(&src.join("media.bin"), pseudo_random(7, 24 << 20));
-    env.backup_json(&[src.to_str().unwrap()]);
-    let packs: Vec<PathBuf> = common::list_tree(&env.repo.join("packs"))
-        .into_iter()
-        .map(|r| env.repo.join("packs").join(r))
-        .filter(|p| p.is_file())
-        .collect();
-    assert!(!packs.is_empty(), "no pack under {}", env.repo.display());
-    // The same question about a file just written: fincore works and sees cached pages.
-    let control = env.path("control.bin");
-    write(&control, pseudo_random(8, 4 << 20));
+    let packs_of = |repo: &Path| -> Vec<PathBuf> {
+        common::list_tree(&repo.join("packs"))
+            .into_iter()
+            .map(|r| repo.join("packs").join(r))
+            .filter(|p| p.is_file())
+            .collect()
+    };
     let cached = |files: &[PathBuf]| -> (u64, u64) {
         let out = Command::new("fincore")
             .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
@@ -283,15 +279,35 @@ fn packs_written_by_a_backup_leave_the_page_cache() {
             })
             .fold((0, 0), |(r, s), (res, size)| (r + res, s + size))
     };
+    let assert_not_cached = |packs: &[PathBuf], after: &str| {
+        assert!(!packs.is_empty(), "no pack after the {after}");
+        let (res, size) = cached(packs);
+        assert!(size >= 24 << 20, "the packs hold {size} bytes");
+        assert!(
+            res <= size / 8,
+            "{res} of the packs' {size} bytes are still in the page cache after the {after}"
+        );
+    };
+    // The same question about a file just written: fincore works and sees cached pages.
+    let control = env.path("control.bin");
+    write(&control, pseudo_random(8, 4 << 20));
     let (res, size) = cached(std::slice::from_ref(&control));
     assert!(
         size == 4 << 20 && res >= 2 << 20,
         "a file just written is not seen in the page cache: {res} of {size} bytes"
     );
-    let (res, size) = cached(&packs);
-    assert!(size >= 24 << 20, "the packs hold {size} bytes");
-    assert!(
-        res <= size / 8,
-        "{res} of the packs' {size} bytes are still in the page cache after the backup"
-    );
+
+    let src = env.path("src");
+    write(&src.join("media.bin"), pseudo_random(7, 24 << 20));
+    env.backup_json(&[src.to_str().unwrap()]);
+    assert_not_cached(&packs_of(&env.repo), "backup");
+
+    // A sync reads those packs (into the cache) and writes them into the mirror (not).
+    let mirror = env.path("mirror");
+    let mirror_arg = mirror.to_str().unwrap();
+    let from = env.repo.to_str().unwrap();
+    env.run(["init", "--repo", mirror_arg, "--from", from])
+        .success();
+    env.run(["sync", "--to", mirror_arg]).success();
+    assert_not_cached(&packs_of(&mirror), "sync");
 }

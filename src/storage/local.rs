@@ -87,6 +87,9 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
             io("sync", &tmp, e)
         })?;
+        // On disk: out of the page cache, as a pack (see TempFileWriter::finish); a sync into
+        // this store writes packs through here.
+        drop_cached(&f);
         Ok(tmp)
     }
 
@@ -164,13 +167,7 @@ impl super::ObjectWriter for TempFileWriter {
                 .into_inner()
                 .map_err(|e| io("write", &self.tmp, e.into_error()))?;
             f.sync_all().map_err(|e| io("sync", &self.tmp, e))?;
-            // The pack is on disk: its pages leave the page cache now, so that a backup does
-            // not push the host's working set (a database's pages) out with packs it will not
-            // read again soon, and the next pack's pages are those just freed (see
-            // docs/performance.md: on a VM whose host takes back the memory the guest frees,
-            // new page-cache pages cost 2.6 ms per MiB to fault in). Only advice: an error
-            // changes nothing.
-            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+            drop_cached(&f);
             drop(f);
             let p = self.root.join(name);
             if let Some(parent) = p.parent() {
@@ -194,6 +191,15 @@ impl Drop for TempFileWriter {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Drop an object's pages from the page cache once it is fsynced, so that a backup (or a sync
+/// into this store) does not push the host's working set (a database's pages) out with packs
+/// it will not read again soon, and the next pack's pages are those just freed (see
+/// docs/performance.md: on a VM whose host takes back the memory the guest frees, new
+/// page-cache pages cost 2.6 ms per MiB to fault in). Only advice: an error changes nothing.
+fn drop_cached(f: &fs::File) {
+    let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 fn rand_suffix() -> u64 {
