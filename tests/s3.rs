@@ -473,25 +473,19 @@ fn restore_and_export_from_s3_read_by_pack_region() {
     assert!(stored >= 3 << 20, "{}", backup.stdout);
 
     let cold = |name: &str| env.path(name).to_str().unwrap().to_string();
+    // `restore --json` of the latest snapshot into `target`, with an empty cache of its own.
+    let cold_restore = |cache: &str, target: &Path, extra: &[&str]| {
+        let (cache, target) = (cold(cache), target.to_str().unwrap().to_string());
+        let mut args = vec!["--cache-dir", &cache, "--json", "restore", "--repo", &url];
+        args.extend(["-s", "latest", "-t", &target]);
+        args.extend(extra);
+        let out = run(&env, s, args);
+        out.success();
+        out
+    };
     let before = proxy.counts().requests;
     let target = env.path("restored");
-    let out = run(
-        &env,
-        s,
-        [
-            "--cache-dir",
-            &cold("cache-restore"),
-            "--json",
-            "restore",
-            "--repo",
-            &url,
-            "-s",
-            "latest",
-            "-t",
-            target.to_str().unwrap(),
-        ],
-    );
-    out.success();
+    let out = cold_restore("cache-restore", &target, &[]);
     let restore_requests = proxy.counts().requests - before;
     eprintln!("cold restore: {restore_requests} requests");
     assert_trees_equal(&src, &target.join("src"));
@@ -512,25 +506,11 @@ fn restore_and_export_from_s3_read_by_pack_region() {
     );
 
     // One directory of 10 files (20 KB) fetches about its blobs, not the packs around them.
-    let out = run(
-        &env,
-        s,
-        [
-            "--cache-dir",
-            &cold("cache-path"),
-            "--json",
-            "restore",
-            "--repo",
-            &url,
-            "-s",
-            "latest",
-            "--path",
-            "src/pkg-07/",
-            "-t",
-            env.path("one-dir").to_str().unwrap(),
-        ],
+    let out = cold_restore(
+        "cache-path",
+        &env.path("one-dir"),
+        &["--path", "src/pkg-07/"],
     );
-    out.success();
     assert_trees_equal(&src.join("pkg-07"), &env.path("one-dir/src/pkg-07"));
     let v = out.json();
     let fetched = v["bytes_fetched"].as_u64().unwrap_or(u64::MAX);
