@@ -242,7 +242,7 @@ fn a_20_gib_sparse_file_backs_up_small_and_restores_sparse() {
 /// database's pages out of memory with packs nobody reads soon. `fincore` (util-linux) tells
 /// which pages of a file are cached.
 #[test]
-fn packs_written_by_a_backup_leave_the_page_cache() {
+fn packs_written_by_a_backup_or_a_sync_leave_the_page_cache() {
     let env = Env::init();
     let fs_type = Command::new("stat")
         .args(["-f", "-c", "%T"])

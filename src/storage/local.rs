@@ -87,8 +87,8 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
             io("sync", &tmp, e)
         })?;
-        // On disk: out of the page cache, as a pack (see TempFileWriter::finish); a sync into
-        // this store writes packs through here.
+        // On disk: out of the page cache (see drop_cached). A sync into this store writes its
+        // packs through here, a backup through TempFileWriter.
         drop_cached(&f);
         Ok(tmp)
     }
